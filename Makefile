@@ -1,0 +1,30 @@
+# jointcap: set-up, training, tests and benchmarks. Every target makes the venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The torch pair that installs on the project's CPU machines (pip takes it from a local cache).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install run test test-all bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m jointcap.run $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x tests $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m jointcap.bench $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache
