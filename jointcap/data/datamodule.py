@@ -1,0 +1,146 @@
+"""One LightningDataModule for every source: prepare (rank 0) → cache → tokenizer → splits → batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from jointcap.data import cache
+from jointcap.data.source import Source
+from jointcap.data.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class CaptionedImages(Dataset):
+    """Items of a cached split as uint8 tensors; training draws one caption per image per visit."""
+
+    def __init__(self, split: cache.SplitData, tokens: np.ndarray, train: bool, augment: bool = False, pad: int = 4) -> None:
+        self.split, self.tokens, self.train, self.augment, self.pad = split, tokens, train, augment, pad
+        self.n_caps = np.array([len(c) for c in split.captions])
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = torch.from_numpy(np.array(self.split.images[i])).permute(2, 0, 1)  # (3, S, S) uint8
+        if self.train:
+            j = int(torch.randint(int(self.n_caps[i]), ()))
+            if self.augment:
+                image = _augment(image, self.pad)
+        else:
+            j = 0  # evaluation: caption 0 for the loss; all captions serve as references
+        item = {"image": image, "label": torch.tensor(int(self.split.labels[i])), "tokens": torch.from_numpy(self.tokens[i, j]), "index": torch.tensor(i)}
+        if not self.train:
+            for name in ("masks", "boxes", "parts"):
+                arr = getattr(self.split, name)
+                if arr is not None:
+                    item[name] = torch.from_numpy(np.array(arr[i]))
+        return item
+
+
+def _augment(image: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random horizontal flip and a random shift of up to `pad` pixels, on uint8 (3, S, S)."""
+    if torch.rand(()) < 0.5:
+        image = image.flip(-1)
+    if pad > 0:
+        s = image.shape[-1]
+        padded = torch.nn.functional.pad(image[None].float(), (pad,) * 4, mode="replicate")[0].to(torch.uint8)
+        dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
+        image = padded[:, dy : dy + s, dx : dx + s]
+    return image
+
+
+class JointDataModule(L.LightningDataModule):
+    """Serves any `Source` through the decode-once cache, with captions tokenised once per split."""
+
+    def __init__(self, source: Source, cache_root: str, batch_size: int = 64, eval_batch_size: int | None = None,
+                 num_workers: int = 2, vocab_size: int = 1000, tokenizer_type: str = "unigram", max_caption_len: int = 32,
+                 augment: bool = True, pin_memory: bool = True, persistent_workers: bool = True) -> None:
+        super().__init__()
+        self.source = source
+        self.cache_root = Path(cache_root).expanduser()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.vocab_size, self.tokenizer_type, self.max_caption_len = vocab_size, tokenizer_type, max_caption_len
+        self.augment = augment
+        self.splits: dict[str, cache.SplitData] = {}
+        self.datasets: dict[str, CaptionedImages] = {}
+        self.tokenizer: Tokenizer | None = None
+        self.info: dict = {}
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache_root / self.source.cache_key()
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.cache_dir / f"tokenizer-{self.tokenizer_type}-{self.vocab_size}.model"
+
+    def prepare_data(self) -> None:
+        """Rank 0 only: build the cache and the tokenizer if they are not already complete."""
+        if not cache.dataset_complete(self.cache_dir):
+            log.info("building the %s cache in %s", self.source.name, self.cache_dir)
+            self.source.build(self.cache_dir)
+        if not self.tokenizer_path.is_file():
+            train = cache.read_split(self.cache_dir / "train")
+            captions = [c for caps in train.captions for c in caps]
+            Tokenizer.train(captions, self.vocab_size, self.tokenizer_type).save(self.tokenizer_path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Every rank: open the cached splits (memory-mapped) and tokenise their captions."""
+        if self.splits:
+            return
+        self.info = cache.read_info(self.cache_dir)
+        if not self.tokenizer_path.is_file():
+            raise cache.CacheError(f"{self.tokenizer_path}: missing tokenizer (prepare_data has not run)")
+        self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        for name in cache.SPLITS:
+            split = cache.read_split(self.cache_dir / name)
+            self.splits[name] = split
+            tokens = self._tokenise(split.captions)
+            self.datasets[name] = CaptionedImages(split, tokens, train=name == "train", augment=self.augment)
+
+    def _tokenise(self, captions: list[list[str]]) -> np.ndarray:
+        """(N, C, T) int64 ids; images with fewer captions repeat their last one."""
+        n_caps = max(len(c) for c in captions)
+        out = np.zeros((len(captions), n_caps, self.max_caption_len), dtype=np.int64)
+        for i, caps in enumerate(captions):
+            for j in range(n_caps):
+                out[i, j] = self.tokenizer.encode(caps[min(j, len(caps) - 1)], self.max_caption_len)
+        return out
+
+    # -- facts the model needs -------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return int(self.info["num_classes"])
+
+    def references(self, split: str) -> list[list[str]]:
+        """All reference captions of `split`, by dataset index."""
+        return self.splits[split].captions
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(), drop_last=shuffle,
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)

@@ -1,0 +1,25 @@
+"""GAP + linear classifier, and its class activation maps (Zhou et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CAMClassifier(nn.Module):
+    """Logits from the global-average-pooled embedding; CAM = class weights applied at every location."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        pooled = emb.mean(dim=(2, 3))  # (B, D)
+        return self.fc(self.dropout(pooled))  # (B, K)
+
+    def cam(self, emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """CAM of `classes` (B,) over the map (B, D, h, w) → (B, h, w); its spatial mean is the logit."""
+        w = self.fc.weight[classes]  # (B, D)
+        b = self.fc.bias[classes]  # (B,)
+        return torch.einsum("bd,bdhw->bhw", w, emb) + b[:, None, None]

@@ -1,0 +1,66 @@
+"""The joint model: encoder → shared embedding → {classifier + CAM, attention captioner}."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from jointcap.models.captioner import AttentionCaptioner, Decoded
+from jointcap.models.classifier import CAMClassifier
+from jointcap.models.embedding import Embedding
+from jointcap.models.encoder import Encoder
+
+TASKS = ("joint", "classifier", "captioner")
+
+
+@dataclass
+class JointOutput:
+    """What one teacher-forced forward pass yields; absent heads give None."""
+
+    emb: torch.Tensor  # (B, D, h, w)
+    class_logits: torch.Tensor | None  # (B, K)
+    word_logits: torch.Tensor | None  # (B, T-1, V)
+    alphas: torch.Tensor | None  # (B, T-1, h·w)
+
+
+class JointModel(nn.Module):
+    """Both heads read the same embedding map; `task` drops a head for the single-task baselines."""
+
+    def __init__(self, num_classes: int, vocab_size: int, task: str = "joint", encoder: dict | None = None,
+                 embedding: dict | None = None, classifier: dict | None = None, captioner: dict | None = None,
+                 special_ids: dict | None = None) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"model.task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        self.encoder = Encoder(**(encoder or {}))
+        self.embedding = Embedding(self.encoder.out_channels, **(embedding or {}))
+        dim = self.embedding.dim
+        self.classifier = CAMClassifier(dim, num_classes, **(classifier or {})) if task != "captioner" else None
+        self.captioner = AttentionCaptioner(dim, vocab_size, **(captioner or {}), **(special_ids or {})) if task != "classifier" else None
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.encoder(images))  # (B, D, h, w)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor | None = None) -> JointOutput:
+        emb = self.embed(images)
+        logits = self.classifier(emb) if self.classifier is not None else None
+        word_logits = alphas = None
+        if self.captioner is not None and tokens is not None:
+            word_logits, alphas = self.captioner(emb, tokens)
+        return JointOutput(emb, logits, word_logits, alphas)
+
+    def cam(self, emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """CAM (B, h, w) of `classes`; needs the classifier head."""
+        if self.classifier is None:
+            raise RuntimeError("the captioner-only model has no classifier, hence no CAM")
+        return self.classifier.cam(emb, classes)
+
+    def generate(self, emb: torch.Tensor, beam_size: int = 1, max_len: int = 24, length_penalty: float = 0.0) -> Decoded:
+        if self.captioner is None:
+            raise RuntimeError("the classifier-only model has no captioner")
+        if beam_size == 1:
+            return self.captioner.greedy(emb, max_len)
+        return self.captioner.beam_search(emb, beam_size, max_len, length_penalty)

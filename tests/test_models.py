@@ -1,0 +1,114 @@
+"""Shapes, the CAM's definition, and decoding equivalences of the joint model."""
+
+import pytest
+import torch
+
+from jointcap.models.captioner import AttentionCaptioner
+from jointcap.models.encoder import Encoder
+from jointcap.models.joint import JointModel
+
+B, K, V = 3, 5, 40
+
+
+@pytest.fixture(scope="module")
+def model() -> JointModel:
+    torch.manual_seed(0)
+    return JointModel(K, V, encoder={"stage": 3, "output_stride": 8}, embedding={"dim": 32},
+                      captioner={"embed_dim": 16, "hidden_dim": 32, "attn_dim": 16}).eval()
+
+
+def test_shapes(model: JointModel) -> None:
+    images, tokens = torch.randn(B, 3, 64, 64), torch.randint(4, V, (B, 7))
+    out = model(images, tokens)
+    assert out.emb.shape == (B, 32, 8, 8)  # 8×8 locations at 64 px: fine enough for parts
+    assert out.class_logits.shape == (B, K)
+    assert out.word_logits.shape == (B, 6, V)
+    assert out.alphas.shape == (B, 6, 64)
+    assert torch.allclose(out.alphas.sum(-1), torch.ones(B, 6), atol=1e-5)
+
+
+@pytest.mark.parametrize("name,stage,stride,size,expect", [
+    ("resnet18", 3, 8, 64, 8), ("resnet18", 4, 16, 224, 14), ("resnet18", 4, 32, 448, 14), ("resnet50", 4, 16, 224, 14),
+])
+def test_encoder_resolution(name: str, stage: int, stride: int, size: int, expect: int) -> None:
+    enc = Encoder(name, None, stage, stride).eval()
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, size, size)).shape[-2:] == (expect, expect)
+
+
+def test_encoder_rejects_bad_config() -> None:
+    with pytest.raises(ValueError, match="resnet18"):
+        Encoder("vgg99")
+    with pytest.raises(ValueError, match="output_stride"):
+        Encoder("resnet18", None, 4, 12)
+    with pytest.raises(ValueError, match="cannot reach"):
+        Encoder("resnet18", None, 1, 8)
+
+
+def test_cam_is_classifier_weights_applied_by_hand(model: JointModel) -> None:
+    emb = torch.rand(B, 32, 8, 8)
+    classes = torch.tensor([0, 3, 4])
+    cam = model.cam(emb, classes)
+    w, b = model.classifier.fc.weight, model.classifier.fc.bias
+    for i, c in enumerate(classes):
+        by_hand = (w[c][:, None, None] * emb[i]).sum(0) + b[c]
+        assert torch.allclose(cam[i], by_hand, atol=1e-5)
+    # the CAM's spatial mean is the class logit (GAP + linear)
+    logits = model.classifier(emb)
+    assert torch.allclose(cam.mean((1, 2)), logits[torch.arange(B), classes], atol=1e-5)
+
+
+def test_beam_one_equals_greedy(model: JointModel) -> None:
+    emb = model.embed(torch.randn(4, 3, 64, 64))
+    g = model.captioner.greedy(emb, max_len=12)
+    b = model.captioner.beam_search(emb, beam_size=1, max_len=12)
+    assert torch.equal(g.tokens, b.tokens)
+    assert torch.allclose(g.alphas, b.alphas)
+    assert torch.allclose(g.scores, b.scores, atol=1e-5)
+
+
+def test_beam_search_finds_at_least_greedy_score(model: JointModel) -> None:
+    emb = model.embed(torch.randn(4, 3, 64, 64))
+    g = model.captioner.greedy(emb, max_len=12)
+    b = model.captioner.beam_search(emb, beam_size=4, max_len=12)
+    assert b.tokens.shape[0] == 4
+    assert (b.scores >= g.scores - 1e-4).all()
+
+
+def test_beam_search_batched_equals_one_at_a_time(model: JointModel) -> None:
+    emb = model.embed(torch.randn(3, 3, 64, 64))
+    batched = model.captioner.beam_search(emb, beam_size=3, max_len=10)
+    for i in range(3):
+        single = model.captioner.beam_search(emb[i : i + 1], beam_size=3, max_len=10)
+        n = int(single.lengths[0])
+        assert torch.equal(single.tokens[0, :n], batched.tokens[i, :n])
+
+
+def test_decoding_pads_after_eos() -> None:
+    torch.manual_seed(1)
+    cap = AttentionCaptioner(8, 6, 4, 8, 4, eos_id=3).eval()
+    with torch.no_grad():
+        cap.out.bias.fill_(-10.0)
+        cap.out.bias[3] = 10.0  # EOS always wins
+    dec = cap.greedy(torch.rand(2, 8, 2, 2), max_len=5)
+    assert dec.tokens[:, 0].tolist() == [3, 3]
+    assert dec.lengths.tolist() == [1, 1]
+
+
+def test_task_drops_heads() -> None:
+    cls_only = JointModel(K, V, task="classifier", encoder={"stage": 2, "output_stride": 8})
+    cap_only = JointModel(K, V, task="captioner", encoder={"stage": 2, "output_stride": 8})
+    assert cls_only.captioner is None and cap_only.classifier is None
+    with pytest.raises(RuntimeError, match="no classifier"):
+        cap_only.cam(torch.rand(1, 256, 2, 2), torch.tensor([0]))
+    with pytest.raises(ValueError, match="model.task"):
+        JointModel(K, V, task="both")
+
+
+def test_gradients_reach_encoder_from_both_heads(model: JointModel) -> None:
+    m = JointModel(K, V, encoder={"stage": 2, "output_stride": 8}, embedding={"dim": 16}).train()
+    out = m(torch.randn(2, 3, 32, 32), torch.randint(4, V, (2, 5)))
+    for loss in (out.class_logits.sum(), out.word_logits.sum()):
+        m.zero_grad()
+        loss.backward(retain_graph=True)
+        assert m.encoder.body[0].weight.grad.abs().sum() > 0
