@@ -1,0 +1,255 @@
+"""The LightningModule: the joint model (or a single-task baseline), its losses and its metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from jointcap import losses
+from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from jointcap.metrics.caption_metric import CaptionScores
+from jointcap.metrics.localisation import LocalisationScores
+from jointcap.models.joint import JointModel
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_STAGES = ("val", "test")
+
+
+class JointCaptionModule(L.LightningModule):
+    """Encoder → embedding → classifier (CAM) + captioner (attention), trained with
+    CE_cls + α·CE_cap + λ·D(CAM, attention) (+ β·doubly-stochastic attention).
+
+    `task` = joint | classifier | captioner gives the ablation ladder's single-task rungs;
+    `loss.cam_weight = 0` is the joint model without the CAM loss.
+    The network is built in `setup` once the data tells the class count and vocabulary
+    (both are then stored in the hyper-parameters, so checkpoints rebuild it directly).
+    """
+
+    def __init__(self, task: str = "joint", encoder: dict | None = None, embedding: dict | None = None,
+                 classifier: dict | None = None, captioner: dict | None = None, loss: dict | None = None,
+                 optim: dict | None = None, decode: dict | None = None, channels_last: bool = False,
+                 monitor: str = "val/acc1", num_classes: int | None = None, vocab_size: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.loss_cfg = {"caption_weight": 1.0, "cam_weight": 1.0, "divergence": "js", "grad_to": "both",
+                         "warmup_epochs": 1.0, "doubly_stochastic": 0.0, "label_smoothing": 0.0, **(loss or {})}
+        self.optim_cfg = {"lr": 1e-3, "weight_decay": 1e-4, "encoder_lr_mult": 1.0, "warmup_steps": 100, "scheduler": "cosine", **(optim or {})}
+        self.decode_cfg = {"beam_size": 1, "max_len": 24, "length_penalty": 0.0, "test_beam_size": 3, **(decode or {})}
+        if self.loss_cfg["cam_weight"] < 0:
+            raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg['cam_weight']}")
+        self.disagreement = losses.DisagreementLoss(self.loss_cfg["divergence"], self.loss_cfg["grad_to"])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.model: JointModel | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.info: dict = {}
+        if num_classes is not None and vocab_size is not None:
+            self._build(num_classes, vocab_size)
+
+    # -- construction ----------------------------------------------------------------------
+    def _build(self, num_classes: int, vocab_size: int) -> None:
+        hp = self.hparams
+        self.model = JointModel(num_classes, vocab_size, hp.task, hp.encoder, hp.embedding, hp.classifier, hp.captioner,
+                                special_ids={"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID})
+        if hp.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(num_classes) for s in EVAL_STAGES})
+
+    def _eval_metrics(self, num_classes: int) -> nn.ModuleDict:
+        m: dict[str, nn.Module] = {"loss": MeanMetric(), "disagreement": MeanMetric()}
+        if self.has_classifier:
+            m["acc1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            m["acc5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+            m["acc_per_class"] = MulticlassAccuracy(num_classes, top_k=1, average="macro")
+        if self.has_captioner:
+            m["captions"] = CaptionScores(decode=self._decode, references=self._references, max_len=self.decode_cfg["max_len"])
+        m["localisation"] = LocalisationScores(class_parts=self.info.get("class_parts"))
+        return nn.ModuleDict(m)
+
+    def setup(self, stage: str) -> None:
+        """Build the network from the data's facts (class count, tokenizer) if not yet built."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None:
+            self.tokenizer = dm.tokenizer
+            self.info = dm.info
+        if self.model is None:
+            if dm is None:
+                raise RuntimeError("JointCaptionModule needs a datamodule (or num_classes and vocab_size) to build")
+            self.hparams.num_classes = dm.num_classes
+            self.hparams.vocab_size = dm.tokenizer.vocab_size
+            self._build(dm.num_classes, dm.tokenizer.vocab_size)
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.hparams.task != "captioner"
+
+    @property
+    def has_captioner(self) -> bool:
+        return self.hparams.task != "classifier"
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def _references(self, index: int) -> list[str]:
+        return self._refs[index]
+
+    # -- checkpoint extras: the tokenizer and dataset facts travel with the weights ---------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["jointcap"] = {"tokenizer": self.tokenizer.model_proto if self.tokenizer else None, "info": self.info}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("jointcap", {})
+        if extra.get("tokenizer") and self.tokenizer is None:
+            self.tokenizer = Tokenizer(extra["tokenizer"])
+        self.info = self.info or extra.get("info", {})
+
+    # -- batches ---------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """uint8 images → normalised float on the device (the loader never touches floats)."""
+        images = batch["image"].float().div_(255.0)
+        images = (images - self.mean) / self.std
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        batch["image"] = images
+        return batch
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """All loss terms of one teacher-forced pass, and the pass itself."""
+        tokens, labels = batch["tokens"], batch["label"]
+        out = self.model(batch["image"], tokens if self.has_captioner else None)
+        terms: dict[str, torch.Tensor] = {}
+        if out.class_logits is not None:
+            terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
+        if out.word_logits is not None:
+            targets = tokens[:, 1:]
+            terms["cap"] = losses.caption_loss(out.word_logits, targets, PAD_ID, self.loss_cfg["label_smoothing"])
+            words = targets != PAD_ID
+            if self.loss_cfg["doubly_stochastic"] > 0:
+                terms["ds"] = losses.doubly_stochastic(out.alphas, words)
+            if out.class_logits is not None:
+                cam = self.model.cam(out.emb, labels)  # (B, h, w)
+                terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, words))
+        return terms, out
+
+    def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        c = self.loss_cfg
+        total = terms.get("cls", 0.0) + c["caption_weight"] * terms.get("cap", 0.0)
+        if "dis" in terms:
+            total = total + self.cam_weight_now() * terms["dis"]
+        if "ds" in terms:
+            total = total + c["doubly_stochastic"] * terms["ds"]
+        return total
+
+    def cam_weight_now(self) -> float:
+        """λ after warm-up, from the fractional epoch the trainer has reached."""
+        c = self.loss_cfg
+        if self._trainer is None:
+            return c["cam_weight"]
+        steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
+        progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
+        return losses.warmup(c["cam_weight"], progress, c["warmup_epochs"])
+
+    # -- steps -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        terms, _ = self._losses(batch)
+        total = self._total(terms)
+        bs = batch["label"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for k, v in terms.items():
+            self.log(f"train/{k}", v, prog_bar=k in ("cls", "cap"), batch_size=bs)
+        self.log("train/cam_weight", self.cam_weight_now(), batch_size=bs)
+        return total
+
+    def on_validation_epoch_start(self) -> None:
+        self._refs = self.trainer.datamodule.references("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._refs = self.trainer.datamodule.references("test")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        m = self.eval_metrics[stage]
+        terms, out = self._losses(batch)
+        m["loss"].update(self._total(terms))
+        labels = batch["label"]
+        cam = None
+        if out.class_logits is not None:
+            logits = out.class_logits.float()
+            for k in ("acc1", "acc5", "acc_per_class"):
+                m[k].update(logits, labels)
+            cam = self.model.cam(out.emb, labels)  # (B, h, w) of the true class
+        attn = None
+        if self.has_captioner:
+            beam = self.decode_cfg["test_beam_size"] if stage == "test" else self.decode_cfg["beam_size"]
+            dec = self.model.generate(out.emb, beam, self.decode_cfg["max_len"], self.decode_cfg["length_penalty"])
+            m["captions"].update(batch["index"], dec.tokens)
+            real = dec.tokens != PAD_ID
+            attn = losses.mean_attention(dec.alphas, real)  # (B, L) over generated words
+        if cam is not None and attn is not None:
+            m["disagreement"].update(losses.divergence(losses.cam_distribution(cam), attn, self.loss_cfg["divergence"]))
+        attn_map = attn.view(-1, *out.emb.shape[-2:]) if attn is not None else None  # (B, h, w)
+        # a single-task model scores its one map (the agreement keys are then dropped)
+        m["localisation"].update(cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks"))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def _log_eval(self, stage: str) -> None:
+        values: dict[str, float] = {}
+        for name, metric in self.eval_metrics[stage].items():
+            if not metric.update_called:
+                metric.reset()
+                continue
+            result = metric.compute()
+            if name == "localisation":
+                result = self._own_maps(result)
+            if isinstance(result, dict):
+                values.update({k: float(v) for k, v in result.items()})
+            else:
+                values[name] = float(result)
+            metric.reset()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if math.isfinite(v)}, sync_dist=False)
+
+    def _own_maps(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep the localisation scores of the maps this model really has."""
+        if self.hparams.task == "joint":
+            return scores
+        keep = "cam_" if self.hparams.task == "classifier" else "attn_"
+        return {k: v for k, v in scores.items() if k.startswith(keep)}
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        c = self.optim_cfg
+        enc = list(self.model.encoder.parameters())
+        enc_ids = {id(p) for p in enc}
+        rest = [p for p in self.model.parameters() if id(p) not in enc_ids]
+        groups = [{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}]
+        opt = torch.optim.AdamW(groups, lr=c["lr"], weight_decay=c["weight_decay"])
+        if c["scheduler"] == "none":
+            return {"optimizer": opt}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = min(int(c["warmup_steps"]), total // 2)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
