@@ -14,8 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from jointcap import losses
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from jointcap.explain import word_attention
 from jointcap.metrics.caption_metric import CaptionScores
-from jointcap.metrics.localisation import LocalisationScores
+from jointcap.metrics.localisation import BoxAccuracy, LocalisationScores, gt_known_loc, part_pointing, upsample, word_grounding
 from jointcap.models.joint import JointModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,13 +37,17 @@ class JointCaptionModule(L.LightningModule):
     def __init__(self, task: str = "joint", encoder: dict | None = None, embedding: dict | None = None,
                  classifier: dict | None = None, captioner: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, decode: dict | None = None, channels_last: bool = False,
-                 monitor: str = "val/acc1", num_classes: int | None = None, vocab_size: int | None = None) -> None:
+                 monitor: str = "val/acc1", num_classes: int | None = None, vocab_size: int | None = None,
+                 metrics: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.loss_cfg = {"caption_weight": 1.0, "cam_weight": 1.0, "divergence": "js", "grad_to": "both",
                          "warmup_epochs": 1.0, "doubly_stochastic": 0.0, "label_smoothing": 0.0, **(loss or {})}
         self.optim_cfg = {"lr": 1e-3, "weight_decay": 1e-4, "encoder_lr_mult": 1.0, "warmup_steps": 100, "scheduler": "cosine", **(optim or {})}
         self.decode_cfg = {"beam_size": 1, "max_len": 24, "length_penalty": 0.0, "test_beam_size": 3, **(decode or {})}
+        # meteor: pycocoevalcap's Java METEOR; part_radius: part-pointing radius as a fraction of the image side;
+        # cam_threshold: GT-known Loc's CAM threshold; box_stages: where the (costly) box metrics run
+        self.metrics_cfg = {"meteor": False, "part_radius": 0.07, "cam_threshold": 0.5, "box_stages": ["test"], **(metrics or {})}
         if self.loss_cfg["cam_weight"] < 0:
             raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg['cam_weight']}")
         self.disagreement = losses.DisagreementLoss(self.loss_cfg["divergence"], self.loss_cfg["grad_to"])
@@ -51,6 +56,7 @@ class JointCaptionModule(L.LightningModule):
         self.model: JointModel | None = None
         self.tokenizer: Tokenizer | None = None
         self.info: dict = {}
+        self.image_size: int | None = None  # the training images' side, stored in checkpoints for predict
         if num_classes is not None and vocab_size is not None:
             self._build(num_classes, vocab_size)
 
@@ -61,17 +67,26 @@ class JointCaptionModule(L.LightningModule):
                                 special_ids={"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID})
         if hp.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(num_classes) for s in EVAL_STAGES})
+        self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(num_classes, s) for s in EVAL_STAGES})
 
-    def _eval_metrics(self, num_classes: int) -> nn.ModuleDict:
+    def _eval_metrics(self, num_classes: int, stage: str) -> nn.ModuleDict:
         m: dict[str, nn.Module] = {"loss": MeanMetric(), "disagreement": MeanMetric()}
         if self.has_classifier:
             m["acc1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
             m["acc5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
             m["acc_per_class"] = MulticlassAccuracy(num_classes, top_k=1, average="macro")
         if self.has_captioner:
-            m["captions"] = CaptionScores(decode=self._decode, references=self._references, max_len=self.decode_cfg["max_len"])
+            m["captions"] = CaptionScores(decode=self._decode, references=self._references, max_len=self.decode_cfg["max_len"],
+                                          meteor=bool(self.metrics_cfg["meteor"]))
+            m["word_grounding"] = MeanMetric()  # attribute words whose attention peak is on their part (masks)
+            m["attn_part_pointing"] = MeanMetric()  # annotated part locations (CUB `parts`)
         m["localisation"] = LocalisationScores(class_parts=self.info.get("class_parts"))
+        if self.has_classifier:
+            m["cam_part_pointing"] = MeanMetric()
+            if stage in self.metrics_cfg["box_stages"]:  # CUB `boxes`: Choe et al. 2020
+                m["cam_gt_known_loc"] = MeanMetric()
+                m["cam_box_v1"] = BoxAccuracy(iou_thresholds=(0.5,), multi_contour=False)
+                m["cam_box_v2"] = BoxAccuracy()
         return nn.ModuleDict(m)
 
     def setup(self, stage: str) -> None:
@@ -80,12 +95,15 @@ class JointCaptionModule(L.LightningModule):
         if dm is not None:
             self.tokenizer = dm.tokenizer
             self.info = dm.info
+            self.image_size = _data_image_size(dm) or self.image_size
         if self.model is None:
             if dm is None:
                 raise RuntimeError("JointCaptionModule needs a datamodule (or num_classes and vocab_size) to build")
             self.hparams.num_classes = dm.num_classes
             self.hparams.vocab_size = dm.tokenizer.vocab_size
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
+        for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
+            m["localisation"].class_parts = self.info.get("class_parts")
 
     @property
     def has_classifier(self) -> bool:
@@ -103,13 +121,15 @@ class JointCaptionModule(L.LightningModule):
 
     # -- checkpoint extras: the tokenizer and dataset facts travel with the weights ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["jointcap"] = {"tokenizer": self.tokenizer.model_proto if self.tokenizer else None, "info": self.info}
+        checkpoint["jointcap"] = {"tokenizer": self.tokenizer.model_proto if self.tokenizer else None, "info": self.info,
+                                  "image_size": self.image_size}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("jointcap", {})
         if extra.get("tokenizer") and self.tokenizer is None:
             self.tokenizer = Tokenizer(extra["tokenizer"])
         self.info = self.info or extra.get("info", {})
+        self.image_size = self.image_size or extra.get("image_size") or self.info.get("image_size")
 
     # -- batches ---------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
@@ -123,7 +143,7 @@ class JointCaptionModule(L.LightningModule):
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """All loss terms of one teacher-forced pass, and the pass itself."""
-        tokens, labels = batch["tokens"], batch["label"]
+        tokens, labels = _trim(batch["tokens"]), batch["label"]
         out = self.model(batch["image"], tokens if self.has_captioner else None)
         terms: dict[str, torch.Tensor] = {}
         if out.class_logits is not None:
@@ -174,24 +194,27 @@ class JointCaptionModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._refs = self.trainer.datamodule.references("test")
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        """Update the stage's metrics; return the per-image record (index, label, pred, prob, tokens, cam, attn)."""
         m = self.eval_metrics[stage]
         terms, out = self._losses(batch)
         m["loss"].update(self._total(terms))
         labels = batch["label"]
         cam = None
+        record: dict[str, torch.Tensor] = {"index": batch["index"], "label": labels}
         if out.class_logits is not None:
             logits = out.class_logits.float()
             for k in ("acc1", "acc5", "acc_per_class"):
                 m[k].update(logits, labels)
             cam = self.model.cam(out.emb, labels)  # (B, h, w) of the true class
-        attn = None
+            record["prob"], record["pred"] = logits.softmax(1).max(1)
+        attn = dec = None
         if self.has_captioner:
             beam = self.decode_cfg["test_beam_size"] if stage == "test" else self.decode_cfg["beam_size"]
             dec = self.model.generate(out.emb, beam, self.decode_cfg["max_len"], self.decode_cfg["length_penalty"])
@@ -203,6 +226,42 @@ class JointCaptionModule(L.LightningModule):
         attn_map = attn.view(-1, *out.emb.shape[-2:]) if attn is not None else None  # (B, h, w)
         # a single-task model scores its one map (the agreement keys are then dropped)
         m["localisation"].update(cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks"))
+        size = tuple(batch["image"].shape[-2:])
+        if batch.get("parts") is not None:
+            self._update_part_pointing(m, {"cam": cam, "attn": attn_map}, batch["parts"], size)
+        if batch.get("boxes") is not None and cam is not None and "cam_box_v1" in m:
+            self._update_boxes(m, cam, batch["boxes"], size)
+        if dec is not None and batch.get("masks") is not None and self.info.get("part_words"):
+            self._update_word_grounding(m, dec, batch["masks"], tuple(out.emb.shape[-2:]))
+        record.update({k: v for k, v in (("tokens", dec.tokens if dec else None), ("cam", cam), ("attn", attn_map)) if v is not None})
+        return record
+
+    def _update_part_pointing(self, m: nn.ModuleDict, maps: dict[str, torch.Tensor | None], parts: torch.Tensor,
+                              size: tuple[int, int]) -> None:
+        """Per image with a visible part: does the map's peak lie within part_radius of one? (parts (B, P, 3) x, y, visible)."""
+        radius = float(self.metrics_cfg["part_radius"]) * max(size)
+        for src, maps_ in maps.items():
+            if maps_ is None:
+                continue
+            hits, visible = part_pointing(maps_.float(), parts.float(), size, radius)  # (B,), (B,)
+            seen = visible > 0
+            if seen.any():
+                m[f"{src}_part_pointing"].update((hits[seen] > 0).float())
+
+    def _update_boxes(self, m: nn.ModuleDict, cam: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> None:
+        """GT-known Loc at cam_threshold, MaxBoxAcc (V1) and MaxBoxAccV2 of the true class's CAM vs boxes (B, 4) xywh."""
+        up = upsample(cam.float(), size)  # (B, S, S)
+        hits = gt_known_loc(up, boxes, threshold=float(self.metrics_cfg["cam_threshold"]))  # (B,) bool on the CPU
+        m["cam_gt_known_loc"].update(hits.float().to(self.device))
+        m["cam_box_v1"].update(up, boxes)
+        m["cam_box_v2"].update(up, boxes)
+
+    def _update_word_grounding(self, m: nn.ModuleDict, dec: Any, masks: torch.Tensor, grid: tuple[int, int]) -> None:
+        """Attribute words (e.g. "red") whose attention peaks on the part they describe ("crown"), masks (B, P, S, S)."""
+        attn_words, words = word_attention(dec.tokens, dec.alphas, self.tokenizer, grid)  # (B, W, h, w)
+        hits, count = word_grounding(attn_words, words, self.info["part_words"], frozenset(self.info.get("attribute_words", ())), masks)
+        if count:
+            m["word_grounding"].update(torch.tensor(hits / count, device=self.device), weight=count)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -219,6 +278,8 @@ class JointCaptionModule(L.LightningModule):
             result = metric.compute()
             if name == "localisation":
                 result = self._own_maps(result)
+            elif name.startswith("cam_box_"):
+                result = _box_scores(name, result)
             if isinstance(result, dict):
                 values.update({k: float(v) for k, v in result.items()})
             else:
@@ -253,3 +314,22 @@ class JointCaptionModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _data_image_size(dm: Any) -> int | None:
+    """The side of the data module's cached images (all splits share it)."""
+    split = next(iter(getattr(dm, "splits", {}).values()), None)
+    return int(split.images.shape[1]) if split is not None else dm.info.get("image_size")
+
+
+def _box_scores(name: str, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """BoxAccuracy's keys under this metric's name: cam_max_box_acc(_threshold) (V1, δ=0.5), cam_max_box_acc_v2, …"""
+    if name == "cam_box_v1":
+        return {"cam_max_box_acc": scores["max_box_acc"], "cam_max_box_acc_threshold": scores["best_threshold_iou50"]}
+    return {("cam_max_box_acc_v2" if k == "max_box_acc" else f"cam_{k}_v2"): v for k, v in scores.items()}
+
+
+def _trim(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the columns that are padding in every row: the LSTM then runs only as long as the longest caption."""
+    longest = int((tokens != PAD_ID).sum(1).max())
+    return tokens[:, : max(2, longest)]

@@ -8,9 +8,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from jointcap.data import cache
+from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.data.source import Source
 from jointcap.data.tokenizer import Tokenizer
 
@@ -27,12 +29,15 @@ class CaptionedImages(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Item `i`; a key `(i, seed)` (from `EpochSampler`) makes its random choices a function of `seed`."""
+        i, seed = key if isinstance(key, tuple) else (key, None)
         image = torch.from_numpy(np.array(self.split.images[i])).permute(2, 0, 1)  # (3, S, S) uint8
         if self.train:
-            j = int(torch.randint(int(self.n_caps[i]), ()))
+            gen = torch.Generator().manual_seed(seed) if seed is not None else None
+            j = int(torch.randint(int(self.n_caps[i]), (), generator=gen))
             if self.augment:
-                image = _augment(image, self.pad)
+                image = _augment(image, self.pad, gen)
         else:
             j = 0  # evaluation: caption 0 for the loss; all captions serve as references
         item = {"image": image, "label": torch.tensor(int(self.split.labels[i])), "tokens": torch.from_numpy(self.tokens[i, j]), "index": torch.tensor(i)}
@@ -44,14 +49,14 @@ class CaptionedImages(Dataset):
         return item
 
 
-def _augment(image: torch.Tensor, pad: int) -> torch.Tensor:
+def _augment(image: torch.Tensor, pad: int, gen: torch.Generator | None = None) -> torch.Tensor:
     """Random horizontal flip and a random shift of up to `pad` pixels, on uint8 (3, S, S)."""
-    if torch.rand(()) < 0.5:
+    if torch.rand((), generator=gen) < 0.5:
         image = image.flip(-1)
     if pad > 0:
         s = image.shape[-1]
         padded = torch.nn.functional.pad(image[None].float(), (pad,) * 4, mode="replicate")[0].to(torch.uint8)
-        dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
+        dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen))
         image = padded[:, dy : dy + s, dx : dx + s]
     return image
 
@@ -61,8 +66,13 @@ class JointDataModule(L.LightningDataModule):
 
     def __init__(self, source: Source, cache_root: str, batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 2, vocab_size: int = 1000, tokenizer_type: str = "unigram", max_caption_len: int = 32,
-                 augment: bool = True, pin_memory: bool = True, persistent_workers: bool = True) -> None:
+                 augment: bool = True, pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
+                 prepare_data_per_node: bool = False) -> None:
         super().__init__()
+        # False: only global rank 0 builds the cache (a shared file system); True: local rank 0 of
+        # every node does (node-local caches). Either way the other ranks wait, then read.
+        self.prepare_data_per_node = prepare_data_per_node
+        self.seed = seed  # the training order and per-sample randomness (jointcap.data.sampling)
         self.source = source
         self.cache_root = Path(cache_root).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -83,14 +93,21 @@ class JointDataModule(L.LightningDataModule):
         return self.cache_dir / f"tokenizer-{self.tokenizer_type}-{self.vocab_size}.model"
 
     def prepare_data(self) -> None:
-        """Rank 0 only: build the cache and the tokenizer if they are not already complete."""
-        if not cache.dataset_complete(self.cache_dir):
-            log.info("building the %s cache in %s", self.source.name, self.cache_dir)
-            self.source.build(self.cache_dir)
-        if not self.tokenizer_path.is_file():
-            train = cache.read_split(self.cache_dir / "train")
-            captions = [c for caps in train.captions for c in caps]
-            Tokenizer.train(captions, self.vocab_size, self.tokenizer_type).save(self.tokenizer_path)
+        """Rank 0 only: build the cache and the tokenizer if they are not already complete.
+
+        A file lock serialises concurrent jobs that share the cache (parallel sweeps); whoever
+        holds it is the only writer, so temporary leftovers of killed builds can go.
+        """
+        self.cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{self.cache_dir}.lock"):
+            cache.remove_stale_temps(self.cache_dir)
+            if not cache.dataset_complete(self.cache_dir):
+                log.info("building the %s cache in %s", self.source.name, self.cache_dir)
+                self.source.build(self.cache_dir)
+            if not self.tokenizer_path.is_file():
+                train = cache.read_split(self.cache_dir / "train")
+                captions = [c for caps in train.captions for c in caps]
+                Tokenizer.train(captions, self.vocab_size, self.tokenizer_type).save(self.tokenizer_path)
 
     def setup(self, stage: str | None = None) -> None:
         """Every rank: open the cached splits (memory-mapped) and tokenise their captions."""
@@ -108,7 +125,7 @@ class JointDataModule(L.LightningDataModule):
 
     def _tokenise(self, captions: list[list[str]]) -> np.ndarray:
         """(N, C, T) int64 ids; images with fewer captions repeat their last one."""
-        n_caps = max(len(c) for c in captions)
+        n_caps = max((len(c) for c in captions), default=1)
         out = np.zeros((len(captions), n_caps, self.max_caption_len), dtype=np.int64)
         for i, caps in enumerate(captions):
             for j in range(n_caps):
@@ -125,16 +142,22 @@ class JointDataModule(L.LightningDataModule):
         return self.splits[split].captions
 
     # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader_kwargs(self) -> dict:
         workers = self.num_workers
-        return DataLoader(
-            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(), drop_last=shuffle,
-            persistent_workers=self.persistent_workers and workers > 0,
-        )
+        return {"num_workers": workers, "pin_memory": self.pin_memory and torch.cuda.is_available(),
+                "persistent_workers": self.persistent_workers and workers > 0,
+                # worker seeds come from here, not from the global RNG (which dropout uses)
+                "generator": torch.Generator().manual_seed(self.seed)}
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, **self._loader_kwargs())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
+        """Shuffled by (seed, epoch), this rank's share, resumable mid-epoch (see jointcap.data.sampling)."""
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(self.datasets["train"], num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
+        return ResumableLoader(self.datasets["train"], batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)
