@@ -193,6 +193,18 @@ def read_info(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete the `.NAME.tmp-*` leftovers of killed writers in `root`; call only as its sole writer."""
+    root = Path(root)
+    stale = sorted(root.glob(".*.tmp-*")) if root.is_dir() else []
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
 def dataset_complete(root: Path) -> bool:
     """True when info.json and every split of a dataset cache are finished."""
     root = Path(root)
