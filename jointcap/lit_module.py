@@ -105,6 +105,13 @@ class JointCaptionModule(L.LightningModule):
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m["localisation"].class_parts = self.info.get("class_parts")
 
+    def set_metric_options(self, **options: Any) -> None:
+        """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
+        self.metrics_cfg.update(options)
+        self.hparams.metrics = dict(self.metrics_cfg)
+        if self.model is not None:
+            self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(self.hparams.num_classes, s) for s in EVAL_STAGES}).to(self.device)
+
     @property
     def has_classifier(self) -> bool:
         return self.hparams.task != "captioner"
@@ -233,7 +240,7 @@ class JointCaptionModule(L.LightningModule):
             self._update_boxes(m, cam, batch["boxes"], size)
         if dec is not None and batch.get("masks") is not None and self.info.get("part_words"):
             self._update_word_grounding(m, dec, batch["masks"], tuple(out.emb.shape[-2:]))
-        record.update({k: v for k, v in (("tokens", dec.tokens if dec else None), ("cam", cam), ("attn", attn_map)) if v is not None})
+        record.update({k: v for k, v in (("tokens", dec.tokens if dec is not None else None), ("cam", cam), ("attn", attn_map)) if v is not None})
         return record
 
     def _update_part_pointing(self, m: nn.ModuleDict, maps: dict[str, torch.Tensor | None], parts: torch.Tensor,

@@ -1,0 +1,209 @@
+"""Evaluate a checkpoint on a split: `python -m jointcap.evaluate ckpt_path=FILE [data=…] [split=test]`.
+
+Runs the module's own test (or validation) metrics over the whole split and writes, into the
+Hydra output folder: `report.json` (every metric, per-class accuracy, what was evaluated),
+`report.csv` (metric, value), `per_class.csv` and `predictions.csv` (one row per image:
+index, key, true and predicted class, probability, generated caption, first reference and
+the per-image pointing hits). Prints a table of the metrics.
+
+Without a `data…` override on the command line, the data config is the one the checkpoint's
+run used (`<run>/.hydra/config.yaml` beside `<run>/checkpoints/`), when it is there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from jointcap.checkpoint import UnsafeCheckpointError, load_module
+from jointcap.lit_module import JointCaptionModule
+from jointcap.metrics.localisation import part_pointing, pointing_game
+
+log = logging.getLogger("jointcap.evaluate")
+SPLITS = ("val", "test")
+_DATA_OVERRIDE = re.compile(r"^[+~]*data([.=@/]|$)")
+
+
+class EvaluateError(RuntimeError):
+    """A problem with the request (checkpoint, split, data) that the user can fix."""
+
+
+class PredictionCollector(L.Callback):
+    """Per-image rows from the records `JointCaptionModule._eval_step` returns."""
+
+    def __init__(self, keys: list[str], references: list[list[str]], class_names: list[str],
+                 class_parts: list[int] | None, part_radius: float) -> None:
+        self.keys, self.references, self.class_names = keys, references, class_names
+        self.class_parts, self.part_radius = class_parts, part_radius
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.add(pl_module, outputs, batch)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.add(pl_module, outputs, batch)
+
+    def _name(self, k: int) -> str:
+        return self.class_names[k] if k < len(self.class_names) else str(k)
+
+    def add(self, module: JointCaptionModule, record: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        """One row per image of the batch (the first one seen wins, as in the caption metric)."""
+        hits = self.pointing(record, batch)
+        for b, index in enumerate(record["index"].tolist()):
+            label = int(record["label"][b])
+            row: dict[str, Any] = {"index": index, "key": self.keys[index], "true_label": label, "true_class": self._name(label)}
+            if "pred" in record:
+                pred = int(record["pred"][b])
+                row.update(pred_label=pred, pred_class=self._name(pred), prob=round(float(record["prob"][b]), 6), correct=int(pred == label))
+            if "tokens" in record:
+                row["caption"] = module.tokenizer.decode(record["tokens"][b].tolist())
+            refs = self.references[index]
+            row["reference"] = refs[0] if refs else ""
+            row.update({name: (int(v[b]) if v[b] >= 0 else "") for name, v in hits.items()})
+            self.rows.setdefault(index, row)
+
+    def pointing(self, record: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-image hits (1/0, -1 = nothing to point at): maps vs class-part masks, and vs annotated parts."""
+        out: dict[str, torch.Tensor] = {}
+        size = tuple(batch["image"].shape[-2:])
+        masks, parts = batch.get("masks"), batch.get("parts")
+        for src in ("cam", "attn"):
+            maps = record.get(src)
+            if maps is None:
+                continue
+            maps = maps.float()
+            if masks is not None:  # (B, P, S, S)
+                sel = masks.bool()[:, self.class_parts] if self.class_parts else masks.bool()
+                union = sel.any(1)  # (B, S, S)
+                hit = pointing_game(maps, union).long()
+                out[f"{src}_pointing"] = torch.where(union.flatten(1).any(1), hit, -1).cpu()
+            if parts is not None:  # (B, P, 3)
+                h, visible = part_pointing(maps, parts.float(), size, self.part_radius * max(size))
+                out[f"{src}_part_pointing"] = torch.where(visible > 0, (h > 0).long(), -1).cpu()
+        return out
+
+
+def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
+    """The composed data config; without a data override, the checkpoint's own run's (resolved there)."""
+    overridden = any(_DATA_OVERRIDE.match(o) for o in HydraConfig.get().overrides.task)
+    run_cfg = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+    if cfg.data_from_run and not overridden and run_cfg.is_file():
+        log.info("data config of the checkpoint's run: %s", run_cfg)
+        run = OmegaConf.load(run_cfg)
+        return OmegaConf.create(OmegaConf.to_container(run.data, resolve=True))
+    return cfg.data
+
+
+def check_compatible(module: JointCaptionModule, dm: Any, ckpt: Path) -> None:
+    """The data must be what the model was trained on: same class count and tokenizer."""
+    if module.hparams.num_classes != dm.num_classes:
+        raise EvaluateError(f"{ckpt}: the model has {module.hparams.num_classes} classes, the data {dm.num_classes}; "
+                            "pass the data config it was trained with (data=… and its overrides)")
+    if module.tokenizer is not None and module.tokenizer.model_proto != dm.tokenizer.model_proto:
+        raise EvaluateError(f"{ckpt}: the data's tokenizer differs from the one inside the checkpoint; "
+                            "pass the data config it was trained with (data.vocab_size, data.source…)")
+
+
+def per_class_accuracy(rows: list[dict[str, Any]], class_names: list[str], num_classes: int) -> list[dict[str, Any]]:
+    """Accuracy of each class over its images (None for a class with no image in the split)."""
+    out = []
+    for k in range(num_classes):
+        mine = [r for r in rows if r["true_label"] == k and "correct" in r]
+        acc = sum(r["correct"] for r in mine) / len(mine) if mine else None
+        out.append({"label": k, "class": class_names[k] if k < len(class_names) else str(k), "n_images": len(mine), "accuracy": acc})
+    return out
+
+
+def write_report(out_dir: Path, report: dict[str, Any], per_class: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Path]:
+    """report.json, report.csv, per_class.csv and predictions.csv in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in ("report.json", "report.csv", "per_class.csv", "predictions.csv")}
+    paths["report.json"].write_text(json.dumps({**report, "per_class": per_class}, indent=2))
+    _write_csv(paths["report.csv"], [{"metric": k, "value": v} for k, v in report["metrics"].items()])
+    _write_csv(paths["per_class.csv"], per_class)
+    _write_csv(paths["predictions.csv"], rows)
+    return paths
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of dicts as CSV; the header is the union of their keys, in first-seen order."""
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def print_table(metrics: dict[str, float], title: str, paths: dict[str, Path]) -> None:
+    """The metrics as a table, then where the report went."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in sorted(metrics):
+        table.add_row(k, f"{metrics[k]:.4f}")
+    console = Console()
+    console.print(table)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
+def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Load, evaluate, write the report; returns it."""
+    if cfg.split not in SPLITS:
+        raise EvaluateError(f"split must be one of {SPLITS}, got {cfg.split!r}")
+    ckpt = Path(str(cfg.ckpt_path)).expanduser()
+    if not ckpt.is_file():
+        raise EvaluateError(f"{ckpt}: checkpoint file not found")
+    module = load_module(ckpt)
+    module.set_metric_options(**{"box_stages": [cfg.split], **OmegaConf.to_container(cfg.metrics, resolve=True)})
+    if cfg.beam_size is not None:
+        module.decode_cfg.update(beam_size=int(cfg.beam_size), test_beam_size=int(cfg.beam_size))
+    dm = instantiate(data_config(cfg, ckpt), _convert_="all")
+    dm.prepare_data()
+    dm.setup(cfg.split)
+    check_compatible(module, dm, ckpt)
+    split = dm.splits[cfg.split]
+    collector = PredictionCollector(list(split.keys), dm.references(cfg.split), dm.info.get("class_names") or [],
+                                    dm.info.get("class_parts"), float(module.metrics_cfg["part_radius"]))
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[collector], enable_checkpointing=False)
+    run = trainer.test if cfg.split == "test" else trainer.validate
+    results = run(module, datamodule=dm, verbose=False)
+    metrics = {k.split("/", 1)[-1]: float(v) for k, v in (results[0] if results else {}).items()}
+    rows = [collector.rows[i] for i in sorted(collector.rows)]
+    per_class = per_class_accuracy(rows, dm.info.get("class_names") or [], dm.num_classes)
+    beam = module.decode_cfg["test_beam_size" if cfg.split == "test" else "beam_size"]
+    report = {"checkpoint": str(ckpt.resolve()), "split": cfg.split, "dataset": dm.info.get("name"), "n_images": len(rows),
+              "task": module.hparams.task, "beam_size": beam, "metrics": metrics,
+              "per_class_accuracy": [c["accuracy"] for c in per_class]}
+    paths = write_report(out_dir, report, per_class, rows)
+    print_table(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} ({len(rows)} images)", paths)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (EvaluateError, UnsafeCheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
