@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The session-wide TINY checkpoint shared by the evaluate, predict and media tests.
+pytest_plugins = ["tests.fixtures_ckpt"]
+
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny synthetic data and a short fit: enough to exercise every path of a real run.
 TINY = [
