@@ -1,0 +1,416 @@
+"""Where do the CAM and the captioner's attention look? Localisation and agreement metrics.
+
+Conventions used throughout:
+
+* maps are (B, h, w) score maps on the embedding grid; masks are (B, H, W) bool at image
+  size. Maps are bilinearly upsampled to image size (``align_corners=False``) *before*
+  min-max normalisation, as in Choe et al. 2020's wsolevaluation.
+* a map's peak is its argmax (the first one in raster order on ties), as (row, col).
+* a thresholded map is ``normalised >= threshold``.
+* boxes are in pixels; ground-truth boxes come as (x, y, w, h) and are turned into inclusive
+  (x0, y0, x1, y1) = (x, y, x + w - 1, y + h - 1); IoU uses the inclusive ``+1`` areas of
+  wsolevaluation's ``calculate_multiple_iou``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+from torchmetrics import Metric
+
+__all__ = [
+    "normalise_map",
+    "upsample",
+    "peak",
+    "pointing_game",
+    "mask_iou",
+    "box_from_map",
+    "boxes_from_map",
+    "xywh_to_xyxy",
+    "box_iou",
+    "gt_known_loc",
+    "max_box_acc",
+    "BoxAccuracy",
+    "part_pointing",
+    "peak_agreement",
+    "LocalisationScores",
+    "word_grounding",
+    "CHOE_THRESHOLDS",
+]
+
+# wsolevaluation's CAM thresholds with cam_curve_interval=0.01: 0.00, 0.01, ..., 0.99.
+CHOE_THRESHOLDS = np.arange(0, 1, 0.01)
+_EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as cv2.findContours' outer contours
+
+
+# --------------------------------------------------------------------------- basic maps
+
+
+def normalise_map(m: Tensor) -> Tensor:
+    """Min-max each map of (B, h, w) to [0, 1]; a constant map becomes all zeros."""
+    flat = m.flatten(1).float()  # (B, hw)
+    lo = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - lo
+    out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return out.view_as(m)
+
+
+def upsample(m: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinearly resize maps (B, h, w) to (B, H, W) = size."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(m.shape[-2:]) == size:
+        return m.float()
+    return F.interpolate(m[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def peak(maps: Tensor) -> Tensor:
+    """(row, col) of each map's maximum: (B, h, w) -> (B, 2) long."""
+    w = maps.shape[-1]
+    flat_arg = maps.flatten(1).argmax(dim=1)  # (B,)
+    return torch.stack([flat_arg // w, flat_arg % w], dim=1)
+
+
+def _to_image(maps: Tensor, size: Sequence[int]) -> Tensor:
+    """Upsample then min-max normalise: (B, h, w) -> (B, H, W) in [0, 1]."""
+    return normalise_map(upsample(maps, size))
+
+
+# --------------------------------------------------------------------------- pointing, IoU
+
+
+def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0.0) -> Tensor:
+    """Hit when the upsampled map's peak lies within `tolerance` px of the mask: (B,) bool.
+
+    Zhang et al. (excitation backprop) use tolerance 15 px; an empty mask is always a miss.
+    """
+    up = upsample(maps, masks.shape[-2:])  # (B, H, W)
+    rc = peak(up)  # (B, 2)
+    b = torch.arange(maps.shape[0], device=maps.device)
+    if tolerance <= 0:
+        return masks[b, rc[:, 0], rc[:, 1]].bool()
+    h, w = masks.shape[-2:]
+    yy = torch.arange(h, device=maps.device).view(1, h, 1)
+    xx = torch.arange(w, device=maps.device).view(1, 1, w)
+    d2 = (yy - rc[:, 0].view(-1, 1, 1)) ** 2 + (xx - rc[:, 1].view(-1, 1, 1)) ** 2  # (B, H, W)
+    return (masks.bool() & (d2 <= tolerance**2)).flatten(1).any(dim=1)
+
+
+def mask_iou(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
+    """IoU of the thresholded, upsampled, normalised map with the mask: (B,) float (0 if both empty)."""
+    pred = _to_image(maps, masks.shape[-2:]) >= threshold  # (B, H, W)
+    m = masks.bool()
+    inter = (pred & m).flatten(1).sum(1).float()
+    union = (pred | m).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+def _as_numpy(m: Tensor | np.ndarray) -> np.ndarray:
+    """A 2-D map as a float numpy array."""
+    return m.detach().float().cpu().numpy() if isinstance(m, Tensor) else np.asarray(m, float)
+
+
+def boxes_from_map(m: Tensor | np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive boxes (K, 4) and pixel sizes (K,) of every 8-connected component of m >= threshold."""
+    labels, k = ndimage.label(_as_numpy(m) >= threshold, structure=_EIGHT)
+    if k == 0:
+        return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+    sl = ndimage.find_objects(labels)
+    boxes = np.array([[s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1] for s in sl])
+    sizes = np.bincount(labels.ravel(), minlength=k + 1)[1:]
+    return boxes.astype(np.int64), sizes
+
+
+def box_from_map(m: Tensor | np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
+    """Inclusive (x0, y0, x1, y1) box of the largest component of m (H, W) >= threshold.
+
+    Largest = most pixels (scipy.ndimage.label, 8-connected); Choe et al. take the largest
+    cv2 contour by polygon area, which agrees except for thin or holey shapes. None when no
+    pixel passes. `m` should already be normalised to [0, 1] at image size.
+    """
+    boxes, sizes = boxes_from_map(m, threshold)
+    if sizes.shape[0] == 0:
+        return None
+    return tuple(int(v) for v in boxes[int(sizes.argmax())])  # type: ignore[return-value]
+
+
+def xywh_to_xyxy(boxes: Tensor | np.ndarray) -> np.ndarray:
+    """(…, 4) x, y, w, h → inclusive x0, y0, x1, y1 (float64)."""
+    b = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
+    return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:] - 1], axis=-1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (K, M) of inclusive boxes a (K, 4) and b (M, 4), wsolevaluation's convention."""
+    a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None]
+    iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    ih = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    inter = iw * ih
+    area = lambda x: (x[..., 2] - x[..., 0] + 1) * (x[..., 3] - x[..., 1] + 1)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _gt_boxes(boxes: Tensor | np.ndarray) -> list[np.ndarray]:
+    """(B, 4) or (B, K, 4) xywh → per image an inclusive (K', 4) array without empty boxes."""
+    xyxy = xywh_to_xyxy(boxes)
+    if xyxy.ndim == 2:
+        xyxy = xyxy[:, None]
+    wh = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, np.float64)
+    wh = wh.reshape(xyxy.shape)[..., 2:]
+    return [xyxy[i][(wh[i] > 0).all(axis=-1)] for i in range(xyxy.shape[0])]
+
+
+def _best_iou(m: np.ndarray, gt: np.ndarray, threshold: float, multi_contour: bool) -> float:
+    """Best IoU with any GT box of the largest component's box (or of every component's)."""
+    boxes, sizes = boxes_from_map(m, threshold)
+    if sizes.shape[0] == 0 or gt.shape[0] == 0:
+        return 0.0
+    if not multi_contour:
+        boxes = boxes[[int(sizes.argmax())]]
+    return float(box_iou(boxes, gt).max())
+
+
+def gt_known_loc(
+    maps: Tensor,
+    boxes: Tensor | np.ndarray,
+    threshold: float = 0.5,
+    iou: float = 0.5,
+    image_size: Sequence[int] | None = None,
+) -> Tensor:
+    """GT-known localisation hit per image: largest-component box at `threshold` has IoU >= `iou`.
+
+    maps (B, h, w) are upsampled to image_size (H, W) (default: their own size) and
+    normalised; boxes (B, 4) or (B, K, 4) xywh in image pixels. Zhou et al.'s CAM paper
+    thresholds at 0.2; this default follows the brief's 0.5.
+    """
+    size = tuple(image_size) if image_size is not None else tuple(maps.shape[-2:])
+    img = _to_image(maps, size).cpu().numpy()  # (B, H, W)
+    gts = _gt_boxes(boxes)
+    hits = [_best_iou(img[i], gts[i], threshold, False) >= iou for i in range(img.shape[0])]
+    return torch.tensor(hits, dtype=torch.bool)
+
+
+class BoxAccuracy(Metric):
+    """Box accuracy at every (IoU threshold, CAM threshold) pair, summed over a split.
+
+    ``compute()`` gives MaxBoxAccV2 of Choe et al. 2020: for each IoU threshold δ in
+    ``iou_thresholds`` the best box accuracy over CAM thresholds, then their mean; with
+    ``multi_contour=True`` (V2) every connected component's box is a candidate, with False
+    (V1/GT-known) only the largest. CAM thresholds default to wsolevaluation's
+    np.arange(0, 1, 0.01). Sum states, so DDP-safe.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] | np.ndarray = CHOE_THRESHOLDS,
+        iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+        multi_contour: bool = True,
+        image_size: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
+        self.multi_contour = multi_contour
+        self.image_size = tuple(image_size) if image_size is not None else None
+        shape = (len(self.iou_thresholds), len(self.thresholds))
+        self.add_state("hits", default=torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, maps: Tensor, boxes: Tensor | np.ndarray) -> None:
+        """Add maps (B, h, w) and their GT boxes (B, 4) or (B, K, 4) xywh in image pixels."""
+        size = self.image_size or tuple(maps.shape[-2:])
+        img = _to_image(maps.detach(), size).cpu().numpy()  # (B, H, W)
+        gts = _gt_boxes(boxes)
+        deltas = np.asarray(self.iou_thresholds)[:, None]  # (n_iou, 1)
+        hits = np.zeros((len(self.iou_thresholds), len(self.thresholds)), dtype=np.int64)
+        for m, gt in zip(img, gts):
+            best = np.array([_best_iou(m, gt, t, self.multi_contour) for t in self.thresholds])
+            hits += best[None] >= deltas
+        self.hits += torch.as_tensor(hits, device=self.hits.device)
+        self.count += img.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        """max_box_acc (mean over δ of the max over CAM thresholds) and per-δ curves' maxima."""
+        acc = self.hits.double() / self.count.clamp(min=1).double()  # (n_iou, n_thr)
+        best, where = acc.max(dim=1)
+        out = {"max_box_acc": best.mean()}
+        for k, d in enumerate(self.iou_thresholds):
+            out[f"box_acc_iou{int(round(d * 100))}"] = best[k]
+            out[f"best_threshold_iou{int(round(d * 100))}"] = torch.tensor(
+                float(self.thresholds[int(where[k])]), dtype=torch.float64
+            )
+        return out
+
+
+def max_box_acc(
+    maps: Tensor,
+    boxes: Tensor | np.ndarray,
+    thresholds: Sequence[float] | np.ndarray = CHOE_THRESHOLDS,
+    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+    multi_contour: bool = True,
+    image_size: Sequence[int] | None = None,
+) -> float:
+    """MaxBoxAccV2 (Choe et al. 2020) of one batch of maps (B, h, w) and boxes (B, 4) xywh."""
+    acc = BoxAccuracy(thresholds, iou_thresholds, multi_contour, image_size)
+    acc.update(maps, boxes)
+    return float(acc.compute()["max_box_acc"])
+
+
+# --------------------------------------------------------------------------- parts, agreement
+
+
+def part_pointing(
+    maps: Tensor,
+    parts: Tensor,
+    image_size: Sequence[int],
+    radius: float,
+    subset: Sequence[int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Visible parts within `radius` px of the map's peak: (hits (B,), visible (B,)) long.
+
+    maps (B, h, w) are upsampled to image_size (H, W) and their peak (row, col) taken;
+    parts (B, P, 3) hold (x, y, visible) in image pixels (CUB's part_locs.txt). Only parts
+    in `subset` (default all) that are visible count; the score over a split is
+    hits.sum() / visible.sum() (fraction of visible annotated parts the peak lands near).
+    """
+    rc = peak(upsample(maps, image_size)).float()  # (B, 2)
+    sel = parts if subset is None else parts[:, list(subset)]  # (B, P', 3)
+    visible = sel[..., 2] > 0  # (B, P')
+    d2 = (sel[..., 0] - rc[:, 1:2]) ** 2 + (sel[..., 1] - rc[:, 0:1]) ** 2  # (B, P')
+    hits = visible & (d2 <= radius**2)
+    return hits.sum(1).long(), visible.sum(1).long()
+
+
+def peak_agreement(cam: Tensor, attn: Tensor) -> Tensor:
+    """Whether CAM and attention (B, h, w), on the same grid, peak in the same cell: (B,) bool."""
+    if cam.shape != attn.shape:
+        raise ValueError(f"cam {tuple(cam.shape)} and attention {tuple(attn.shape)} differ")
+    return (peak(cam) == peak(attn)).all(dim=1)
+
+
+class LocalisationScores(Metric):
+    """CAM vs attention: peak agreement, and pointing game / mask IoU against part masks.
+
+    Per batch: cam and attention maps (B, h, w); optionally part masks (B, P, H, W) bool.
+    "class" scores use the union of the class-defining parts' masks (``class_parts`` at
+    construction, or a per-sample (B, P) bool in ``update``); "object" scores the union of
+    all parts. Images whose union is empty are left out of that score's mean. Sum states,
+    so DDP-safe; a score with no images is NaN.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    _SCORES = ("point_class", "iou_class", "point_object", "iou_object")
+
+    def __init__(
+        self,
+        class_parts: Sequence[int] | None = None,
+        tolerance: float = 0.0,
+        iou_threshold: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.class_parts = None if class_parts is None else list(class_parts)
+        self.tolerance = tolerance
+        self.iou_threshold = iou_threshold
+        for name in ("n_images", "agree", "n_class", "n_object"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        for src in ("cam", "attn"):
+            for s in self._SCORES:
+                self.add_state(
+                    f"{src}_{s}", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
+                )
+
+    def _add(self, src: str, maps: Tensor, mask: Tensor, kind: str) -> None:
+        """Accumulate pointing and IoU of maps against masks (B, H, W) for valid rows."""
+        point = pointing_game(maps, mask, self.tolerance).double()
+        iou = mask_iou(maps, mask, self.iou_threshold).double()
+        setattr(self, f"{src}_point_{kind}", getattr(self, f"{src}_point_{kind}") + point.sum())
+        setattr(self, f"{src}_iou_{kind}", getattr(self, f"{src}_iou_{kind}") + iou.sum())
+
+    def update(
+        self,
+        cam: Tensor,
+        attn: Tensor,
+        part_masks: Tensor | None = None,
+        class_parts: Tensor | None = None,
+    ) -> None:
+        """Add cam, attn (B, h, w) and optional part masks (B, P, H, W) / class parts (B, P)."""
+        cam, attn = cam.detach(), attn.detach()
+        self.n_images += cam.shape[0]
+        self.agree += peak_agreement(cam, attn).double().sum()
+        if part_masks is None:
+            return
+        masks = part_masks.bool()  # (B, P, H, W)
+        if class_parts is None:
+            class_parts = torch.zeros(masks.shape[:2], dtype=torch.bool, device=masks.device)
+            if self.class_parts is not None:
+                class_parts[:, self.class_parts] = True
+        sel = class_parts.bool()[..., None, None]  # (B, P, 1, 1)
+        for kind, union in (("class", (masks & sel).any(1)), ("object", masks.any(1))):
+            ok = union.flatten(1).any(1)  # (B,) images with something to find
+            if ok.any():
+                setattr(self, f"n_{kind}", getattr(self, f"n_{kind}") + ok.sum())
+                self._add("cam", cam[ok], union[ok], kind)
+                self._add("attn", attn[ok], union[ok], kind)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Means: peak_agreement, {cam,attn}_{pointing,iou}_{class,object}."""
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        div = lambda a, n: a / n if n > 0 else nan  # noqa: E731
+        out = {"peak_agreement": div(self.agree, self.n_images)}
+        for src in ("cam", "attn"):
+            for kind in ("class", "object"):
+                n = getattr(self, f"n_{kind}")
+                out[f"{src}_pointing_{kind}"] = div(getattr(self, f"{src}_point_{kind}"), n)
+                out[f"{src}_iou_{kind}"] = div(getattr(self, f"{src}_iou_{kind}"), n)
+        return out
+
+
+# --------------------------------------------------------------------------- words
+
+
+def word_grounding(
+    attn: Tensor,
+    words: Sequence[Sequence[str]],
+    part_words: Mapping[str, int],
+    attribute_words: set[str] | frozenset[str],
+    part_masks: Tensor,
+    window: int = 3,
+) -> tuple[int, int]:
+    """Attribute words whose attention peak lies on the part they describe: (hits, count).
+
+    attn (B, T, h, w) is the attention at each generated *word* (the caller maps subwords to
+    words); words[b][t] is that word. For every attribute word, the part it describes is
+    the first word among the next `window` words that is in `part_words` (word → part
+    index into part_masks (B, P, H, W)). The pair counts when that part's mask is non-empty
+    and hits when the upsampled attention's peak falls inside it.
+    """
+    triples = []  # (b, t, p)
+    for b, ws in enumerate(words):
+        for t, w in enumerate(ws[: attn.shape[1]]):
+            if w not in attribute_words:
+                continue
+            nxt = [part_words[x] for x in ws[t + 1 : t + 1 + window] if x in part_words]
+            if nxt and bool(part_masks[b, nxt[0]].any()):
+                triples.append((b, t, nxt[0]))
+    if not triples:
+        return 0, 0
+    idx = torch.tensor(triples, dtype=torch.long, device=attn.device)  # (K, 3)
+    maps = attn[idx[:, 0], idx[:, 1]]  # (K, h, w)
+    masks = part_masks[idx[:, 0], idx[:, 2]]  # (K, H, W)
+    return int(pointing_game(maps, masks).sum()), len(triples)
