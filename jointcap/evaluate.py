@@ -171,7 +171,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if not ckpt.is_file():
         raise EvaluateError(f"{ckpt}: checkpoint file not found")
     module = load_module(ckpt)
-    module.set_metric_options(**{"box_stages": [cfg.split], **OmegaConf.to_container(cfg.metrics, resolve=True)})
+    chosen = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if v is not None}
+    module.set_metric_options(box_stages=[cfg.split], **chosen)
     if cfg.beam_size is not None:
         module.decode_cfg.update(beam_size=int(cfg.beam_size), test_beam_size=int(cfg.beam_size))
     dm = instantiate(data_config(cfg, ckpt), _convert_="all")

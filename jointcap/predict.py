@@ -90,29 +90,33 @@ def figure_path(out_dir: Path, path: Path, taken: set[Path]) -> Path:
 
 
 def predict_files(module: JointCaptionModule, paths: list[Path], out_dir: Path, size: int,
-                  beam_size: int | None = None, batch_size: int = 16) -> tuple[list[Prediction], list[str]]:
-    """Predictions of the readable files (figures written) and an error line per unreadable one."""
-    good: list[tuple[Path, torch.Tensor]] = []
+                  beam_size: int | None = None, batch_size: int = 16, display_size: int = 224) -> tuple[list[Prediction], list[str]]:
+    """Predictions of the readable files (figures written) and an error line per unreadable one.
+
+    The model sees each image squashed to `size`; the figures show it squashed to at least
+    `display_size`, with the maps upsampled to match.
+    """
+    good: list[tuple[Path, torch.Tensor, torch.Tensor]] = []
     errors: list[str] = []
     for p in paths:
         try:
-            good.append((p, load_image(p, size)))
+            good.append((p, load_image(p, size), load_image(p, max(size, display_size))))
         except ImageDecodeError as e:
             errors.append(str(e))
     preds: list[Prediction] = []
     taken: set[Path] = set()
     for start in range(0, len(good), batch_size):
         chunk = good[start : start + batch_size]
-        images = torch.stack([im for _, im in chunk])  # (B, 3, S, S) uint8
+        images = torch.stack([im for _, im, _ in chunk])  # (B, 3, S, S) uint8
         ex = explain(module, images, beam_size)
         mean = ex.mean_attention()
-        for b, (p, im) in enumerate(chunk):
+        for b, (p, _, shown) in enumerate(chunk):
             name, prob, title = describe(module, ex, b)
             words = ex.words[b]
             panels = viz.explanation_panels(
                 ex.cam[b] if ex.cam is not None else None, mean[b] if mean is not None else None, words,
                 ex.word_maps[b, : len(words)] if ex.word_maps is not None else None, class_title="CAM (predicted class)")
-            fig = viz.image_figure(im.permute(1, 2, 0).numpy(), panels, title)
+            fig = viz.image_figure(shown.permute(1, 2, 0).numpy(), panels, title)
             preds.append(Prediction(p, name, prob, ex.captions[b], viz.save_figure(fig, figure_path(out_dir, p, taken))))
     return preds, errors
 
