@@ -178,8 +178,8 @@ class JointCaptionModule(L.LightningModule):
     def cam_weight_now(self) -> float:
         """λ after warm-up, from the fractional epoch the trainer has reached."""
         c = self.loss_cfg
-        if self._trainer is None:
-            return c["cam_weight"]
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return c["cam_weight"]  # a checkpoint tested or validated on its own: the full λ
         steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
         progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
         return losses.warmup(c["cam_weight"], progress, c["warmup_epochs"])
