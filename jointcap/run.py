@@ -14,9 +14,13 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from jointcap.checkpoint import with_atomic_io
+from jointcap.config import validate
 from jointcap.report import print_summary
+from jointcap.resume import hparams_mismatch, resume_path
 
 log = logging.getLogger("jointcap")
 
@@ -27,20 +31,31 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     model = instantiate(cfg.model, _convert_="all")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    configured = cfg.trainer.get("plugins")
+    plugins = with_atomic_io(list(instantiate(configured, _convert_="all")) if configured else [])
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins)
     return datamodule, model, trainer
 
 
-def resolve_ckpt(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` → this run folder's last.ckpt when there is one (a fresh run otherwise)."""
-    if ckpt_path != "last":
-        return ckpt_path
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s", last)
-        return str(last)
-    log.info("ckpt_path=last but %s does not exist: starting fresh", last)
-    return None
+def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
+    """`auto`/`last` → this run folder's newest checkpoint when there is one (a fresh run otherwise).
+
+    Resuming a run folder with a different model configuration is refused: reusing a folder
+    for a new experiment must not silently continue (or report) the old one.
+    """
+    if cfg.ckpt_path not in ("auto", "last"):
+        return cfg.ckpt_path
+    found = resume_path(cfg.ckpt_path, run_dir)
+    if found is None:
+        log.info("ckpt_path=%s: no checkpoint in %s, starting fresh", cfg.ckpt_path, run_dir)
+        return None
+    changed = hparams_mismatch(found, OmegaConf.to_container(cfg.model, resolve=True))
+    if changed:
+        raise ValueError(f"ckpt_path={cfg.ckpt_path}: {found} was trained with another model configuration "
+                         f"({'; '.join(changed)}). Use a new run folder, or pass ckpt_path={found} to resume "
+                         "it with the new settings.")
+    log.info("resuming from %s", found)
+    return str(found)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -48,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg.ckpt_path, run_dir))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg, run_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test_after_fit:
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
@@ -62,7 +77,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    metrics = train(cfg)
+    validate(cfg)  # before any data work: a bad key or value fails here, naming itself
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:  # pre-emption; in a fit, jointcap.resume.PreemptionCheckpoint saved last.ckpt
+        log.warning("stopped by SIGTERM; resume with the same command and hydra.run.dir=%s",
+                    HydraConfig.get().runtime.output_dir)
+        raise SystemExit(128 + 15) from None
     value = metrics.get(cfg.objective)
     return value if value is not None and math.isfinite(value) else None
 

@@ -83,6 +83,8 @@ class JointDataModule(L.LightningDataModule):
         self.datasets: dict[str, CaptionedImages] = {}
         self.tokenizer: Tokenizer | None = None
         self.info: dict = {}
+        self._train_loader: ResumableLoader | None = None
+        self._train_loader_state: dict | None = None  # from a checkpoint, for the next train_dataloader()
 
     @property
     def cache_dir(self) -> Path:
@@ -157,7 +159,22 @@ class JointDataModule(L.LightningDataModule):
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(self.datasets["train"], num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
-        return ResumableLoader(self.datasets["train"], batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+        loader = ResumableLoader(self.datasets["train"], batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    # -- checkpoint state: where the training loader is in its epoch -----------------------
+    # (Lightning also saves a stateful loader's state, but restores it only if the loader is made
+    # after the checkpoint is read, which `estimated_stepping_batches` in configure_optimizers
+    # prevents; the datamodule's own state is read before either.)
+    def state_dict(self) -> dict:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)

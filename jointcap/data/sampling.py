@@ -60,9 +60,10 @@ class ResumableLoader(DataLoader):
         return {"epoch": int(self.sampler.epoch), "batches": int(self._consumed)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue the saved epoch after its consumed batches."""
-        self.sampler.set_epoch(int(state["epoch"]))
-        self._resume_at = int(state["batches"])
+        """Continue the saved epoch after its consumed batches (a finished epoch leaves nothing to skip)."""
+        if int(state["batches"]) < len(self):
+            self.sampler.set_epoch(int(state["epoch"]))
+            self._resume_at = int(state["batches"])
 
     def __iter__(self) -> Iterator[Any]:
         skip, self._resume_at = self._resume_at, 0

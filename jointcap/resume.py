@@ -1,0 +1,119 @@
+"""Resuming killed runs: which checkpoint to resume from, and the two callbacks that make it exact.
+
+* `PreemptionCheckpoint` saves `last.ckpt` when SIGTERM stops a fit (Lightning turns SIGTERM
+  into a `SIGTERMException` at the end of the current batch; on SLURM its SLURMEnvironment also
+  saves an `hpc_ckpt_*.ckpt` and requeues on SIGUSR1).
+* `RandomStateCheckpoint` carries the global RNG states (dropout uses them) in every
+  checkpoint and puts them back when training restarts; Lightning itself does not.
+* `resume_path(mode, run_dir)` picks the checkpoint for `ckpt_path=auto|last`.
+
+With these, the stateful training loader (`jointcap.data.sampling`) and deterministic kernels,
+a run killed at any point and resumed from its last checkpoint ends with the same weights and
+metrics as a run never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from jointcap.checkpoint import load_checkpoint, remove_stale_temps
+
+log = logging.getLogger(__name__)
+RESUME_MODES = ("auto", "last")
+IGNORED_HPARAMS = ("_target_", "num_classes", "vocab_size")  # filled in from the data, not the config
+
+
+class PreemptionCheckpoint(Callback):
+    """Save `<dirpath>/<filename>` when SIGTERM stops a fit; other exceptions save nothing.
+
+    (Not Lightning's OnExceptionCheckpoint: that one saves on any exception, deletes its file
+    after a good run, and its mere presence makes `fit(ckpt_path=None)` resume from "last".)
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            log.warning("SIGTERM: saving %s before exiting", self.path)
+            trainer.save_checkpoint(self.path)
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain containers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `collect_rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RandomStateCheckpoint(Callback):
+    """Save the global RNG states in each checkpoint; restore them when the resumed fit starts training."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return collect_rng_states()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None
+
+
+def resume_path(mode: str, run_dir: Path) -> Path | None:
+    """The newest checkpoint a run folder can resume from: `checkpoints/last.ckpt` or a SLURM `hpc_ckpt_*.ckpt`."""
+    if mode not in RESUME_MODES:
+        raise ValueError(f"resume mode must be one of {RESUME_MODES}, got {mode!r}")
+    remove_stale_temps(run_dir / "checkpoints")
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def hparams_mismatch(ckpt_path: Path, model_cfg: dict[str, Any]) -> list[str]:
+    """`key: saved → now` for every model setting that differs between a checkpoint and the config."""
+    saved = load_checkpoint(ckpt_path, mmap=True).get("hyper_parameters", {})
+    return [f"model.{key}: {old!r} → {new!r}" for key, old, new in _diff(saved, model_cfg, "")]
+
+
+def _diff(saved: dict[str, Any], now: dict[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) for keys whose values differ."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if not prefix and key in IGNORED_HPARAMS:
+            continue
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _diff(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append((f"{prefix}{key}", old, new))
+    return out
