@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import hydra
@@ -19,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from jointcap.checkpoint import with_atomic_io
 from jointcap.config import validate
+from jointcap.distributed import sweep_safe
 from jointcap.report import print_summary
 from jointcap.resume import hparams_mismatch, resume_path
+from jointcap.tracking import finish_wandb, log_config, write_results
 
 log = logging.getLogger("jointcap")
 
@@ -62,7 +65,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one configuration; returns the final metrics."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
+    cfg = sweep_safe(cfg)  # under -m, plain ddp would re-run the whole sweep on every rank
     datamodule, model, trainer = build(cfg)
+    log_config(trainer.loggers, cfg)  # the full resolved config in each W&B run
     trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg, run_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test_after_fit:
@@ -71,6 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     if trainer.is_global_zero:
         print_summary(metrics, run_dir, trainer)
+        write_results(run_dir, metrics, cfg.objective)  # what jointcap.summarize tabulates
     return metrics
 
 
@@ -84,6 +90,8 @@ def main(cfg: DictConfig) -> float | None:
         log.warning("stopped by SIGTERM; resume with the same command and hydra.run.dir=%s",
                     HydraConfig.get().runtime.output_dir)
         raise SystemExit(128 + 15) from None
+    finally:
+        finish_wandb(exit_code=1 if sys.exc_info()[0] else 0)  # the next sweep job must start a run of its own
     value = metrics.get(cfg.objective)
     return value if value is not None and math.isfinite(value) else None
 

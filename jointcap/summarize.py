@@ -1,0 +1,237 @@
+"""Summarise sweeps: `python -m jointcap.summarize <multirun dir>… [--out DIR]`.
+
+Reads every job folder under the given folders (each has `.hydra/config.yaml`,
+`.hydra/overrides.yaml` and the `results.json` that `jointcap.run` writes), groups the jobs by
+*setting* — the config values that differ between jobs, seeds left out, so e.g. `synthetic_nocam`
+and `synthetic_cam model.loss.cam_weight=0` are one setting — and writes into `--out`:
+* `summary.md`: one table per metric family, mean ± std over seeds (n) per setting, every metric;
+* `jobs.csv`: one row per job (setting, seed, folder, overrides, every metric);
+* `<x>.png` (default x: λ = model.loss.cam_weight) when x varies: every test metric against x,
+  mean ± std over seeds, one line per other setting; single-x settings (e.g. the classifier
+  alone) are drawn as dashed reference lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from jointcap.tracking import RESULTS_FILE
+
+LAMBDA = "model.loss.cam_weight"
+# config keys that follow from others (or are bookkeeping) and never define a setting
+IGNORED_KEYS = ("seed", "objective", "objective_mode", "ckpt_path", "model.monitor")
+MAIN_METRICS = ("acc1", "acc_per_class", "cider_d", "bleu4", "rouge_l", "disagreement", "cam_pointing_class",
+                "attn_pointing_class", "cam_iou_class", "attn_iou_class", "peak_agreement", "word_grounding")
+
+
+@dataclass
+class Job:
+    """One finished sweep job: where it ran, its flattened config, overrides and final metrics."""
+
+    folder: Path
+    config: dict[str, Any]
+    overrides: list[str]
+    metrics: dict[str, float]
+    setting: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a.b': leaf} of a nested dict/list config (unresolved interpolations kept as strings)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(node, list):
+        return {prefix[:-1]: json.dumps(node)}
+    return {prefix[:-1]: node}
+
+
+def load_job(folder: Path) -> Job | None:
+    """The job in `folder`, or None when it has no results (unfinished or failed)."""
+    results = folder / RESULTS_FILE
+    if not results.is_file() or not (folder / ".hydra" / "config.yaml").is_file():
+        return None
+    config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"), resolve=False)
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    metrics = json.loads(results.read_text())["metrics"]
+    return Job(folder, flatten(config), [str(o) for o in overrides], {k: float(v) for k, v in metrics.items()})
+
+
+def find_jobs(roots: list[Path]) -> list[Job]:
+    """Every finished job under the given folders (a job folder itself counts too)."""
+    folders = sorted({p.parent for root in roots for p in Path(root).rglob(RESULTS_FILE)})
+    return [job for job in map(load_job, folders) if job is not None]
+
+
+def setting_keys(jobs: list[Job]) -> list[str]:
+    """Config keys whose values differ between the jobs, bookkeeping keys left out."""
+    keys = sorted({k for job in jobs for k in job.config})
+    return [k for k in keys if k not in IGNORED_KEYS and len({repr(job.config.get(k)) for job in jobs}) > 1]
+
+
+def assign_settings(jobs: list[Job]) -> list[str]:
+    """Give each job its setting (the varying keys' values); returns those keys."""
+    keys = setting_keys(jobs)
+    for job in jobs:
+        job.setting = tuple((k, job.config.get(k)) for k in keys)
+    return keys
+
+
+def label(setting: tuple[tuple[str, Any], ...]) -> str:
+    """`task=joint, cam_weight=1.0`: the keys' last parts (whole keys where those collide)."""
+    short = [k.rsplit(".", 1)[-1] for k, _ in setting]
+    names = short if len(set(short)) == len(short) else [k for k, _ in setting]
+    return ", ".join(f"{n}={v}" for n, (_, v) in zip(names, setting)) or "all jobs"
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (nan for one value) and count of the finite values."""
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan, 0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else math.nan, len(vals)
+
+
+def fmt(mean: float, std: float, n: int) -> str:
+    """`0.812 ± 0.013 (3)`."""
+    if n == 0:
+        return "–"
+    return f"{mean:.4f} ± {std:.4f} ({n})" if math.isfinite(std) else f"{mean:.4f} ({n})"
+
+
+def group_jobs(jobs: list[Job]) -> dict[tuple, list[Job]]:
+    """Jobs by setting, settings in a stable order (sorted by their values)."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in sorted(jobs, key=lambda j: (repr(j.setting), repr(j.seed))):
+        groups.setdefault(job.setting, []).append(job)
+    return groups
+
+
+def metric_names(jobs: list[Job], stage: str = "test/") -> list[str]:
+    """Every metric of the given stage that some job reports (all metrics if none is of that stage)."""
+    names = sorted({k for job in jobs for k in job.metrics if k.startswith(stage)})
+    return names or sorted({k for job in jobs for k in job.metrics})
+
+
+def markdown_table(jobs: list[Job], title: str = "Summary", sources: list[str] | None = None) -> str:
+    """Metrics as rows, settings as columns, `mean ± std (n seeds)` in the cells."""
+    groups = group_jobs(jobs)
+    settings = list(groups)
+    lines = [f"# {title}", ""]
+    if sources:
+        lines += ["Jobs from: " + ", ".join(f"`{s}`" for s in sources), ""]
+    lines += [f"{len(jobs)} jobs; mean ± sample std over seeds (n = number of seeds).", "", "Settings:", ""]
+    for i, s in enumerate(settings, 1):
+        seeds = ", ".join(str(j.seed) for j in groups[s])
+        overrides = sorted({" ".join(o for o in j.overrides if not o.startswith("seed=")) for j in groups[s]})
+        lines.append(f"* **S{i}** — {label(s)} — seeds {seeds} — overrides: " + "; ".join(f"`{o}`" for o in overrides))
+    lines += ["", "| metric | " + " | ".join(f"S{i}" for i in range(1, len(settings) + 1)) + " |",
+              "|---|" + "---:|" * len(settings)]
+    for name in metric_names(jobs):
+        cells = [fmt(*mean_std([j.metrics.get(name, math.nan) for j in groups[s]])) for s in settings]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_jobs_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
+    """One row per job: setting keys, seed, folder, overrides and every metric."""
+    names = sorted({k for job in jobs for k in job.metrics})
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*keys, "seed", "folder", "overrides", *names])
+        for job in sorted(jobs, key=lambda j: (repr(j.setting), repr(j.seed))):
+            w.writerow([*(v for _, v in job.setting), job.seed, str(job.folder), " ".join(job.overrides),
+                        *(job.metrics.get(n, "") for n in names)])
+
+
+def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | None = None) -> Path | None:
+    """Each metric against `x_key` (mean ± std over seeds), one line per other setting; None if x does not vary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len({repr(j.config.get(x_key)) for j in jobs}) < 2:
+        return None
+    metrics = metrics or metric_names(jobs)
+    lines: dict[tuple, dict[float, list[Job]]] = {}
+    for job in jobs:
+        rest = tuple((k, v) for k, v in job.setting if k != x_key)
+        lines.setdefault(rest, {}).setdefault(float(job.config[x_key]), []).append(job)
+    cols = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, metrics):
+        for i, (rest, by_x) in enumerate(sorted(lines.items(), key=lambda kv: repr(kv[0]))):
+            xs = sorted(by_x)
+            stats = [mean_std([j.metrics.get(name, math.nan) for j in by_x[x]]) for x in xs]
+            if all(n == 0 for _, _, n in stats):
+                continue
+            tag = label(rest) if rest else "mean ± std"
+            if len(xs) == 1:  # a baseline without this axis: a reference line
+                ax.axhline(stats[0][0], ls="--", lw=1, color=f"C{i}", label=tag)
+                continue
+            means = [m for m, _, _ in stats]
+            stds = [s if math.isfinite(s) else 0.0 for _, s, _ in stats]
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i}", label=tag)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("λ (cam_weight)" if x_key == LAMBDA else x_key, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def summarize(roots: list[Path], out: Path, title: str = "Summary", x_key: str = LAMBDA) -> dict[str, Path]:
+    """Write summary.md, jobs.csv and the metric-vs-x plots for the jobs under `roots`; returns the files."""
+    jobs = find_jobs(roots)
+    if not jobs:
+        raise SystemExit(f"no finished jobs (folders with {RESULTS_FILE} and .hydra/) under {', '.join(map(str, roots))}")
+    keys = assign_settings(jobs)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"summary": out / "summary.md", "jobs": out / "jobs.csv"}
+    files["summary"].write_text(markdown_table(jobs, title, [str(r) for r in roots]))
+    write_jobs_csv(jobs, keys, files["jobs"])
+    stem = x_key.rsplit(".", 1)[-1]
+    main = [m for m in metric_names(jobs) if m.split("/", 1)[-1] in MAIN_METRICS]
+    for name, chosen in ((f"{stem}_main.png", main), (f"{stem}_all.png", None)):
+        if chosen != [] and plot_against(jobs, x_key, out / name, chosen):
+            files[name] = out / name
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: folders in, summary files out."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("roots", nargs="+", type=Path, help="multirun folders (or job folders) to read")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: the first folder)")
+    p.add_argument("--title", default="Summary")
+    p.add_argument("--x", default=LAMBDA, help=f"config key for the plots' x axis (default {LAMBDA})")
+    args = p.parse_args(argv)
+    for name, path in summarize(args.roots, args.out or args.roots[0], args.title, args.x).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
