@@ -30,3 +30,16 @@ def test_word_steps_group_pieces() -> None:
     ids = tok.encode("this bird has a red crown", 80)[1:]
     words = [w for w, _ in tok.word_steps(ids)]
     assert words == ["this", "bird", "has", "a", "red", "crown"]
+
+
+def test_default_tokenizer_keeps_words_whole_on_a_small_vocabulary() -> None:
+    """A corpus of few distinct words must give word-sized pieces, not characters."""
+    import random
+
+    rng = random.Random(0)
+    colours = ["red", "blue", "yellow", "green", "purple", "orange", "grey", "brown"]
+    parts = ["head", "crown", "wings", "belly", "tail", "beak"]
+    caps = [f"this bird has a {rng.choice(colours)} {rng.choice(parts)} and a {rng.choice(colours)} {rng.choice(parts)}" for _ in range(3000)]
+    tok = Tokenizer.train(caps, vocab_size=1000)
+    pieces = tok.sp.encode(caps[0], out_type=str)
+    assert len(pieces) == len(caps[0].split()), pieces

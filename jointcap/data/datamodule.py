@@ -65,7 +65,7 @@ class JointDataModule(L.LightningDataModule):
     """Serves any `Source` through the decode-once cache, with captions tokenised once per split."""
 
     def __init__(self, source: Source, cache_root: str, batch_size: int = 64, eval_batch_size: int | None = None,
-                 num_workers: int = 2, vocab_size: int = 1000, tokenizer_type: str = "unigram", max_caption_len: int = 32,
+                 num_workers: int = 2, vocab_size: int = 1000, tokenizer_type: str = "bpe", max_caption_len: int = 32,
                  augment: bool = True, pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
                  prepare_data_per_node: bool = False) -> None:
         super().__init__()
