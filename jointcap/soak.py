@@ -65,7 +65,7 @@ def stop(proc: subprocess.Popen, sig: int, timeout: float) -> int:
         return proc.wait()
 
 
-def test_metrics(run_dir: Path) -> dict[str, float]:
+def final_test_metrics(run_dir: Path) -> dict[str, float]:
     """The last test/* values in the run's metrics.csv (empty if the run never tested)."""
     path = run_dir / "metrics.csv"
     if not path.is_file():
@@ -103,7 +103,7 @@ def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, 
         code = stop(proc, sig, timeout)
         done.append(f"{signal.Signals(sig).name}+{delay:.2f}s→{code}")
     code = start(run_dir, overrides).wait(timeout)
-    return Cycle(done, code, test_metrics(run_dir))
+    return Cycle(done, code, final_test_metrics(run_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if start(out / "reference", SOAK_OVERRIDES).wait() != 0:
         print("soak: the reference run failed; see its soak.log")
         return 2
-    reference = test_metrics(out / "reference")
+    reference = final_test_metrics(out / "reference")
     failures = 0
     for i in range(args.cycles):
         kills = [(rng.choice((signal.SIGTERM, signal.SIGKILL)), rng.uniform(0, args.max_delay)) for _ in range(rng.choice((1, 1, 2)))]

@@ -1,0 +1,111 @@
+"""Killed runs resume exactly: loader position, per-sample randomness and RNG states travel in checkpoints."""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from jointcap.data.sampling import EpochSampler, ResumableLoader
+from jointcap.resume import collect_rng_states, hparams_mismatch, resume_path, set_rng_states
+from jointcap.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, start
+
+
+class Keys(Dataset):
+    """Returns the key it was asked for, and one random draw made from the key's seed."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        i, seed = key
+        return torch.tensor([i, int(torch.randint(1000, (), generator=torch.Generator().manual_seed(seed)))])
+
+
+def _loader(epoch: int = 0) -> ResumableLoader:
+    sampler = EpochSampler(Keys(), seed=3)
+    sampler.set_epoch(epoch)
+    return ResumableLoader(Keys(), batch_size=4, sampler=sampler, drop_last=True)
+
+
+def test_loader_resumes_mid_epoch_with_the_same_batches() -> None:
+    full = [b.tolist() for b in _loader(epoch=2)]
+    first = _loader(epoch=2)
+    it = iter(first)
+    seen = [next(it).tolist() for _ in range(3)]
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches": 3}
+    resumed = _loader(epoch=0)  # the epoch comes from the state
+    resumed.load_state_dict(state)
+    rest = [b.tolist() for b in resumed]
+    assert seen + rest == full
+    assert resumed.state_dict()["batches"] == len(resumed)
+    assert [b.tolist() for b in resumed] == [b.tolist() for b in _loader(epoch=2)], "the skip applies to one pass only"
+
+
+def test_loader_order_depends_on_seed_and_epoch_only() -> None:
+    torch.manual_seed(1)
+    a = [b.tolist() for b in _loader(epoch=1)]
+    torch.manual_seed(2)
+    assert [b.tolist() for b in _loader(epoch=1)] == a, "the global RNG must not matter"
+    assert [b.tolist() for b in _loader(epoch=2)] != a
+
+
+def test_finished_epoch_state_skips_nothing() -> None:
+    loader = _loader(epoch=4)
+    loader.load_state_dict({"epoch": 4, "batches": len(loader)})
+    assert len(list(loader)) == len(loader)
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    torch.save({"rng": collect_rng_states()}, tmp_path / "rng.ckpt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_states(torch.load(tmp_path / "rng.ckpt", weights_only=True)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_resume_path_and_config_guard(tmp_path: Path) -> None:
+    assert resume_path("auto", tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    hparams = {"task": "joint", "loss": {"cam_weight": 1.0, "divergence": "js"}, "num_classes": 6}
+    torch.save({"hyper_parameters": hparams}, tmp_path / "checkpoints" / "last.ckpt")
+    stale = tmp_path / "checkpoints" / ".last.ckpt.tmp-deadbeef"
+    stale.write_bytes(b"half a checkpoint")
+    assert resume_path("last", tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert not stale.exists(), "temporary files of killed saves are cleaned up"
+    same = {"task": "joint", "loss": {"cam_weight": 1.0, "divergence": "js"}, "num_classes": None, "_target_": "x"}
+    assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", same) == []
+    changed = {**same, "loss": {"cam_weight": 0.0, "divergence": "js"}}
+    assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", changed) == ["model.loss.cam_weight: 1.0 → 0.0"]
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_same_test_metrics(tmp_path: Path) -> None:
+    """SIGTERM (pre-emption) then SIGKILL mid-training, resumed each time: metrics equal a run never killed."""
+    ref = tmp_path / "reference"
+    assert start(ref, SOAK_OVERRIDES).wait(600) == 0, (ref / "soak.log").read_text()[-3000:]
+    reference = final_test_metrics(ref)
+    assert "test/acc1" in reference and "test/loss" in reference
+
+    run = tmp_path / "killed"
+    cycle = kill_and_resume(run, SOAK_OVERRIDES, [(signal.SIGTERM, 0.0), (signal.SIGKILL, 0.3)], timeout=600)
+    log = (run / "soak.log").read_text()
+    assert cycle.kills[0].endswith("→143"), f"SIGTERM must save and exit 143: {cycle.kills}\n{log[-3000:]}"
+    assert "SIGTERM: saving" in log
+    assert cycle.kills[1].endswith("→-9"), cycle.kills
+    assert log.count("resuming from") == 2, log[-3000:]
+    assert cycle.exit_code == 0, log[-3000:]
+    assert cycle.metrics == reference, {k: (cycle.metrics.get(k), v) for k, v in reference.items()}
+
+    # the checkpoints of a real run load without unpickling objects, as a module ready to use
+    from jointcap.checkpoint import load_module
+
+    module = load_module(run / "checkpoints" / "last.ckpt")
+    assert module.tokenizer is not None and module.info["num_classes"] == 6 and not module.training
