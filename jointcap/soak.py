@@ -12,6 +12,7 @@ import argparse
 import csv
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 SOAK_OVERRIDES = [
     "data.source.n_train=96", "data.source.n_val=32", "data.source.n_test=32", "data.source.n_classes=6",
     "data.batch_size=16", "data.eval_batch_size=32", "data.num_workers=0", "data.vocab_size=120",
-    "trainer.max_epochs=2", "trainer.deterministic=true", "trainer.enable_progress_bar=false", "model.optim.warmup_steps=2",
+    "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.deterministic=true", "trainer.enable_progress_bar=false", "model.optim.warmup_steps=2",
     "model.decode.max_len=12", "model.encoder.stage=2", "model.embedding.dim=32", "model.captioner.hidden_dim=32",
     "model.captioner.embed_dim=16", "model.captioner.attn_dim=16", "callbacks.step_checkpoint.every_n_train_steps=2",
 ]
@@ -35,11 +36,19 @@ def command(run_dir: Path, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "jointcap.run", *overrides, f"hydra.run.dir={run_dir}"]
 
 
-def start(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
+def start(run_dir: Path, overrides: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     """Launch a run in the background, its output appended to `run_dir`/soak.log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "soak.log", "ab")
-    return subprocess.Popen(command(run_dir, overrides), stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command(run_dir, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def snapshot_code(out: Path) -> dict[str, str]:
+    """Copy jointcap/ and conf/ under `out`; the returned environment runs that copy (edits made meanwhile cannot skew the soak)."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("jointcap", "conf"):
+        shutil.copytree(root / name, out / "code" / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(out / "code"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float) -> bool:
@@ -87,13 +96,14 @@ class Cycle:
             abs(self.metrics[k] - reference[k]) <= tol for k in reference)
 
 
-def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, float]], timeout: float = 600) -> Cycle:
+def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, float]], timeout: float = 600,
+                    env: dict[str, str] | None = None) -> Cycle:
     """Kill the run with each (signal, delay after its newest checkpoint appeared) in turn, then resume to the end."""
     done = []
     last = run_dir / "checkpoints" / "last.ckpt"
     for sig, delay in kills:
         before = last.stat().st_mtime_ns if last.is_file() else None
-        proc = start(run_dir, overrides)
+        proc = start(run_dir, overrides, env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:  # wait for a new checkpoint
             if last.is_file() and last.stat().st_mtime_ns != before:
@@ -102,7 +112,7 @@ def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, 
         time.sleep(delay)
         code = stop(proc, sig, timeout)
         done.append(f"{signal.Signals(sig).name}+{delay:.2f}s→{code}")
-    code = start(run_dir, overrides).wait(timeout)
+    code = start(run_dir, overrides, env).wait(timeout)
     return Cycle(done, code, final_test_metrics(run_dir))
 
 
@@ -116,15 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="jointcap-soak-"))
     os.environ.setdefault("JOINTCAP_DATA", str(out / "data"))
     rng = random.Random(args.seed)
-    print(f"soak: reference run in {out / 'reference'}", flush=True)
-    if start(out / "reference", SOAK_OVERRIDES).wait() != 0:
+    env = snapshot_code(out)
+    print(f"soak: code snapshot in {out / 'code'}; reference run in {out / 'reference'}", flush=True)
+    if start(out / "reference", SOAK_OVERRIDES, env).wait() != 0:
         print("soak: the reference run failed; see its soak.log")
         return 2
     reference = final_test_metrics(out / "reference")
     failures = 0
     for i in range(args.cycles):
         kills = [(rng.choice((signal.SIGTERM, signal.SIGKILL)), rng.uniform(0, args.max_delay)) for _ in range(rng.choice((1, 1, 2)))]
-        cycle = kill_and_resume(out / f"cycle{i:03d}", SOAK_OVERRIDES, kills)
+        cycle = kill_and_resume(out / f"cycle{i:03d}", SOAK_OVERRIDES, kills, env=env)
         ok = cycle.exit_code == 0 and cycle.matches(reference)
         failures += not ok
         diff = {k: (cycle.metrics.get(k), v) for k, v in reference.items() if cycle.metrics.get(k) != v}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from jointcap.csv_logger import ResumableCSVLogger
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.resume import collect_rng_states, hparams_mismatch, resume_path, set_rng_states
 from jointcap.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, start
@@ -86,6 +88,30 @@ def test_resume_path_and_config_guard(tmp_path: Path) -> None:
     assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", changed) == ["model.loss.cam_weight: 1.0 → 0.0"]
 
 
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_logger_keeps_rows_before_the_resume_point(tmp_path: Path) -> None:
+    first = ResumableCSVLogger(tmp_path, name="", version="")
+    for step in range(6):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.log_metrics({"val/acc1": 0.5}, step=3)
+    first.save()
+    resumed = ResumableCSVLogger(tmp_path, name="", version="")  # killed after step 5, resumed from step 4
+    for step in range(4, 7):
+        resumed.log_metrics({"train/loss": 10.0 + step}, step=step)
+    resumed.save()
+    resumed.log_metrics({"test/acc1": 0.25}, step=7)
+    resumed.save()
+    rows = _rows(tmp_path)
+    assert [(r["step"], r["train/loss"]) for r in rows if r["train/loss"]] == [
+        ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "3.0"), ("4", "14.0"), ("5", "15.0"), ("6", "16.0")]
+    assert [r["val/acc1"] for r in rows if r["val/acc1"]] == ["0.5"] and rows[-1]["test/acc1"] == "0.25"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"], "no temporary file is left behind"
+
+
 @pytest.mark.slow
 def test_killed_runs_resume_to_the_same_test_metrics(tmp_path: Path) -> None:
     """SIGTERM (pre-emption) then SIGKILL mid-training, resumed each time: metrics equal a run never killed."""
@@ -103,6 +129,7 @@ def test_killed_runs_resume_to_the_same_test_metrics(tmp_path: Path) -> None:
     assert log.count("resuming from") == 2, log[-3000:]
     assert cycle.exit_code == 0, log[-3000:]
     assert cycle.metrics == reference, {k: (cycle.metrics.get(k), v) for k, v in reference.items()}
+    assert _rows(run) == _rows(ref), "every logged value (train loss per step, val, lr) as if never killed"
 
     # the checkpoints of a real run load without unpickling objects, as a module ready to use
     from jointcap.checkpoint import load_module
