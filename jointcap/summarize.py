@@ -84,8 +84,15 @@ def setting_keys(jobs: list[Job]) -> list[str]:
     return [k for k in keys if k not in IGNORED_KEYS and len({repr(job.config.get(k)) for job in jobs}) > 1]
 
 
+def _value(v: Any) -> Any:
+    """Numbers as floats (so `2` from a command line and `2.0` from a file are one setting)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 def assign_settings(jobs: list[Job]) -> list[str]:
     """Give each job its setting (the varying keys' values); returns those keys."""
+    for job in jobs:
+        job.config = {k: v if k in IGNORED_KEYS else _value(v) for k, v in job.config.items()}
     keys = setting_keys(jobs)
     for job in jobs:
         job.setting = tuple((k, job.config.get(k)) for k in keys)
@@ -96,7 +103,7 @@ def label(setting: tuple[tuple[str, Any], ...]) -> str:
     """`task=joint, cam_weight=1.0`: the keys' last parts (whole keys where those collide)."""
     short = [k.rsplit(".", 1)[-1] for k, _ in setting]
     names = short if len(set(short)) == len(short) else [k for k, _ in setting]
-    return ", ".join(f"{n}={v}" for n, (_, v) in zip(names, setting)) or "all jobs"
+    return ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, (_, v) in zip(names, setting)) or "all jobs"
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -194,7 +201,11 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend = {}
+    for ax in axes.flat:  # every line once, whichever panel has it (single-task rungs lack some metrics)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    handles, labels = list(legend.values()), list(legend)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))

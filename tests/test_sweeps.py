@@ -158,7 +158,7 @@ def test_summary_groups_settings_over_seeds(tmp_path: Path) -> None:
               {"seed": 1, "model": {"task": "classifier", "monitor": "val/acc1", "loss": {"cam_weight": 0.0}}}, {"test/acc1": 0.3})
     files = summarize.summarize([sweep], tmp_path / "out", "Test")
     md = files["summary"].read_text()
-    assert md.count("* **S") == 4 and "cam_weight=0.0, task=classifier" in md
+    assert md.count("* **S") == 4 and "cam_weight=0, task=classifier" in md
     assert "| test/acc1 | 0.3000 (1) | 0.5200 ± 0.0100 (3) | 0.6200 ± 0.0100 (3) | 0.7200 ± 0.0100 (3) |" in md
     assert "val/acc1" not in md  # test metrics only when there are some
     assert (tmp_path / "out" / "cam_weight_all.png").stat().st_size > 1000
