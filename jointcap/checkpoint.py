@@ -106,8 +106,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: _PATH, map_location: Any | None = lambda storage, loc: storage,
                         weights_only: bool | None = None) -> dict[str, Any]:
-        if weights_only is False:  # an explicit opt-out by the caller
-            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        if weights_only is False or "://" in str(path):  # an explicit opt-out, or remote storage
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only is not False)
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint file not found: {path}")
         return load_checkpoint(path, map_location=map_location)

@@ -29,7 +29,8 @@ from jointcap.checkpoint import load_checkpoint, remove_stale_temps
 
 log = logging.getLogger(__name__)
 RESUME_MODES = ("auto", "last")
-IGNORED_HPARAMS = ("_target_", "num_classes", "vocab_size")  # filled in from the data, not the config
+# filled in from the data, or how (not what) the model computes: a resume may change these
+IGNORED_HPARAMS = ("_target_", "num_classes", "vocab_size", "compile", "channels_last")
 
 
 class PreemptionCheckpoint(Callback):

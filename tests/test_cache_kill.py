@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jointcap.data import cache
 from jointcap.data.datamodule import JointDataModule
@@ -24,6 +25,7 @@ def _datamodule(root: Path) -> JointDataModule:
     return JointDataModule(SyntheticSource(**SOURCE), cache_root=str(root), vocab_size=120, num_workers=0)
 
 
+@pytest.mark.slow
 def test_kill_while_building_cache_then_rebuild(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         from tests.test_cache_kill import _datamodule

@@ -63,6 +63,7 @@ def test_bad_value_names_key_and_allowed_values(override: str, expected: list[st
         assert text in str(e.value), f"{text!r} missing from:\n{e.value}"
 
 
+@pytest.mark.slow
 def test_cli_fails_before_any_data_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the CLI: every problem (overrides and a typo inside a YAML file) reported at once, no cache made."""
     data = tmp_path / "data"
