@@ -13,6 +13,7 @@ complete, so a run killed while caching never leaves a split that a later run tr
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -44,6 +45,22 @@ class SplitData:
     parts: np.ndarray | None = None  # (N, P, 3) float32, x, y, visible
     extra: dict = field(default_factory=dict)  # free-form, JSON-serialisable
 
+    def __getstate__(self) -> dict:
+        """Pickle read-only memmaps as their file, so spawned DataLoader workers map it again instead of copying it."""
+        state = dict(self.__dict__)
+        for name in _MAPPED:
+            path = _mapped_file(state[name])
+            if path is not None:
+                state[name] = _MappedFile(path, tuple(state[name].shape), str(state[name].dtype))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in _MAPPED:
+            ref = state.get(name)
+            if isinstance(ref, _MappedFile):
+                state[name] = ref.open()
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -58,6 +75,31 @@ class SplitData:
                 raise CacheError(f"{where}: {name} has {len(arr)} rows but there are {n} labels")
         if len(self.captions) != n or len(self.keys) != n:
             raise CacheError(f"{where}: {len(self.captions)} caption lists / {len(self.keys)} keys for {n} labels")
+
+
+_MAPPED = ("images", "masks")  # the arrays read_split memory-maps
+
+
+@dataclass(frozen=True)
+class _MappedFile:
+    """A pickled stand-in for a read-only memmap of a whole .npy file."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def open(self) -> np.memmap:
+        arr = np.load(self.path, mmap_mode="r")
+        if tuple(arr.shape) != self.shape or str(arr.dtype) != self.dtype:
+            raise CacheError(f"{self.path}: changed on disk since it was opened ({arr.dtype} {arr.shape}, was {self.dtype} {self.shape})")
+        return arr
+
+
+def _mapped_file(arr: np.ndarray | None) -> str | None:
+    """The file `arr` maps whole and read-only (as np.load(mmap_mode="r") opens it), else None (pickled by value)."""
+    if isinstance(arr, np.memmap) and isinstance(arr.base, mmap.mmap) and arr.mode == "r" and arr.filename:
+        return str(arr.filename)
+    return None
 
 
 def is_complete(directory: Path) -> bool:

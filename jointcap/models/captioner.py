@@ -73,22 +73,28 @@ class AttentionCaptioner(nn.Module):
 
     def _step(self, words: torch.Tensor, feats, feats_proj, state):
         """One LSTM step for N sequences: returns logits (N, V), attention (N, L), new state."""
+        alpha, state = self._recur(self.embed(words), feats, feats_proj, state)
+        return self.out(self.dropout(state[0])), alpha, state
+
+    def _recur(self, word_emb: torch.Tensor, feats, feats_proj, state):
+        """The recurrent part of a step, from embedded words (N, E): attention (N, L), new (h, c)."""
         h, c = state
         context, alpha = self.attention(feats, feats_proj, h)
         context = torch.sigmoid(self.gate(h)) * context
-        h, c = self.lstm(torch.cat([self.embed(words), context], dim=-1), (h, c))
-        return self.out(self.dropout(h)), alpha, (h, c)
+        return alpha, self.lstm(torch.cat([word_emb, context], dim=-1), (h, c))
 
     # -- training --------------------------------------------------------------------------
     def forward(self, emb: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on `tokens` (B, T) = BOS … EOS pad…: logits (B, T-1, V), alphas (B, T-1, L)."""
         feats, feats_proj, state = self._prepare(emb)
-        logits, alphas = [], []
-        for t in range(tokens.shape[1] - 1):
-            step_logits, alpha, state = self._step(tokens[:, t], feats, feats_proj, state)
-            logits.append(step_logits)
+        words = self.embed(tokens[:, :-1])  # (B, T-1, E): all inputs at once, outside the time loop
+        hs, alphas = [], []
+        for t in range(words.shape[1]):
+            alpha, state = self._recur(words[:, t], feats, feats_proj, state)
+            hs.append(state[0])
             alphas.append(alpha)
-        return torch.stack(logits, 1), torch.stack(alphas, 1)
+        # the output layer once over all steps: one large matmul instead of T-1 small ones
+        return self.out(self.dropout(torch.stack(hs, 1))), torch.stack(alphas, 1)
 
     # -- inference -------------------------------------------------------------------------
     @torch.no_grad()
@@ -134,12 +140,11 @@ class AttentionCaptioner(nn.Module):
         lengths = torch.zeros(b, k, device=dev)
         seqs = torch.empty(b, k, 0, dtype=torch.long, device=dev)
         alph = torch.empty(b, k, 0, n_loc, device=dev)
+        pad_only = torch.full((v,), float("-inf"), device=dev)  # a finished beam may only emit padding, at no cost
+        pad_only[self.pad_id] = 0.0
         for _ in range(max_len):
             logits, alpha, state = self._step(words, feats, feats_proj, state)
             logp = logits.float().log_softmax(-1).view(b, k, v)
-            # a finished beam may only emit padding, at no cost
-            pad_only = torch.full((v,), float("-inf"), device=dev)
-            pad_only[self.pad_id] = 0.0
             logp = torch.where(done[..., None], pad_only, logp)
             cand = (scores[..., None] + logp).view(b, k * v)
             scores, flat = cand.topk(k, dim=-1)  # (B, K)

@@ -41,6 +41,11 @@ class JointModel(nn.Module):
         self.classifier = CAMClassifier(dim, num_classes, **(classifier or {})) if task != "captioner" else None
         self.captioner = AttentionCaptioner(dim, vocab_size, **(captioner or {}), **(special_ids or {})) if task != "classifier" else None
 
+    def compile_backbone(self, **options) -> None:
+        """torch.compile the encoder and the embedding in place (the captioner's time loop stays eager)."""
+        self.encoder.compile(**options)
+        self.embedding.compile(**options)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.encoder(images))  # (B, D, h, w)
 

@@ -1,0 +1,504 @@
+"""`make bench`: is the input pipeline, Lightning and evaluation as fast as they should be?
+
+Measured side by side in one process on one machine (A/B repeats interleaved, medians):
+
+1. Lightning: images/s of a real `Trainer.fit` (the real LightningModule, logging as in a run,
+   no progress bar, no checkpoints) vs a plain PyTorch loop over the same model, batches
+   (already in memory for both) and optimizer.                        target ≥ 0.95
+2. Input pipeline: the same fit fed by `JointDataModule` (synthetic cache, configured
+   workers) vs fed by batches already in memory.                      target ≥ 0.95
+3. Captioning's cost: the joint model's training step vs the classifier alone at the same
+   resolution (step-time ratio).                                      target ≤ 1.3 on GPU
+4. Beam search: batched over images vs one image at a time.          target ≥ 5×
+5. Caption metrics: ours vs pycocoevalcap on the same 6,000 × 10 input (equal values).
+                                                                      target ≥ 10×
+plus the peak memory of the training runs. `--device auto` picks CUDA when there is one.
+
+    python -m jointcap.bench [--steps 6 --repeats 3 …] [--out bench.md] [-- hydra overrides]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import DataLoader, Dataset
+
+from jointcap.lit_module import JointCaptionModule
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+Batch = dict[str, torch.Tensor]
+
+
+# -- results ---------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One benchmark: figure A vs figure B, their ratio, and the target it must meet."""
+
+    name: str
+    a_label: str
+    a: float
+    b_label: str
+    b: float
+    unit: str
+    ratio: float
+    target: float
+    higher_is_better: bool
+    applies: bool = True  # False: reported only (e.g. a GPU target measured on the CPU)
+    note: str = ""
+
+    @property
+    def result(self) -> str:
+        if not self.applies:
+            return "report"
+        ok = self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+        return "pass" if ok and math.isfinite(self.ratio) else "miss"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "result": self.result}
+
+
+@dataclass
+class Timing:
+    """Wall and main-process CPU seconds over `images` images."""
+
+    wall_s: float
+    cpu_s: float
+    images: int
+
+    @property
+    def per_s(self) -> float:
+        return self.images / self.wall_s
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    memory: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# -- configuration -----------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Sizes of every benchmark, the device, the output path, and Hydra overrides."""
+    p = argparse.ArgumentParser(prog="python -m jointcap.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, as in a run)")
+    p.add_argument("--steps", type=int, default=6, help="timed training steps per fit")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps at the start of every fit")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every training arm (median)")
+    p.add_argument("--beam-images", type=int, default=32, help="images decoded by beam search")
+    p.add_argument("--beam-repeats", type=int, default=3)
+    p.add_argument("--caption-images", type=int, default=6000)
+    p.add_argument("--caption-refs", type=int, default=10)
+    p.add_argument("--caption-repeats", type=int, default=1, help="best of N for each side (pycocoevalcap takes ~10 s a run here)")
+    p.add_argument("--out", type=Path, default=None, help="write the table to OUT.md and OUT.json")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. data.batch_size=32")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
+        p.error("--steps, --warmup and --repeats must be ≥ 1")
+    return args
+
+
+def resolve_device(name: str) -> str:
+    """auto → cuda when available, else cpu."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    return name
+
+
+def compose_config(overrides: Sequence[str], device: str, root: Path, task: str | None = None) -> DictConfig:
+    """The run's config (conf/), as `python -m jointcap.run` composes it, with `root` as the run folder."""
+    extra = []
+    if device == "cuda" and not any(o.startswith("trainer=") for o in overrides):
+        extra.append("trainer=gpu")
+    if task is not None:
+        extra.append(f"model.task={task}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*extra, *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(root)  # what ${hydra:runtime.output_dir} names
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def trainer_kwargs(cfg: DictConfig, device: str) -> dict[str, Any]:
+    """The run's Trainer settings, minus what a benchmark must not do (progress bar, checkpoints, validation)."""
+    HydraConfig.instance().set_config(cfg)
+    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in ("_target_", "plugins", "max_epochs", "enable_progress_bar"):
+        kw.pop(key, None)
+    kw.update(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+              enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+              limit_val_batches=0, num_sanity_val_steps=0, max_epochs=-1)
+    return kw
+
+
+def run_loggers(cfg: DictConfig) -> tuple[list[Any], list[L.Callback]]:
+    """The run's loggers and callbacks, less every checkpointing one."""
+    HydraConfig.instance().set_config(cfg)  # each arm's own config resolves ${hydra:…}
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return loggers, [c for c in callbacks if "Checkpoint" not in type(c).__name__]
+
+
+# -- training arms ---------------------------------------------------------------------------
+class _InMemory(Dataset):
+    """Pre-made batches served as they are (a shallow copy, so hooks never mutate the originals)."""
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Batch:
+        return dict(self.batches[i])
+
+
+class _StepClock(L.Callback):
+    """Times the steps after `warmup`: from the start of batch `warmup` to the end of the epoch."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.t0, self.c0, self.wall, self.cpu, self.last = warmup, 0.0, 0.0, 0.0, 0.0, -1
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            _sync(pl_module.device)
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.last = batch_idx
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _sync(pl_module.device)
+        self.wall, self.cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+
+
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def lightning_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: int, steps: int,
+                  batch_size: int, data: list[Batch] | L.LightningDataModule) -> Callable[[], Timing]:
+    """A fresh `Trainer.fit` of `module` per call, over in-memory batches or a data module."""
+
+    def run() -> Timing:
+        clock = _StepClock(warmup)
+        loggers, callbacks = run_loggers(cfg)
+        trainer = L.Trainer(**trainer_kwargs(cfg, device), max_steps=warmup + steps, logger=loggers or False,
+                            callbacks=[*callbacks, clock])
+        if isinstance(data, list):
+            trainer.fit(module, train_dataloaders=DataLoader(_InMemory(data), batch_size=None, shuffle=False))
+        else:
+            trainer.fit(module, datamodule=data)
+        measured = clock.last - warmup + 1
+        if measured != steps:
+            raise RuntimeError(f"timed {measured} steps, expected {steps} (is the data shorter than warmup + steps?)")
+        return Timing(clock.wall, clock.cpu, steps * batch_size)
+
+    return run
+
+
+def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: int, steps: int,
+              batches: list[Batch]) -> Callable[[], Timing]:
+    """The same model, losses, optimizer, schedule, precision and clipping in a hand-written loop."""
+    dev = torch.device(device)
+    module = module.to(dev).train()
+    opt, sched = _optimizer(module, total_steps=10_000)
+    precision = str(cfg.trainer.get("precision", "32"))
+    if precision not in ("32", "32-true", "bf16-mixed"):
+        raise ValueError(f"the plain loop mirrors precision 32 or bf16-mixed, not {precision}")
+    clip = cfg.trainer.get("gradient_clip_val")
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision.startswith("bf16") else nullcontext
+
+    def step(batch: Batch) -> None:
+        with autocast():
+            terms, _ = module._losses(batch)
+            loss = module._total(terms)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
+    def prepare(batch: Batch) -> Batch:
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        return module.on_after_batch_transfer(batch, 0)  # uint8 → normalised float on the device
+
+    def run() -> Timing:
+        t0 = c0 = 0.0
+        for i, batch in enumerate(batches[: warmup + steps]):
+            batch = prepare(batch)
+            if i == warmup:
+                _sync(dev)
+                t0, c0 = time.perf_counter(), time.process_time()
+            step(batch)
+        _sync(dev)
+        return Timing(time.perf_counter() - t0, time.process_time() - c0, steps * int(batches[0]["label"].shape[0]))
+
+    return run
+
+
+def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """The module's AdamW parameter groups and warm-up + cosine schedule, built without a Trainer."""
+    c = module.optim_cfg
+    enc = list(module.model.encoder.parameters())
+    enc_ids = {id(p) for p in enc}
+    rest = [p for p in module.model.parameters() if id(p) not in enc_ids]
+    opt = torch.optim.AdamW([{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}],
+                            lr=c["lr"], weight_decay=c["weight_decay"])
+    warm = min(int(c["warmup_steps"]), total_steps // 2)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def interleave(arms: dict[str, Callable[[], Timing]], repeats: int) -> dict[str, list[Timing]]:
+    """Run every arm `repeats` times, round-robin with a rotating order, so drift hits all alike."""
+    names, out = list(arms), {n: [] for n in arms}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            out[name].append(arms[name]())
+            t = out[name][-1]
+            print(f"[bench] {name} #{r + 1}: {t.wall_s:.3f} s wall, {t.cpu_s:.3f} s CPU, {t.per_s:.1f}/s", file=sys.stderr, flush=True)
+    return out
+
+
+def median_rate(timings: list[Timing]) -> float:
+    """Median images/s."""
+    return statistics.median(t.per_s for t in timings)
+
+
+def median_cpu_per_image(timings: list[Timing]) -> float:
+    """Median main-process CPU seconds per image."""
+    return statistics.median(t.cpu_s / t.images for t in timings)
+
+
+# -- the benchmarks ----------------------------------------------------------------------------
+def bench_training(args: argparse.Namespace, device: str, report: Report) -> tuple[JointCaptionModule, torch.Tensor]:
+    """Rows 1–3 (Lightning overhead, input pipeline, captioning's cost) and peak memory; returns the joint module and its images."""
+    root = Path(tempfile.mkdtemp(prefix="jointcap-bench-"))
+    cfg = compose_config(args.overrides, device, root / "joint")
+    cls_cfg = compose_config(args.overrides, device, root / "classifier", task="classifier")
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.setup("fit")
+    n = args.warmup + args.steps
+    batches = _first_batches(dm, n)
+    bs = int(batches[0]["label"].shape[0])
+    torch.manual_seed(0)  # the same initial weights every run (no global seeding side effects)
+    facts = {"num_classes": dm.num_classes, "vocab_size": dm.tokenizer.vocab_size}
+    joint = instantiate(cfg.model, _convert_="all", **facts)
+    plain = copy.deepcopy(joint)  # the same initial weights
+    piped = copy.deepcopy(joint)
+    classifier = instantiate(cls_cfg.model, _convert_="all", **facts)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _rss_mb()
+    arms = {
+        "lightning": lightning_arm(joint, cfg, device, args.warmup, args.steps, bs, batches),
+        "plain": plain_arm(plain, cfg, device, args.warmup, args.steps, batches),
+        "pipeline": lightning_arm(piped, cfg, device, args.warmup, args.steps, bs, dm),
+        "classifier": lightning_arm(classifier, cls_cfg, device, args.warmup, args.steps, bs, batches),
+    }
+    t = interleave(arms, args.repeats)
+    report.memory = {"rss_peak_mb": _rss_mb(), "rss_peak_before_training_mb": rss_before}
+    if device == "cuda":
+        report.memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    rate = {k: median_rate(v) for k, v in t.items()}
+    cpu = {k: median_cpu_per_image(v) for k, v in t.items()}
+    spread = lambda k: f"{min(x.per_s for x in t[k]):.1f}–{max(x.per_s for x in t[k]):.1f}"  # noqa: E731
+    report.rows.append(Row("1. Lightning fit vs plain loop", "Lightning img/s", rate["lightning"], "plain img/s", rate["plain"],
+                           "img/s", rate["lightning"] / rate["plain"], 0.95, True,
+                           note=f"CPU-time ratio {cpu['plain'] / cpu['lightning']:.3f}; ranges {spread('lightning')} / {spread('plain')}"))
+    workers = int(cfg.data.num_workers)
+    report.rows.append(Row("2. data pipeline vs in-memory", f"DataModule ({workers} workers) img/s", rate["pipeline"],
+                           "in-memory img/s", rate["lightning"], "img/s", rate["pipeline"] / rate["lightning"], 0.95, True,
+                           note=f"ranges {spread('pipeline')} / {spread('lightning')}"))
+    report.rows.append(Row("3. joint step vs classifier step", "joint img/s", rate["lightning"], "classifier img/s",
+                           rate["classifier"], "img/s", rate["classifier"] / rate["lightning"], 1.3, False,
+                           applies=device == "cuda",
+                           note=f"step-time ratio; CPU-time ratio {cpu['lightning'] / cpu['classifier']:.2f}"
+                                + ("" if device == "cuda" else "; target is for GPUs")))
+    report.settings.update(batch_size=bs, image_size=int(batches[0]["image"].shape[-1]), precision=str(cfg.trainer.precision),
+                           channels_last=bool(cfg.model.channels_last), num_workers=workers, model=OmegaConf.to_container(cfg.model.encoder))
+    return joint.to(device), torch.cat([b["image"] for b in batches])  # (N, 3, S, S) uint8
+
+
+def _first_batches(dm: L.LightningDataModule, n: int) -> list[Batch]:
+    """The first `n` training batches of the real pipeline, held in memory."""
+    loader = dm.train_dataloader()
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == n:
+            return out
+    raise ValueError(f"the training split gives {len(out)} batches; warmup + steps = {n} are needed")
+
+
+def _rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def bench_beam(module: JointCaptionModule, images: torch.Tensor, args: argparse.Namespace, device: str, precision: str,
+               report: Report) -> None:
+    """Row 4: beam search batched over images vs one image at a time, on the same embeddings."""
+    dev = torch.device(device)
+    module.eval()
+    images = images[: args.beam_images]
+    beam, max_len, lp = (module.decode_cfg[k] for k in ("test_beam_size", "max_len", "length_penalty"))
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if precision.startswith("bf16") else nullcontext()
+    with torch.no_grad(), autocast:
+        x = module.on_after_batch_transfer({"image": images.to(dev)}, 0)["image"]
+        emb = module.model.embed(x)  # (N, D, h, w)
+
+        def batched() -> None:
+            module.model.generate(emb, beam, max_len, lp)
+
+        def one_by_one() -> None:
+            for i in range(emb.shape[0]):
+                module.model.generate(emb[i : i + 1], beam, max_len, lp)
+
+        batched(), one_by_one()  # warm-up
+        times = interleave({"batched": _timer(batched, dev), "single": _timer(one_by_one, dev)}, args.beam_repeats)
+    n = emb.shape[0]
+    b, s = (statistics.median(x.wall_s for x in times[k]) for k in ("batched", "single"))
+    report.rows.append(Row("4. beam search batched vs per image", "batched img/s", n / b, "one-by-one img/s", n / s,
+                           "img/s", s / b, 5.0, True, note=f"beam {beam}, max_len {max_len}, {n} images"))
+
+
+def _timer(fn: Callable[[], None], dev: torch.device) -> Callable[[], Timing]:
+    """`fn` as a timed arm."""
+
+    def run() -> Timing:
+        _sync(dev)
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        _sync(dev)
+        return Timing(time.perf_counter() - w, time.process_time() - c, 1)
+
+    return run
+
+
+def bench_captions(args: argparse.Namespace, report: Report) -> None:
+    """Row 5: our caption metrics vs pycocoevalcap's on one input (values must agree)."""
+    from jointcap.metrics.bench_captions import benchmark_caption_metrics
+
+    benchmark_caption_metrics(n_images=min(200, args.caption_images), n_refs=args.caption_refs)  # warm-up (imports, first calls)
+    r = benchmark_caption_metrics(n_images=args.caption_images, n_refs=args.caption_refs, repeats=args.caption_repeats)
+    report.rows.append(Row("5. caption metrics vs pycocoevalcap", "ours s", r["ours_s"], "pycocoevalcap s", r["pycocoevalcap_s"],
+                           "s", r["speedup"] if r["equal"] else float("nan"), 10.0, True,
+                           note=f"{r['n_images']}×{r['n_refs']} captions; equal values: {r['equal']} "
+                                f"(max |Δ| {r['max_abs_diff']:.1e}); CPU-time speedup {r['speedup_cpu']:.1f}×"))
+
+
+# -- output ------------------------------------------------------------------------------------
+def _fmt(x: float) -> str:
+    return "nan" if not math.isfinite(x) else f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def markdown(report: Report) -> str:
+    """The table, the memory figures and the machine, as Markdown."""
+    head = "| benchmark | A | B | ratio A/B | target | result | notes |\n|---|---|---|---|---|---|---|\n"
+    lines = [f"| {r.name} | {r.a_label}: {_fmt(r.a)} | {r.b_label}: {_fmt(r.b)} | {_fmt(r.ratio)} | "
+             f"{'≥' if r.higher_is_better else '≤'} {r.target:g} | {r.result} | {r.note} |" for r in report.rows]
+    mem = ", ".join(f"{k} {v:.0f}" for k, v in report.memory.items())
+    machine = ", ".join(f"{k}: {v}" for k, v in report.machine.items())
+    return head + "\n".join(lines) + f"\n\nPeak memory of the training runs: {mem}.\nMachine: {machine}.\n"
+
+
+def machine_facts(device: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+    import os
+    import platform
+
+    facts: dict[str, Any] = {"device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                             "torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version()}
+    if device == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name()
+    if hasattr(os, "getloadavg"):
+        facts["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)
+    return facts
+
+
+def write(report: Report, out: Path) -> None:
+    """OUT.md (the table) and OUT.json (every figure)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(markdown(report))
+    data = {"rows": [r.as_dict() for r in report.rows], "memory": report.memory, "machine": report.machine, "settings": report.settings}
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Benchmarks print one table: silence Lightning's start-up chatter and its warnings (restored afterwards)."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric", "jointcap")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="lightning")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> Report:
+    """Run every benchmark, print the table, write it where `--out` says."""
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    report = Report(machine=machine_facts(device), settings={"args": {k: str(v) for k, v in vars(args).items()}})
+    t0 = time.perf_counter()
+    with _quiet():
+        try:
+            module, images = bench_training(args, device, report)
+        finally:
+            HydraConfig.instance().cfg = None  # set while the arms ran; leave none behind
+        bench_beam(module, images, args, device, report.settings["precision"], report)
+        bench_captions(args, report)
+    report.machine["bench_wall_s"] = round(time.perf_counter() - t0, 1)
+    print(markdown(report))
+    if args.out is not None:
+        write(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
