@@ -60,7 +60,13 @@ class ResumingExperimentWriter(ExperimentWriter):
 
 
 class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSVLogger, writing through `ResumingExperimentWriter`, flushed at every checkpoint."""
+    """Lightning's CSVLogger, writing through `ResumingExperimentWriter`, flushed at every logged step and checkpoint.
+
+    (Rows a killed run held in memory are lost; those logged before its checkpoint are not logged again.)
+    """
+
+    def __init__(self, *args: Any, flush_logs_every_n_steps: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, flush_logs_every_n_steps=flush_logs_every_n_steps, **kwargs)
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Rows logged before a checkpoint are on disk whenever the checkpoint is (a resumed run will not log them again)."""

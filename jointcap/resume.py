@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from jointcap.checkpoint import load_checkpoint, remove_stale_temps
@@ -44,9 +44,34 @@ class PreemptionCheckpoint(Callback):
         self.path = Path(dirpath) / filename
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
-            log.warning("SIGTERM: saving %s before exiting", self.path)
-            trainer.save_checkpoint(self.path)
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        if trainer.validating or trainer.sanity_checking:
+            # Lightning would resume a validation half-way with its metric states lost: the run
+            # resumes from the checkpoint before it instead (and validates in full).
+            log.warning("SIGTERM during validation: not saving; the run resumes from its previous checkpoint")
+            return
+        log.warning("SIGTERM: saving %s before exiting", self.path)
+        trainer.save_checkpoint(self.path)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that saves every N training steps, except at a step that validation follows.
+
+    A checkpoint taken there (before the validation) makes Lightning resume *after* that
+    validation without running it, so the resumed run would miss its metrics and checkpoint
+    choice; the epoch-end checkpoint (after the validation) covers that step instead.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not validation_follows(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether the fit loop will validate right after the current training batch (Lightning's own test)."""
+    loop = trainer.fit_loop
+    return bool(trainer.enable_validation and loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
 
 
 def collect_rng_states() -> dict[str, Any]:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from jointcap.csv_logger import ResumableCSVLogger
 from jointcap.data.sampling import EpochSampler, ResumableLoader
-from jointcap.resume import collect_rng_states, hparams_mismatch, resume_path, set_rng_states
+from jointcap.resume import PreemptionCheckpoint, StepCheckpoint, collect_rng_states, hparams_mismatch, resume_path, set_rng_states
 from jointcap.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, start
 
 
@@ -86,6 +86,43 @@ def test_resume_path_and_config_guard(tmp_path: Path) -> None:
     assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", same) == []
     changed = {**same, "loss": {"cam_weight": 0.0, "divergence": "js"}}
     assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", changed) == ["model.loss.cam_weight: 1.0 → 0.0"]
+
+
+class _RecordingStepCheckpoint(StepCheckpoint):
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        self.steps.append(trainer.global_step)
+        super()._save_checkpoint(trainer, filepath)
+
+
+@pytest.mark.parametrize("val_batches,expected", [(2, [2, 4, 8, 10]), (0, [2, 4, 6, 8, 10, 12])])
+def test_step_checkpoint_skips_the_step_before_a_validation(tmp_path: Path, val_batches: int, expected: list[int]) -> None:
+    """A checkpoint taken just before a validation would make Lightning resume past that validation."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    cb = _RecordingStepCheckpoint(dirpath=tmp_path, monitor=None, save_top_k=0, save_last=True, every_n_train_steps=2)
+    cb.steps = []
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=6, limit_val_batches=val_batches, callbacks=[cb], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(BoringModel())
+    assert cb.steps == expected
+
+
+def test_sigterm_during_validation_saves_nothing(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    saved = []
+    trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), validating=True, sanity_checking=False, save_checkpoint=saved.append)
+    cb = PreemptionCheckpoint(str(tmp_path))
+    cb.on_exception(trainer, None, SIGTERMException())
+    assert saved == [], "a checkpoint taken mid-validation cannot resume exactly"
+    trainer.validating = False
+    cb.on_exception(trainer, None, RuntimeError("a bug"))
+    assert saved == [], "only SIGTERM saves"
+    cb.on_exception(trainer, None, SIGTERMException())
+    assert saved == [tmp_path / "last.ckpt"]
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
