@@ -83,6 +83,15 @@ def final_test_metrics(run_dir: Path) -> dict[str, float]:
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("test/") and v} if rows else {}
 
 
+def logged_rows(run_dir: Path) -> list[dict[str, str]]:
+    """Every row of the run's metrics.csv (train loss per step, validation, learning rate, test)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 @dataclass
 class Cycle:
     """What happened in one soak cycle."""
@@ -131,18 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     if start(out / "reference", SOAK_OVERRIDES, env).wait() != 0:
         print("soak: the reference run failed; see its soak.log")
         return 2
-    reference = final_test_metrics(out / "reference")
+    reference, reference_rows = final_test_metrics(out / "reference"), logged_rows(out / "reference")
     failures = 0
     for i in range(args.cycles):
         kills = [(rng.choice((signal.SIGTERM, signal.SIGKILL)), rng.uniform(0, args.max_delay)) for _ in range(rng.choice((1, 1, 2)))]
         cycle = kill_and_resume(out / f"cycle{i:03d}", SOAK_OVERRIDES, kills, env=env)
-        ok = cycle.exit_code == 0 and cycle.matches(reference)
+        rows_ok = logged_rows(out / f"cycle{i:03d}") == reference_rows
+        ok = cycle.exit_code == 0 and cycle.matches(reference) and rows_ok
         failures += not ok
         diff = {k: (cycle.metrics.get(k), v) for k, v in reference.items() if cycle.metrics.get(k) != v}
         print(f"cycle {i:3d}: kills {', '.join(cycle.kills)}; exit {cycle.exit_code}; "
-              f"{'metrics identical' if ok else f'MISMATCH {diff}'}", flush=True)
+              f"{'test metrics and metrics.csv identical' if ok else f'MISMATCH rows_ok={rows_ok} {diff}'}", flush=True)
     print(f"soak: {args.cycles - failures}/{args.cycles} resumed runs finished with the reference's test metrics "
-          f"({len(reference)} metrics, exact equality); folder {out}")
+          f"({len(reference)} metrics) and metrics.csv ({len(reference_rows)} rows), exactly; folder {out}")
     return 1 if failures else 0
 
 

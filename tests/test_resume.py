@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import random
 import signal
 from pathlib import Path
@@ -15,7 +14,7 @@ from torch.utils.data import Dataset
 from jointcap.csv_logger import ResumableCSVLogger
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.resume import PreemptionCheckpoint, StepCheckpoint, collect_rng_states, hparams_mismatch, resume_path, set_rng_states
-from jointcap.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, start
+from jointcap.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, logged_rows, start
 
 
 class Keys(Dataset):
@@ -125,11 +124,6 @@ def test_sigterm_during_validation_saves_nothing(tmp_path: Path) -> None:
     assert saved == [tmp_path / "last.ckpt"]
 
 
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_csv_logger_keeps_rows_before_the_resume_point(tmp_path: Path) -> None:
     first = ResumableCSVLogger(tmp_path, name="", version="")
     for step in range(6):
@@ -142,7 +136,7 @@ def test_csv_logger_keeps_rows_before_the_resume_point(tmp_path: Path) -> None:
     resumed.save()
     resumed.log_metrics({"test/acc1": 0.25}, step=7)
     resumed.save()
-    rows = _rows(tmp_path)
+    rows = logged_rows(tmp_path)
     assert [(r["step"], r["train/loss"]) for r in rows if r["train/loss"]] == [
         ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "3.0"), ("4", "14.0"), ("5", "15.0"), ("6", "16.0")]
     assert [r["val/acc1"] for r in rows if r["val/acc1"]] == ["0.5"] and rows[-1]["test/acc1"] == "0.25"
@@ -166,7 +160,7 @@ def test_killed_runs_resume_to_the_same_test_metrics(tmp_path: Path) -> None:
     assert log.count("resuming from") == 2, log[-3000:]
     assert cycle.exit_code == 0, log[-3000:]
     assert cycle.metrics == reference, {k: (cycle.metrics.get(k), v) for k, v in reference.items()}
-    assert _rows(run) == _rows(ref), "every logged value (train loss per step, val, lr) as if never killed"
+    assert logged_rows(run) == logged_rows(ref), "every logged value (train loss per step, val, lr) as if never killed"
 
     # the checkpoints of a real run load without unpickling objects, as a module ready to use
     from jointcap.checkpoint import load_module
