@@ -12,9 +12,11 @@ Measured side by side in one process on one machine (A/B repeats interleaved, me
 4. Beam search: batched over images vs one image at a time.          target ≥ 5×
 5. Caption metrics: ours vs pycocoevalcap on the same 6,000 × 10 input (equal values).
                                                                       target ≥ 10×
-plus the peak memory of the training runs. `--device auto` picks CUDA when there is one.
+plus the peak memory of the training runs. `--device auto` picks CUDA when there is one. On the
+CPU every arm uses one intra-op thread unless `--threads` says otherwise: on a shared 2-core
+machine two OpenMP threads stall each other and one step can take 1× or 10× as long.
 
-    python -m jointcap.bench [--steps 6 --repeats 3 …] [--out bench.md] [-- hydra overrides]
+    python -m jointcap.bench [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class Timing:
     wall_s: float
     cpu_s: float
     images: int
+    gap_s: float = 0.0  # Lightning arms: median time between one step's end and the next one's start (fetch + transfer)
 
     @property
     def per_s(self) -> float:
@@ -105,8 +108,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Sizes of every benchmark, the device, the output path, and Hydra overrides."""
     p = argparse.ArgumentParser(prog="python -m jointcap.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, as in a run)")
-    p.add_argument("--steps", type=int, default=6, help="timed training steps per fit")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "
+                        "torch's own on CUDA; 0: torch's default (as a run uses)")
+    p.add_argument("--steps", type=int, default=8, help="timed training steps per fit")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps at the start of every fit")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every training arm (median)")
     p.add_argument("--beam-images", type=int, default=32, help="images decoded by beam search")
@@ -182,16 +187,24 @@ class _InMemory(Dataset):
 
 
 class _StepClock(L.Callback):
-    """Times the steps after `warmup`: from the start of batch `warmup` to the end of the epoch."""
+    """Times the steps after `warmup` (start of batch `warmup` → end of the epoch), and the gaps between steps."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.t0, self.c0, self.wall, self.cpu, self.last = warmup, 0.0, 0.0, 0.0, 0.0, -1
+        self.ended: float | None = None
+        self.gaps: list[float] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
         if batch_idx == self.warmup:
             _sync(pl_module.device)
             self.t0, self.c0 = time.perf_counter(), time.process_time()
+        elif batch_idx > self.warmup and self.ended is not None:
+            self.gaps.append(now - self.ended)
         self.last = batch_idx
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ended = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module.device)
@@ -219,7 +232,7 @@ def lightning_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warm
         measured = clock.last - warmup + 1
         if measured != steps:
             raise RuntimeError(f"timed {measured} steps, expected {steps} (is the data shorter than warmup + steps?)")
-        return Timing(clock.wall, clock.cpu, steps * batch_size)
+        return Timing(clock.wall, clock.cpu, steps * batch_size, statistics.median(clock.gaps) if clock.gaps else 0.0)
 
     return run
 
@@ -337,6 +350,7 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
         report.memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     rate = {k: median_rate(v) for k, v in t.items()}
     cpu = {k: median_cpu_per_image(v) for k, v in t.items()}
+    gap = lambda k: 1e3 * statistics.median(x.gap_s for x in t[k])  # noqa: E731
     spread = lambda k: f"{min(x.per_s for x in t[k]):.1f}–{max(x.per_s for x in t[k]):.1f}"  # noqa: E731
     report.rows.append(Row("1. Lightning fit vs plain loop", "Lightning img/s", rate["lightning"], "plain img/s", rate["plain"],
                            "img/s", rate["lightning"] / rate["plain"], 0.95, True,
@@ -344,7 +358,8 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     workers = int(cfg.data.num_workers)
     report.rows.append(Row("2. data pipeline vs in-memory", f"DataModule ({workers} workers) img/s", rate["pipeline"],
                            "in-memory img/s", rate["lightning"], "img/s", rate["pipeline"] / rate["lightning"], 0.95, True,
-                           note=f"ranges {spread('pipeline')} / {spread('lightning')}"))
+                           note=f"ranges {spread('pipeline')} / {spread('lightning')}; between steps (fetch, transfer, hooks) "
+                                f"{gap('pipeline'):.1f} / {gap('lightning'):.1f} ms"))
     report.rows.append(Row("3. joint step vs classifier step", "joint img/s", rate["lightning"], "classifier img/s",
                            rate["classifier"], "img/s", rate["classifier"] / rate["lightning"], 1.3, False,
                            applies=device == "cuda",
@@ -482,19 +497,26 @@ def main(argv: Sequence[str] | None = None) -> Report:
     """Run every benchmark, print the table, write it where `--out` says."""
     args = parse_args(argv)
     device = resolve_device(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    wanted = args.threads if args.threads is not None else (1 if device == "cpu" else 0)
+    if wanted > 0:
+        torch.set_num_threads(wanted)
     report = Report(machine=machine_facts(device), settings={"args": {k: str(v) for k, v in vars(args).items()}})
     t0 = time.perf_counter()
     with _quiet():
         try:
             module, images = bench_training(args, device, report)
+            bench_beam(module, images, args, device, report.settings["precision"], report)
+            bench_captions(args, report)
         finally:
             HydraConfig.instance().cfg = None  # set while the arms ran; leave none behind
-        bench_beam(module, images, args, device, report.settings["precision"], report)
-        bench_captions(args, report)
+            torch.set_num_threads(threads)
     report.machine["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     print(markdown(report))
+    load = report.machine.get("load_avg_1m_at_start", 0.0)
+    if device == "cpu" and load > (report.machine.get("cpu_count") or 1):
+        print(f"note: the machine was busy (load {load} on {report.machine['cpu_count']} CPUs): timings are noisy "
+              "(several intra-op threads suffer most)", file=sys.stderr)
     if args.out is not None:
         write(report, args.out)
     return report

@@ -4,14 +4,18 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from jointcap import bench
 from tests.conftest import TINY
 
 TINY_BENCH = ["--steps", "1", "--warmup", "1", "--repeats", "1", "--beam-images", "2", "--beam-repeats", "1",
-              "--caption-images", "20", "--caption-refs", "3", "--device", "cpu"]
+              "--caption-images", "20", "--caption-refs", "3", "--device", "cpu",
+              "--threads", "1"]  # one intra-op thread: steady on a busy machine
 
 
 def test_bench_end_to_end(tmp_path: Path, capsys) -> None:
+    threads = torch.get_num_threads()
     report = bench.main([*TINY_BENCH, "--out", str(tmp_path / "bench.md"), *TINY])
     names = [r.name for r in report.rows]
     assert [n.split(".")[0] for n in names] == ["1", "2", "3", "4", "5"], names
@@ -26,4 +30,5 @@ def test_bench_end_to_end(tmp_path: Path, capsys) -> None:
         assert name in printed and name in table
     data = json.loads((tmp_path / "bench.json").read_text())
     assert len(data["rows"]) == 5 and all(isinstance(r["ratio"], float) for r in data["rows"])
-    assert data["machine"]["device"] == "cpu"
+    assert data["machine"]["device"] == "cpu" and data["machine"]["torch_threads"] == 1
+    assert torch.get_num_threads() == threads  # restored
