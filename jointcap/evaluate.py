@@ -26,12 +26,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from jointcap.checkpoint import UnsafeCheckpointError, load_module
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
+from jointcap.report import print_metrics
 
 log = logging.getLogger("jointcap.evaluate")
 SPLITS = ("val", "test")
@@ -150,19 +149,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def print_table(metrics: dict[str, float], title: str, paths: dict[str, Path]) -> None:
-    """The metrics as a table, then where the report went."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k in sorted(metrics):
-        table.add_row(k, f"{metrics[k]:.4f}")
-    console = Console()
-    console.print(table)
-    for name, path in paths.items():
-        console.print(f"{name}: {path}")
-
-
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Load, evaluate, write the report; returns it."""
     if cfg.split not in SPLITS:
@@ -193,7 +179,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
               "task": module.hparams.task, "beam_size": beam, "metrics": metrics,
               "per_class_accuracy": [c["accuracy"] for c in per_class]}
     paths = write_report(out_dir, report, per_class, rows)
-    print_table(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} ({len(rows)} images)", paths)
+    print_metrics(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} ({len(rows)} images)", paths)
     return report
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -26,6 +27,8 @@ from jointcap.resume import hparams_mismatch, resume_path
 from jointcap.tracking import finish_wandb, log_config, write_results
 
 log = logging.getLogger("jointcap")
+# By design the LightningModule, not the DataModule, moves and normalises batches.
+warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer`")
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
