@@ -155,3 +155,38 @@ def test_links_inside_are_kept(tmp_path: Path) -> None:
     archive = _tar_with(tmp_path / "pack.tgz", _member("pack/sub/link", tarfile.SYMTYPE, "../ok.txt"))
     folder = dl.safe_extract(archive, tmp_path, "pack")
     assert (folder / "sub" / "link").read_text() == "fine"
+
+
+def test_concurrent_ensure_file_downloads_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two jobs asking for the same archive at once: one download, both get the verified file."""
+    import hashlib
+    import threading
+    import time
+
+    calls: list[int] = []
+    payload = b"archive bytes" * 1000
+
+    def slow_transfer(remote: Remote, part: Path) -> None:  # stands in for the network
+        calls.append(1)
+        time.sleep(0.3)
+        part.write_bytes(payload)
+
+    monkeypatch.setattr(dl, "_transfer", slow_transfer)
+    remote = Remote("a.tgz", hashlib.md5(payload).hexdigest(), url="http://127.0.0.1:9/a.tgz")
+    dest = tmp_path / "a.tgz"
+    errors: list[BaseException] = []
+
+    def job() -> None:
+        try:
+            dl.ensure_file(remote, dest, True)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    assert dest.read_bytes() == payload
+    assert len(calls) == 1

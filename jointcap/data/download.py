@@ -13,17 +13,20 @@ with its progress bar.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import lzma
 import os
 import shutil
 import tarfile
+import tempfile
 import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from filelock import FileLock
 from torchvision.datasets.utils import calculate_md5, download_file_from_google_drive, download_url
 from tqdm.auto import tqdm
 
@@ -178,7 +181,24 @@ def fetch(remote: Remote, dest: Path, alternative: Path | None = None) -> None:
 
 
 def ensure_file(remote: Remote, dest: Path, download: bool, alternative: Path | None = None) -> Path:
-    """Make sure a verified `dest` exists: check a local copy, else fetch it (if allowed)."""
+    """Make sure a verified `dest` exists: check a local copy, else fetch it (if allowed).
+
+    A per-file lock serialises the jobs of one machine that share a data root (a sweep
+    building two caches from one archive): the second waits, then finds the first one's
+    verified file. The lock lives in the temp folder, so data folders hold only data.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(_lock_path(dest)):
+        return _ensure_file(remote, dest, download, alternative)
+
+
+def _lock_path(dest: Path) -> str:
+    """A lock file named after `dest`'s absolute path, in the system temp folder."""
+    key = hashlib.sha1(str(dest.resolve()).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"jointcap-{dest.name}-{key}.lock")
+
+
+def _ensure_file(remote: Remote, dest: Path, download: bool, alternative: Path | None) -> Path:
     if dest.is_file():
         try:
             verify(dest, remote.md5)
