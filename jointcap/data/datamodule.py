@@ -151,8 +151,9 @@ class JointDataModule(L.LightningDataModule):
                 # worker seeds come from here, not from the global RNG (which dropout uses)
                 "generator": torch.Generator().manual_seed(self.seed)}
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, **self._loader_kwargs())
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Every image of `split` once, in index order (training has its own resumable loader)."""
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs())
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch), this rank's share, resumable mid-epoch (see jointcap.data.sampling)."""
@@ -177,10 +178,10 @@ class JointDataModule(L.LightningDataModule):
         self._train_loader_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
+        return self._eval_loader("test")
