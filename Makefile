@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -x tests $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m jointcap.bench $(ARGS)
+	$(PY) -m jointcap.tools.bench $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,11 +1,11 @@
-"""`python experiments/summarize.py <multirun dir>… [--out DIR]`: a thin wrapper of jointcap.summarize."""
+"""`python experiments/summarize.py <multirun dir>… [--out DIR]`: a thin wrapper of jointcap.analysis.summarize."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jointcap.summarize import main  # noqa: E402
+from jointcap.analysis.summarize import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

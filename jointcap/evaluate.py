@@ -27,10 +27,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from jointcap.checkpoint import UnsafeCheckpointError, load_module
+from jointcap.runtime.checkpoint import UnsafeCheckpointError, load_module
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
-from jointcap.report import print_metrics
+from jointcap.analysis.report import print_metrics
 
 log = logging.getLogger("jointcap.evaluate")
 SPLITS = ("val", "test")

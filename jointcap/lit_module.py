@@ -16,9 +16,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from jointcap import losses
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from jointcap.explain import word_attention
 from jointcap.metrics.caption_metric import CaptionScores
-from jointcap.metrics.localisation import BoxAccuracy, LocalisationScores, gt_known_loc, part_pointing, upsample, word_grounding
+from jointcap.metrics.localisation import (BoxAccuracy, LocalisationScores, gt_known_loc, part_pointing, upsample,
+                                           word_attention, word_grounding)
 from jointcap.models.joint import JointModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

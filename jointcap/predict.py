@@ -22,10 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 from PIL import Image
 
-from jointcap import viz
-from jointcap.checkpoint import UnsafeCheckpointError, load_module
+from jointcap.analysis import viz
+from jointcap.runtime.checkpoint import UnsafeCheckpointError, load_module
 from jointcap.data.realdata import ImageDecodeError, decode_resized
-from jointcap.explain import Explanation, explain
+from jointcap.analysis.explain import Explanation, explain
 from jointcap.lit_module import JointCaptionModule
 
 log = logging.getLogger("jointcap.predict")

@@ -19,12 +19,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from jointcap.checkpoint import with_atomic_io
+from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.config import validate
-from jointcap.distributed import sweep_safe
-from jointcap.report import print_summary
-from jointcap.resume import hparams_mismatch, resume_path
-from jointcap.tracking import finish_wandb, log_config, write_results
+from jointcap.runtime.distributed import sweep_safe
+from jointcap.analysis.report import print_summary
+from jointcap.runtime.resume import hparams_mismatch, resume_path
+from jointcap.runtime.tracking import finish_wandb, log_config, write_results
 
 log = logging.getLogger("jointcap")
 # By design the LightningModule, not the DataModule, moves and normalises batches.
@@ -79,7 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     if trainer.is_global_zero:
         print_summary(metrics, run_dir, trainer)
-        write_results(run_dir, metrics, cfg.objective)  # what jointcap.summarize tabulates
+        write_results(run_dir, metrics, cfg.objective)  # what jointcap.analysis.summarize tabulates
     return metrics
 
 
@@ -89,7 +89,7 @@ def main(cfg: DictConfig) -> float | None:
     validate(cfg)  # before any data work: a bad key or value fails here, naming itself
     try:
         metrics = train(cfg)
-    except SIGTERMException:  # pre-emption; in a fit, jointcap.resume.PreemptionCheckpoint saved last.ckpt
+    except SIGTERMException:  # pre-emption; in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt
         log.warning("stopped by SIGTERM; resume with the same command and hydra.run.dir=%s",
                     HydraConfig.get().runtime.output_dir)
         raise SystemExit(128 + 15) from None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # The session-wide TINY checkpoint shared by the evaluate, predict and media tests.
-pytest_plugins = ["tests.fixtures_ckpt"]
+pytest_plugins = ["tests.helpers.ckpt", "tests.helpers.realdata"]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny synthetic data and a short fit: enough to exercise every path of a real run.

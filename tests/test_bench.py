@@ -1,4 +1,4 @@
-"""`python -m jointcap.bench` runs end to end at tiny sizes (no timing is asserted)."""
+"""`python -m jointcap.tools.bench` runs end to end at tiny sizes (no timing is asserted)."""
 
 import json
 import math
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from jointcap import bench
+from jointcap.tools import bench
 from tests.conftest import TINY
 
 TINY_BENCH = ["--steps", "1", "--warmup", "1", "--repeats", "1", "--beam-images", "2", "--beam-repeats", "1",

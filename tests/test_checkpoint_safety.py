@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jointcap.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint, load_module
+from jointcap.runtime.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint, load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_sigkill_mid_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints" / "last.ckpt"
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from jointcap.checkpoint import AtomicCheckpointIO
+        from jointcap.runtime.checkpoint import AtomicCheckpointIO
         from tests.test_checkpoint_safety import _half_write_then, _state
         io = AtomicCheckpointIO()
         io.save_checkpoint(_state(1.0), {str(path)!r})
@@ -64,7 +64,7 @@ def test_sigkill_mid_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     leftovers = [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"]
     assert leftovers and all(".tmp-" in name for name in leftovers), leftovers
 
-    from jointcap.resume import resume_path
+    from jointcap.runtime.resume import resume_path
 
     assert resume_path("auto", tmp_path) == path
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"], "resuming clears the leftovers"

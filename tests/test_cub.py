@@ -13,14 +13,7 @@ from jointcap.data.captions import CaptionError
 from jointcap.data.cub import CUBSource, stratified_split, val_count
 from jointcap.data.download import MissingFileError
 from jointcap.data.realdata import ImageDecodeError, Record
-from tests.realdata_fixtures import (  # noqa: F401  (fixtures)
-    CUB_PARTS,
-    cub_files,
-    cub_kwargs,
-    make_cub,
-    serve,
-)
-
+from tests.helpers.realdata import CUB_PARTS, cub_kwargs, make_cub
 SIZE = 32
 
 

@@ -10,9 +10,7 @@ import pytest
 
 from jointcap.data import download as dl
 from jointcap.data.download import ArchiveError, ChecksumError, MissingFileError, Remote, UnsafeArchiveError
-from tests.realdata_fixtures import add_text, md5_of, serve, write_tar  # noqa: F401  (serve is a fixture)
-
-
+from tests.helpers.realdata import add_text, md5_of, write_tar
 @pytest.fixture
 def archive_dir(tmp_path: Path) -> Path:
     """A served folder holding one good archive `pack.tgz` with top-level folder `pack/`."""

@@ -15,7 +15,7 @@ from jointcap.evaluate import EvaluateError, check_compatible
 from jointcap.lit_module import IMAGENET_MEAN, JointCaptionModule, _box_scores
 from jointcap.models.captioner import Decoded
 from tests.conftest import run_cli
-from tests.fixtures_ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
+from tests.helpers.ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
 
 S, GRID = 64, 8  # image side and embedding grid of the hand-made module (stage 2, stride 8)
 CAPTIONS = ["a bird with a red crown and blue wings", "a small bird with a blue crown and red wings",

@@ -13,8 +13,7 @@ from jointcap.data.captions import CaptionError
 from jointcap.data.download import ChecksumError, MissingFileError
 from jointcap.data.flowers import FlowersSource
 from jointcap.data.realdata import ImageDecodeError
-from tests.realdata_fixtures import flowers_files, flowers_kwargs, make_flowers, serve  # noqa: F401  (fixtures)
-
+from tests.helpers.realdata import flowers_kwargs, make_flowers
 SIZE = 24
 
 

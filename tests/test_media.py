@@ -10,9 +10,9 @@ import pytest
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
-from jointcap import viz
-from jointcap.callbacks.media import MediaSample, _send_one
-from tests.fixtures_ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
+from jointcap.analysis import viz
+from jointcap.runtime.callbacks.media import MediaSample, _send_one
+from tests.helpers.ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from PIL import Image
 from jointcap.data.realdata import ImageDecodeError
 from jointcap.predict import expand, load_image
 from tests.conftest import run_cli
-from tests.fixtures_ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
+from tests.helpers.ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
 
 
 def _odd_images(folder: Path) -> dict[str, Path]:

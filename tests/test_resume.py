@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from jointcap.csv_logger import ResumableCSVLogger
+from jointcap.runtime.loggers import ResumableCSVLogger
 from jointcap.data.sampling import EpochSampler, ResumableLoader
-from jointcap.resume import PreemptionCheckpoint, StepCheckpoint, collect_rng_states, hparams_mismatch, resume_path, set_rng_states
-from jointcap.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, logged_rows, start
+from jointcap.runtime.callbacks.checkpointing import PreemptionCheckpoint, StepCheckpoint, collect_rng_states, set_rng_states
+from jointcap.runtime.resume import hparams_mismatch, resume_path
+from jointcap.tools.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, logged_rows, start
 
 
 class Keys(Dataset):
@@ -163,7 +164,7 @@ def test_killed_runs_resume_to_the_same_test_metrics(tmp_path: Path) -> None:
     assert logged_rows(run) == logged_rows(ref), "every logged value (train loss per step, val, lr) as if never killed"
 
     # the checkpoints of a real run load without unpickling objects, as a module ready to use
-    from jointcap.checkpoint import load_module
+    from jointcap.runtime.checkpoint import load_module
 
     module = load_module(run / "checkpoints" / "last.ckpt")
     assert module.tokenizer is not None and module.info["num_classes"] == 6 and not module.training

@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
-from jointcap import distributed, summarize, tracking
+from jointcap.analysis import summarize
+from jointcap.runtime import distributed, tracking
 from tests.conftest import ROOT, TINY
 
 CONF = ROOT / "conf"

@@ -14,7 +14,7 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,11 @@ from scipy import ndimage
 from torch import Tensor
 from torchmetrics import Metric
 
+if TYPE_CHECKING:
+    from jointcap.data.tokenizer import Tokenizer
+
 __all__ = [
+    "word_attention",
     "normalise_map",
     "upsample",
     "peak",
@@ -414,3 +418,21 @@ def word_grounding(
     maps = attn[idx[:, 0], idx[:, 1]]  # (K, h, w)
     masks = part_masks[idx[:, 0], idx[:, 2]]  # (K, H, W)
     return int(pointing_game(maps, masks).sum()), len(triples)
+
+
+def word_attention(tokens: torch.Tensor, alphas: torch.Tensor, tokenizer: "Tokenizer",
+                   grid: tuple[int, int]) -> tuple[torch.Tensor, list[list[str]]]:
+    """Per-step attention (B, T, h·w) → per-word maps (B, W, h, w) (mean over a word's pieces) and the words."""
+    words = [tokenizer.word_steps(row.tolist()) for row in tokens.cpu()]
+    width = max([len(w) for w in words] + [1])
+    out = alphas.new_zeros(tokens.shape[0], width, alphas.shape[-1]).float()  # (B, W, L)
+    for b, ws in enumerate(words):
+        for k, (_, steps) in enumerate(ws):
+            out[b, k] = alphas[b, steps].float().mean(0)
+    names = [[_clean(w) for w, _ in ws] for ws in words]
+    return out.view(tokens.shape[0], width, *grid), names
+
+
+def _clean(word: str) -> str:
+    """A generated word as the caption vocabulary spells it: lower case, no trailing punctuation."""
+    return word.lower().strip(".,;:!?\"'")

@@ -6,7 +6,7 @@
 * `log_config(loggers, cfg)` records the full resolved config in every W&B run.
 * `finish_wandb()` closes the job's W&B run (called in `jointcap.run`'s `finally`, so the next
   sweep job starts a run of its own) and prints how to upload an offline one.
-* `write_results(run_dir, ...)` writes the final metrics that `jointcap.summarize` reads.
+* `write_results(run_dir, ...)` writes the final metrics that `jointcap.analysis.summarize` reads.
 * the `jointcap.dirname` resolver names sweep job folders (`conf/config.yaml`): the overrides,
   with `/` made safe and capped in length (many overrides would exceed the file-name limit).
 """

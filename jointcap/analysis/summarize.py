@@ -1,4 +1,4 @@
-"""Summarise sweeps: `python -m jointcap.summarize <multirun dir>… [--out DIR]`.
+"""Summarise sweeps: `python -m jointcap.analysis.summarize <multirun dir>… [--out DIR]`.
 
 Reads every job folder under the given folders (each has `.hydra/config.yaml`,
 `.hydra/overrides.yaml` and the `results.json` that `jointcap.run` writes), groups the jobs by
@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from jointcap.tracking import RESULTS_FILE
+from jointcap.runtime.tracking import RESULTS_FILE
 
 LAMBDA = "model.loss.cam_weight"
 # config keys that follow from others (or are bookkeeping) and never define a setting

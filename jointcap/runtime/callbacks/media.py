@@ -1,7 +1,7 @@
 """Log a fixed set of validation images with their CAM/attention overlays and captions.
 
 Each `every_n_epochs` validation, on global rank 0 only: the first `n_images` of the split are
-explained in one no-grad batch (`jointcap.explain`) and drawn by `jointcap.viz`, then sent to
+explained in one no-grad batch (`jointcap.analysis.explain`) and drawn by `jointcap.analysis.viz`, then sent to
 every logger that can show them: CSV → `<log_dir>/media/epoch_XX.png` (+ `epoch_XX.csv` of
 captions), TensorBoard → an image and a text table, W&B → `wandb.Image`s and a `wandb.Table`.
 """
@@ -19,8 +19,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
 
-from jointcap import viz
-from jointcap.explain import Explanation, explain
+from jointcap.analysis import viz
+from jointcap.analysis.explain import Explanation, explain
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Nothing here touches the network: archives are built with PIL, scipy.io.savemat and tarfile
 under a temporary folder and served by `http.server` on 127.0.0.1 (port 0), which counts the
-requests it answers. Import explicitly: ``from tests.realdata_fixtures import ...``.
+requests it answers. Its fixtures (serve, cub_files, flowers_files) are a pytest plugin (tests/conftest.py); import the helpers explicitly.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ plus the peak memory of the training runs. `--device auto` picks CUDA when there
 CPU every arm uses one intra-op thread unless `--threads` says otherwise: on a shared 2-core
 machine two OpenMP threads stall each other and one step can take 1× or 10× as long.
 
-    python -m jointcap.bench [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
+    python -m jointcap.tools.bench [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from jointcap.lit_module import JointCaptionModule
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 Batch = dict[str, torch.Tensor]
 
 
@@ -106,7 +106,7 @@ class Report:
 # -- configuration -----------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Sizes of every benchmark, the device, the output path, and Hydra overrides."""
-    p = argparse.ArgumentParser(prog="python -m jointcap.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jointcap.tools.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from jointcap.metrics.localisation import word_attention
+
 if TYPE_CHECKING:
-    from jointcap.data.tokenizer import Tokenizer
     from jointcap.lit_module import JointCaptionModule
 
 
@@ -35,24 +36,6 @@ class Explanation:
             return None
         n = torch.tensor([max(1, len(w)) for w in self.words], device=self.word_maps.device)
         return self.word_maps.sum(1) / n.view(-1, 1, 1)
-
-
-def word_attention(tokens: torch.Tensor, alphas: torch.Tensor, tokenizer: "Tokenizer",
-                   grid: tuple[int, int]) -> tuple[torch.Tensor, list[list[str]]]:
-    """Per-step attention (B, T, h·w) → per-word maps (B, W, h, w) (mean over a word's pieces) and the words."""
-    words = [tokenizer.word_steps(row.tolist()) for row in tokens.cpu()]
-    width = max([len(w) for w in words] + [1])
-    out = alphas.new_zeros(tokens.shape[0], width, alphas.shape[-1]).float()  # (B, W, L)
-    for b, ws in enumerate(words):
-        for k, (_, steps) in enumerate(ws):
-            out[b, k] = alphas[b, steps].float().mean(0)
-    names = [[_clean(w) for w, _ in ws] for ws in words]
-    return out.view(tokens.shape[0], width, *grid), names
-
-
-def _clean(word: str) -> str:
-    """A generated word as the caption vocabulary spells it: lower case, no trailing punctuation."""
-    return word.lower().strip(".,;:!?\"'")
 
 
 def to_model_input(module: "JointCaptionModule", images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Kill-and-resume soak check: `python -m jointcap.soak [--cycles 50] [--seed 0] [--out DIR]`.
+"""Kill-and-resume soak check: `python -m jointcap.tools.soak [--cycles 50] [--seed 0] [--out DIR]`.
 
 One uninterrupted reference run, then N cycles of: start the same tiny run in a fresh folder,
 kill it (SIGTERM or SIGKILL, chosen at random) at a random moment after its first checkpoint,
@@ -45,7 +45,7 @@ def start(run_dir: Path, overrides: list[str], env: dict[str, str] | None = None
 
 def snapshot_code(out: Path) -> dict[str, str]:
     """Copy jointcap/ and conf/ under `out`; the returned environment runs that copy (edits made meanwhile cannot skew the soak)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for name in ("jointcap", "conf"):
         shutil.copytree(root / name, out / "code" / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(out / "code"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

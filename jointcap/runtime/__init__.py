@@ -1,0 +1,1 @@
+"""The training runtime around the LightningModule: checkpoint IO, resume, loggers, DDP guards, tracking, callbacks."""

@@ -1,0 +1,1 @@
+"""Lightning callbacks: exact resume (checkpointing) and media logging (CAM/attention overlays, captions)."""

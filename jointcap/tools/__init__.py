@@ -1,0 +1,1 @@
+"""Project tools: the speed/memory benchmark and the kill/resume soak test."""
