@@ -25,7 +25,7 @@ import numpy as np
 
 from jointcap.data import cache
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: per-image facts ("head red", …) stored for the caption-correctness metrics
 PART_NAMES = ("head", "beak", "body", "wing", "tail")
 HEAD, BEAK, BODY, WING, TAIL = range(5)
 CLASS_PARTS = (HEAD, WING)
@@ -60,6 +60,9 @@ BACKGROUND_RGB = np.array(  # (K, 3) muted foliage / sky / sand / bark tones
 
 PART_WORDS = {"head": 0, "crown": 0, "beak": 1, "bill": 1, "body": 2, "belly": 2, "breast": 2, "wing": 3, "wings": 3, "tail": 4}
 ATTRIBUTE_WORDS = list(COLOR_NAMES) + list(PATTERNS) + list(TAIL_SHAPES) + list(BEAK_LENGTHS)
+ATTRIBUTE_KINDS = {**dict.fromkeys(COLOR_NAMES, "colour"), **dict.fromkeys(PATTERNS, "pattern"),
+                   **dict.fromkeys(TAIL_SHAPES, "shape"), **dict.fromkeys(BEAK_LENGTHS, "length")}
+CLASS_SLOTS = ("head colour", "wing colour", "wing pattern")  # what defines a class, as "PART KIND"
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "medium": ("", "", "medium sized"), "large": ("large", "big")}
 
 # Canonical bird geometry, in image-size units for scale 1, facing right, y pointing down.
@@ -452,6 +455,19 @@ def _image_attributes(p: _Params, i: int) -> dict[str, str]:
     }
 
 
+def image_facts(a: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Every fact "PART ATTRIBUTE" a caption of this bird may state, and the class-defining ones it should.
+
+    A plain wing needs no pattern word among the class facts (references name "plain" in only
+    half their wing mentions; "green wings" describes a plain green wing correctly), but
+    naming a pattern the wing lacks is still wrong.
+    """
+    facts = [f"head {a['head']}", f"wing {a['wing']}", f"wing {a['pattern']}", f"body {a['body']}",
+             f"beak {a['beak']}", f"beak {a['beak_color']}", f"tail {a['tail']}"]
+    required = [f"head {a['head']}", f"wing {a['wing']}"] + ([f"wing {a['pattern']}"] if a["pattern"] != "plain" else [])
+    return facts, required
+
+
 # ----------------------------------------------------------------------------------- public API
 def generate_split(
     n: int,
@@ -492,8 +508,12 @@ def generate_split(
             captions.append(_captions(r, a, captions_per_image))
             for key in ("body", "beak", "beak_color", "tail", "size", "facing"):
                 attrs.setdefault(key, []).append(a[key])
+            facts, required = image_facts(a)
+            attrs.setdefault("facts", []).append(facts)
+            attrs.setdefault("class_facts", []).append(required)
     keys = [f"{split}_{i:06d}" for i in range(n)]
-    extra = {"generator_version": GENERATOR_VERSION, "seed": seed, "attributes": attrs}
+    facts, class_facts = attrs.pop("facts", []), attrs.pop("class_facts", [])
+    extra = {"generator_version": GENERATOR_VERSION, "seed": seed, "attributes": attrs, "facts": facts, "class_facts": class_facts}
     data = cache.SplitData(images, labels, captions, keys, masks=masks, extra=extra)
     data.validate(f"synthetic {split}")
     return data
@@ -510,6 +530,8 @@ def dataset_info(n_classes: int) -> dict:
         "part_names": list(PART_NAMES),
         "part_words": dict(PART_WORDS),
         "attribute_words": list(ATTRIBUTE_WORDS),
+        "attribute_kinds": dict(ATTRIBUTE_KINDS),
+        "class_slots": list(CLASS_SLOTS),
         "class_parts": list(CLASS_PARTS),
         "generator_version": GENERATOR_VERSION,
     }

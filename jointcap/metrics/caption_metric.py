@@ -19,6 +19,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from jointcap.metrics.bleu import bleu_from_corpus
 from jointcap.metrics.cider import cider_from_corpus
+from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores
 from jointcap.metrics.ngrams import encode
 from jointcap.metrics.rouge import rouge_l_from_corpus
 from jointcap.metrics.text import tokenize, tokenize_many
@@ -108,7 +109,8 @@ def _cat(state: list[Tensor] | Tensor) -> Tensor:
 
 
 class CaptionScores(Metric):
-    """BLEU-1..4 / ROUGE-L / CIDEr-D (/ METEOR) over a split, gathered across DDP ranks.
+    """BLEU-1..4 / ROUGE-L / CIDEr-D (/ METEOR), degeneracy and (with `facts`) attribute correctness over a
+    split, gathered across DDP ranks.
 
     State is the dataset index of every sample and its generated token ids, padded with -1
     to ``max_len`` so every rank's rows have one width. ``compute()`` gathers all ranks,
@@ -133,9 +135,12 @@ class CaptionScores(Metric):
         references: Callable[[int], Sequence[str]],
         max_len: int,
         meteor: bool = False,
+        facts: Callable[[int], tuple[Sequence[str], Sequence[str]]] | None = None,
+        reader: FactReader | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.facts, self.reader = facts, reader  # (true facts, class-defining facts) of a dataset index
         self.decode = decode
         self.references = references
         self.max_len = int(max_len)
@@ -184,9 +189,11 @@ class CaptionScores(Metric):
         uniq, first = np.unique(idx, return_index=True)  # first row per index, index order
         preds = {int(i): self.decode([int(t) for t in tok[r] if t >= 0]) for i, r in zip(uniq, first)}
         self.last_predictions = preds
-        scores = score_tokenised(
-            tokenize_many(list(preds.values())),
-            [self._ref(i) for i in preds],
-            meteor=self.meteor,
-        )
+        hyps = tokenize_many(list(preds.values()))
+        scores = score_tokenised(hyps, [self._ref(i) for i in preds], meteor=self.meteor)
+        scores.update(degeneracy(hyps))
+        if self.facts is not None and self.reader is not None:
+            truth = [self.facts(i) for i in preds]
+            scores.update(fact_scores([self.reader.read(h) for h in hyps], [t[0] for t in truth], [t[1] for t in truth],
+                                      self.reader))
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in scores.items()}
