@@ -24,7 +24,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jointcap.losses import DIVERGENCES, GRAD_TO
+from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO
 from jointcap.models.encoder import _RESNETS as ENCODERS
 from jointcap.models.joint import TASKS
 
@@ -94,6 +94,7 @@ class LossConfig:
     warmup_epochs: float = at_least(1.0, 0)
     doubly_stochastic: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
+    attention_words: str = choice("all", ATTENTION_WORDS)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from jointcap import losses
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.caption_metric import CaptionScores
+from jointcap.metrics.correctness import FactReader
 from jointcap.metrics.localisation import (BoxAccuracy, LocalisationScores, gt_known_loc, part_pointing, upsample,
                                            word_attention, word_grounding)
 from jointcap.models.joint import JointModel
@@ -44,7 +45,11 @@ class JointCaptionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.loss_cfg = {"caption_weight": 1.0, "cam_weight": 1.0, "divergence": "js", "grad_to": "both",
-                         "warmup_epochs": 1.0, "doubly_stochastic": 0.0, "label_smoothing": 0.0, **(loss or {})}
+                         "warmup_epochs": 1.0, "doubly_stochastic": 0.0, "label_smoothing": 0.0,
+                         "attention_words": "all", **(loss or {})}
+        if self.loss_cfg["attention_words"] not in losses.ATTENTION_WORDS:
+            raise ValueError(f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
+                             f"got {self.loss_cfg['attention_words']!r}")
         self.optim_cfg = {"lr": 1e-3, "weight_decay": 1e-4, "encoder_lr_mult": 1.0, "warmup_steps": 100, "scheduler": "cosine", **(optim or {})}
         self.decode_cfg = {"beam_size": 1, "max_len": 24, "length_penalty": 0.0, "test_beam_size": 3, **(decode or {})}
         # meteor: pycocoevalcap's Java METEOR; part_radius: part-pointing radius as a fraction of the image side;
@@ -58,6 +63,9 @@ class JointCaptionModule(L.LightningModule):
         self.model: JointModel | None = None
         self.tokenizer: Tokenizer | None = None
         self.info: dict = {}
+        self._content_words: frozenset[str] = frozenset()  # attribute and part words (the data's info), for Q
+        self._refs: list[list[str]] = []
+        self._split_extra: dict = {}  # the evaluated split's extra fields (true facts per image)
         self.image_size: int | None = None  # the training images' side, stored in checkpoints for predict
         if num_classes is not None and vocab_size is not None:
             self._build(num_classes, vocab_size)
@@ -72,19 +80,22 @@ class JointCaptionModule(L.LightningModule):
         self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(num_classes, s) for s in EVAL_STAGES})
 
     def _eval_metrics(self, num_classes: int, stage: str) -> nn.ModuleDict:
-        m: dict[str, nn.Module] = {"loss": MeanMetric(), "disagreement": MeanMetric()}
+        # disagreement: the configured divergence; disagreement_js: always Jensen–Shannon, so runs compare
+        m: dict[str, nn.Module] = {"loss": MeanMetric(), "disagreement": MeanMetric(), "disagreement_js": MeanMetric()}
         if self.has_classifier:
             m["acc1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
             m["acc5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
             m["acc_per_class"] = MulticlassAccuracy(num_classes, top_k=1, average="macro")
         if self.has_captioner:
             m["captions"] = CaptionScores(decode=self._decode, references=self._references, max_len=self.decode_cfg["max_len"],
-                                          meteor=bool(self.metrics_cfg["meteor"]))
+                                          meteor=bool(self.metrics_cfg["meteor"]), facts=self._facts,
+                                          reader=FactReader.from_info(self.info))
             m["word_grounding"] = MeanMetric()  # attribute words whose attention peak is on their part (masks)
             m["attn_part_pointing"] = MeanMetric()  # annotated part locations (CUB `parts`)
         m["localisation"] = LocalisationScores(class_parts=self.info.get("class_parts"))
         if self.has_classifier:
             m["cam_part_pointing"] = MeanMetric()
+            m["cam_entropy"] = MeanMetric()  # entropy of P (the true class's CAM as a distribution) / log(h·w)
             if stage in self.metrics_cfg["box_stages"]:  # CUB `boxes`: Choe et al. 2020
                 m["cam_gt_known_loc"] = MeanMetric()
                 m["cam_box_v1"] = BoxAccuracy(iou_thresholds=(0.5,), multi_contour=False)
@@ -106,6 +117,9 @@ class JointCaptionModule(L.LightningModule):
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m["localisation"].class_parts = self.info.get("class_parts")
+            if "captions" in m:
+                m["captions"].reader = FactReader.from_info(self.info)
+        self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(self.info.get("part_words", ()))
 
     def set_metric_options(self, **options: Any) -> None:
         """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
@@ -127,6 +141,25 @@ class JointCaptionModule(L.LightningModule):
 
     def _references(self, index: int) -> list[str]:
         return self._refs[index]
+
+    def _facts(self, index: int) -> tuple[list[str], list[str]]:
+        """(true facts, class-defining facts) of an evaluation image; none where the data has no facts."""
+        facts = self._split_extra.get("facts")
+        if not facts:
+            return [], []
+        return facts[index], self._split_extra["class_facts"][index]
+
+    def _attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) the words whose attention forms Q: every real word, or only content (attribute and part) words."""
+        real = tokens != PAD_ID
+        if self.loss_cfg["attention_words"] == "all" or not self._content_words:
+            return real
+        if self.tokenizer is None:
+            raise RuntimeError("model.loss.attention_words=content needs the tokenizer")
+        rows = tokens.tolist()  # host copy: the word split is a Python walk over the pieces
+        mask = torch.tensor(self.tokenizer.word_mask(rows, self._content_words), dtype=torch.bool, device=tokens.device)
+        # a caption without a content word falls back to all its words (its Q stays a distribution)
+        return torch.where(mask.any(1, keepdim=True), mask, real)
 
     # -- checkpoint extras: the tokenizer and dataset facts travel with the weights ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -177,7 +210,7 @@ class JointCaptionModule(L.LightningModule):
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
                 cam = self.model.cam(out.emb, labels)  # (B, h, w)
-                terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, words))
+                terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, self._attention_mask(targets)))
         return terms, out
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -218,10 +251,16 @@ class JointCaptionModule(L.LightningModule):
         return self._trainer is None or bool(getattr(connector, "should_update_logs", True)) or bool(self.trainer.fast_dev_run)
 
     def on_validation_epoch_start(self) -> None:
-        self._refs = self.trainer.datamodule.references("val")
+        self._eval_split("val")
 
     def on_test_epoch_start(self) -> None:
-        self._refs = self.trainer.datamodule.references("test")
+        self._eval_split("test")
+
+    def _eval_split(self, split: str) -> None:
+        """The references and true facts of the split about to be evaluated."""
+        dm = self.trainer.datamodule
+        self._refs = dm.references(split)
+        self._split_extra = dm.splits[split].extra if hasattr(dm, "splits") and split in dm.splits else {}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         with autocast_weight_cache(self.device.type):  # decoding steps reuse every weight too
@@ -250,10 +289,13 @@ class JointCaptionModule(L.LightningModule):
             beam = self.decode_cfg["test_beam_size"] if stage == "test" else self.decode_cfg["beam_size"]
             dec = self.model.generate(out.emb, beam, self.decode_cfg["max_len"], self.decode_cfg["length_penalty"])
             m["captions"].update(batch["index"], dec.tokens)
-            real = dec.tokens != PAD_ID
-            attn = losses.mean_attention(dec.alphas, real)  # (B, L) over generated words
-        if cam is not None and attn is not None:
-            m["disagreement"].update(losses.divergence(losses.cam_distribution(cam), attn, self.loss_cfg["divergence"]))
+            attn = losses.mean_attention(dec.alphas, self._attention_mask(dec.tokens))  # (B, L) over generated words
+        if cam is not None:
+            p = losses.cam_distribution(cam)
+            m["cam_entropy"].update(losses.entropy(p) / math.log(p.shape[1]))
+            if attn is not None:
+                m["disagreement"].update(losses.divergence(p, attn, self.loss_cfg["divergence"]))
+                m["disagreement_js"].update(losses.divergence(p, attn, "js"))
         attn_map = attn.view(-1, *out.emb.shape[-2:]) if attn is not None else None  # (B, h, w)
         # a single-task model scores its one map (the agreement keys are then dropped)
         m["localisation"].update(cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks"))

@@ -13,6 +13,7 @@ from torch import nn
 
 DIVERGENCES = ("js", "kl", "l1", "l2", "cosine")
 GRAD_TO = ("both", "captioner", "classifier")
+ATTENTION_WORDS = ("all", "content")  # which generated words' attention Q averages
 _EPS = 1e-8
 
 
@@ -31,6 +32,11 @@ def mean_attention(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average the attention (B, T, L) over the steps where `mask` (B, T) is true → (B, L)."""
     m = mask.to(alphas.dtype)[..., None]
     return (alphas * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Per-sample entropy (nats) of distributions p (B, L) → (B,); log(L) when uniform."""
+    return -torch.xlogy(p.float(), p.float()).sum(-1)
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -249,7 +249,8 @@ def test_score_captions_tokenises_raw_text():
     hyps = {3: "A small RED bird.", 7: "the bird, is blue!"}
     refs = {3: ["a small red bird", "A red bird"], 7: ["The bird is blue.", "a blue bird"], 9: ["x"]}
     out = score_captions(hyps, refs)
-    assert set(out) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "cider"}
+    assert set(out) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "cider",
+                        "distinct_captions", "rep2", "rep3", "mean_len", "vocab_used"}
     clean = score_captions({3: "a small red bird", 7: "the bird is blue"}, refs)
     assert out == clean
     with pytest.raises(KeyError):

@@ -51,11 +51,21 @@ def test_cam_is_classifier_weights_applied_by_hand(model: JointModel) -> None:
     cam = model.cam(emb, classes)
     w, b = model.classifier.fc.weight, model.classifier.fc.bias
     for i, c in enumerate(classes):
-        by_hand = (w[c][:, None, None] * emb[i]).sum(0) + b[c]
+        by_hand = (w[c][:, None, None] * emb[i]).sum(0)  # Zhou et al.'s CAM: no bias
         assert torch.allclose(cam[i], by_hand, atol=1e-5)
-    # the CAM's spatial mean is the class logit (GAP + linear)
+    # the CAM's spatial mean plus the class bias is the class logit (GAP + linear)
     logits = model.classifier(emb)
-    assert torch.allclose(cam.mean((1, 2)), logits[torch.arange(B), classes], atol=1e-5)
+    assert torch.allclose(cam.mean((1, 2)) + b[classes], logits[torch.arange(B), classes], atol=1e-5)
+
+
+def test_cam_ignores_the_class_bias(model: JointModel) -> None:
+    """A bias shift changes no CAM (it would otherwise let a CAM loss flatten P for free)."""
+    emb = torch.rand(B, 32, 8, 8)
+    classes = torch.tensor([0, 3, 4])
+    before = model.cam(emb, classes)
+    with torch.no_grad():
+        model.classifier.fc.bias.add_(5.0)
+    assert torch.equal(model.cam(emb, classes), before)
 
 
 def test_beam_one_equals_greedy(model: JointModel) -> None:

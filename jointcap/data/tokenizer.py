@@ -87,3 +87,18 @@ class Tokenizer:
             else:
                 words[-1] = (words[-1][0] + piece, words[-1][1] + [step])
         return [(w, s) for w, s in words if w]
+
+    def word_mask(self, rows: Sequence[Sequence[int]], words: frozenset[str]) -> list[list[bool]]:
+        """Per row, per position: is this piece part of a word in `words`? (e.g. the attribute and part
+        words, so the CAM loss can average attention over content words only). Words are matched lower case,
+        without trailing punctuation."""
+        out = []
+        for row in rows:
+            mask = [False] * len(row)
+            for word, steps in self.word_steps(row):
+                if word.lower().strip(".,;:!?\"'") in words:
+                    for t in steps:
+                        mask[t] = True
+            out.append(mask)
+        return out
+

@@ -67,15 +67,17 @@ def score_tokenised(
     refs: Sequence[Sequence[Sequence[str]]],
     meteor: bool = False,
 ) -> dict[str, float]:
-    """All caption scores of tokenised hypotheses (one per image) and their references."""
+    """All caption scores of tokenised hypotheses (one per image) and their references, with the caption
+    set's degeneracy (`jointcap.metrics.correctness.degeneracy`)."""
     if len(hyps) == 0:
         keys = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "cider"]
-        return dict.fromkeys(keys, 0.0)
+        return {**dict.fromkeys(keys, 0.0), **degeneracy(hyps)}
     corpus = encode(hyps, refs, 4)
     out = {f"bleu{k + 1}": float(v) for k, v in enumerate(bleu_from_corpus(corpus))}
     out["rouge_l"] = rouge_l_from_corpus(corpus)[0]
     out["cider_d"] = cider_from_corpus(corpus)[0]
     out["cider"] = out["cider_d"]  # pycocoevalcap's "CIDEr" is CIDEr-D (see metrics/cider.py)
+    out.update(degeneracy(hyps))  # distinct captions, repeated n-grams, length, vocabulary
     if meteor:
         if meteor_available():
             out["meteor"] = _meteor(hyps, refs)
@@ -191,7 +193,6 @@ class CaptionScores(Metric):
         self.last_predictions = preds
         hyps = tokenize_many(list(preds.values()))
         scores = score_tokenised(hyps, [self._ref(i) for i in preds], meteor=self.meteor)
-        scores.update(degeneracy(hyps))
         if self.facts is not None and self.reader is not None:
             truth = [self.facts(i) for i in preds]
             scores.update(fact_scores([self.reader.read(h) for h in hyps], [t[0] for t in truth], [t[1] for t in truth],

@@ -19,7 +19,11 @@ class CAMClassifier(nn.Module):
         return self.fc(self.dropout(pooled))  # (B, K)
 
     def cam(self, emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """CAM of `classes` (B,) over the map (B, D, h, w) → (B, h, w); its spatial mean is the logit."""
+        """CAM of `classes` (B,) over the map (B, D, h, w) → (B, h, w); its spatial mean + the class bias is the logit.
+
+        Zhou et al.'s CAM carries no bias: a shift shared by all locations changes no logit difference, so
+        with the bias inside, a disagreement loss on the ReLU'd CAM could flatten it at no cost to the
+        cross-entropy (the bias absorbs the shift).
+        """
         w = self.fc.weight[classes]  # (B, D)
-        b = self.fc.bias[classes]  # (B,)
-        return torch.einsum("bd,bdhw->bhw", w, emb) + b[:, None, None]
+        return torch.einsum("bd,bdhw->bhw", w, emb)
