@@ -77,12 +77,47 @@ def test_beam_one_equals_greedy(model: JointModel) -> None:
     assert torch.allclose(g.scores, b.scores, atol=1e-5)
 
 
-def test_beam_search_finds_at_least_greedy_score(model: JointModel) -> None:
-    emb = model.embed(torch.randn(4, 3, 64, 64))
-    g = model.captioner.greedy(emb, max_len=12)
-    b = model.captioner.beam_search(emb, beam_size=4, max_len=12)
-    assert b.tokens.shape[0] == 4
-    assert (b.scores >= g.scores - 1e-4).all()
+@torch.no_grad()
+def _sequence_logprob(cap: AttentionCaptioner, emb: torch.Tensor, seq: list[int]) -> float:
+    """Log-probability of one generated sequence (up to and including EOS) under teacher forcing."""
+    feats, feats_proj, state = cap._prepare(emb)
+    words, total = torch.tensor([cap.bos_id]), 0.0
+    for tok in seq:
+        logits, _, state = cap._step(words, feats, feats_proj, state)
+        total += float(logits.float().log_softmax(-1)[0, tok])
+        if tok == cap.eos_id:
+            break
+        words = torch.tensor([tok])
+    return total
+
+
+def test_beam_search_score_is_the_log_probability_of_its_caption(model: JointModel) -> None:
+    """What beam search guarantees for any beam: the score it reports is its caption's own log-probability."""
+    emb = model.embed(torch.randn(2, 3, 64, 64))
+    for beam in (1, 3):
+        dec = model.captioner.beam_search(emb, beam_size=beam, max_len=6)
+        for i in range(2):
+            seq = dec.tokens[i, : int(dec.lengths[i])].tolist()
+            assert dec.scores[i].item() == pytest.approx(_sequence_logprob(model.captioner, emb[i : i + 1], seq), abs=1e-4)
+
+
+def test_exhaustive_beam_finds_the_most_probable_caption() -> None:
+    """With a beam as wide as every sequence, beam search is exact: it returns the brute-force argmax."""
+    import itertools
+
+    torch.manual_seed(3)
+    vocab, max_len = 5, 3  # ids: 0 pad, 1 unk, 2 bos, 3 eos, 4 a word
+    cap = AttentionCaptioner(8, vocab, 4, 8, 4, pad_id=0, bos_id=2, eos_id=3).eval()
+    emb = torch.rand(1, 8, 2, 2)
+    best = max(
+        (_sequence_logprob(cap, emb, list(seq)), seq)
+        for seq in itertools.product(range(vocab), repeat=max_len)
+        if 3 not in seq[:-1] or seq[seq.index(3) + 1 :] == (0,) * (max_len - seq.index(3) - 1)  # pad after EOS
+    )
+    dec = cap.beam_search(emb, beam_size=vocab**max_len, max_len=max_len)
+    assert dec.scores[0].item() == pytest.approx(best[0], abs=1e-5)
+    n = int(dec.lengths[0])
+    assert tuple(dec.tokens[0, :n].tolist()) == best[1][:n]
 
 
 def test_beam_search_batched_equals_one_at_a_time(model: JointModel) -> None:
