@@ -171,24 +171,34 @@ def threshold_map(q: np.ndarray, threshold: float) -> np.ndarray:
     return q > int(threshold * q.max())
 
 
-def _reference_boxes(slices: Sequence[tuple[slice, slice]], shape: tuple[int, int], grow: int = 0) -> np.ndarray:
-    """(K, 4) (x, y, x + w, y + h) of cv2.boundingRect over objects' extents ± grow, x1/y1 clipped to W-1/H-1."""
+def _reference_boxes(slices: Sequence[tuple[slice, slice] | None], shape: tuple[int, int], grow: int = 0,
+                     offset: int = 0) -> np.ndarray:
+    """(K, 4) (x, y, x + w, y + h) of cv2.boundingRect over objects' extents ± grow, x1/y1 clipped to W-1/H-1.
+
+    `offset` is subtracted from the slices (1 for slices of a padded array); None slices are skipped.
+    """
     h, w = shape
-    rows = [[s[1].start - grow, s[0].start - grow, min(s[1].stop + grow, w - 1), min(s[0].stop + grow, h - 1)]
+    lo, hi = offset + grow, grow - offset
+    rows = [[s[1].start - lo, s[0].start - lo, min(s[1].stop + hi, w - 1), min(s[0].stop + hi, h - 1)]
             for s in slices if s is not None]
     return np.array(rows, np.int64).reshape(-1, 4)
 
 
-def _fill_label(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """8-connected labels of the mask with its holes filled, their count, and the holes (H, W) bool.
+def _background(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels (H+2, W+2) of the 4-connected background of the zero-padded mask, and the outside's label.
 
-    A hole is a 4-connected background component that does not reach the image border
+    Every other background label is a hole: a region that does not reach the image border
     (cv2.findContours pads the image with zeros, so a region touching the border is outside).
     """
-    bg, _ = ndimage.label(np.pad(~mask, 1, constant_values=True))  # 4-connected background, padded
-    holes = (bg != bg[0, 0])[1:-1, 1:-1] & ~mask
-    filled, k = ndimage.label(mask | holes, structure=_EIGHT)
-    return filled, k, holes
+    bg, _ = ndimage.label(np.pad(~mask, 1, constant_values=True))  # default structure: 4-connected
+    return bg, int(bg[0, 0])
+
+
+def _fill_label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected labels (H, W) of the mask with its holes filled, and their count."""
+    bg, outside = _background(mask)
+    inner = bg[1:-1, 1:-1]
+    return ndimage.label(mask | ((inner > 0) & (inner != outside)), structure=_EIGHT)
 
 
 def _window_areas(labels: np.ndarray, k: int) -> np.ndarray:
@@ -200,10 +210,11 @@ def _window_areas(labels: np.ndarray, k: int) -> np.ndarray:
     pixels enclose nothing). The region must have its holes filled (an outer contour encloses them).
     """
     p = np.pad(labels, 1)
-    win = np.stack([p[:-1, :-1], p[1:, :-1], p[:-1, 1:], p[1:, 1:]])  # (4, H+1, W+1)
-    n_on = (win > 0).sum(0)
-    weight = np.where(n_on == 4, 1.0, np.where(n_on == 3, 0.5, 0.0))
-    return np.bincount(win.max(0).ravel(), weights=weight.ravel(), minlength=k + 1)[1:]
+    a, b, c, d = p[:-1, :-1], p[1:, :-1], p[:-1, 1:], p[1:, 1:]  # the windows' four corners, (H+1, W+1) each
+    n_on = (a > 0).astype(np.int8) + (b > 0) + (c > 0) + (d > 0)
+    sel = n_on >= 3  # all pixels of a window belong to one region (they are 8-adjacent)
+    lab = np.maximum(np.maximum(a[sel], b[sel]), np.maximum(c[sel], d[sel]))
+    return np.bincount(lab, weights=np.where(n_on[sel] == 4, 1.0, 0.5), minlength=k + 1)[1:]
 
 
 def _outer_contours(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +223,7 @@ def _outer_contours(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if k == 0:
         return np.zeros((0, 4), np.int64), np.zeros(0)
     slices = ndimage.find_objects(labels)
-    filled, kf, _ = _fill_label(mask)
+    filled, kf = _fill_label(mask)
     top_area = _window_areas(filled, kf)  # (kf,) areas of the top-level components (holes filled)
     top_slices = ndimage.find_objects(filled)
     areas = np.empty(k)
@@ -228,9 +239,23 @@ def _outer_contours(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _hole_boxes(mask: np.ndarray) -> np.ndarray:
     """Boxes (K, 4) of the hole contours cv2.RETR_TREE also returns: each hole's extent grown by 1 px."""
-    _, _, holes = _fill_label(mask)
-    labels, k = ndimage.label(holes)  # holes are 4-connected background
-    return _reference_boxes(ndimage.find_objects(labels), mask.shape, grow=1) if k else np.zeros((0, 4), np.int64)
+    bg, outside = _background(mask)
+    slices = ndimage.find_objects(bg)
+    holes = [sl for i, sl in enumerate(slices) if i + 1 != outside]
+    return _reference_boxes(holes, mask.shape, grow=1, offset=1)
+
+
+def _largest_box(mask: np.ndarray) -> np.ndarray | None:
+    """Box (1, 4) of the outer contour with the largest cv2.contourArea (first in raster order on ties), or None.
+
+    Only top-level components compete: one inside another's hole encloses less than it.
+    """
+    labels, k = ndimage.label(mask, structure=_EIGHT)
+    if k <= 1:  # no contour, or one component: its extent
+        return _reference_boxes(ndimage.find_objects(labels), mask.shape) if k else None
+    filled, k = _fill_label(mask)
+    best = int(_window_areas(filled, k).argmax())
+    return _reference_boxes(ndimage.find_objects(filled, max_label=best + 1)[best:], mask.shape)
 
 
 def boxes_from_map(m: Tensor | np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -249,10 +274,8 @@ def box_from_map(m: Tensor | np.ndarray, threshold: float) -> tuple[int, int, in
     (wsolevaluation scores a map with no contour as the box [0, 0, 0, 0].) Ties go to the first
     component in raster order; cv2's contour order may differ, which matters only for equal areas.
     """
-    boxes, areas = boxes_from_map(m, threshold)
-    if areas.shape[0] == 0:
-        return None
-    return tuple(int(v) for v in boxes[int(areas.argmax())])  # type: ignore[return-value]
+    box = _largest_box(threshold_map(quantise(m), threshold))
+    return None if box is None else tuple(int(v) for v in box[0])  # type: ignore[return-value]
 
 
 def xywh_to_xyxy(boxes: Tensor | np.ndarray) -> np.ndarray:
@@ -293,13 +316,13 @@ def _best_iou(q: np.ndarray, gt: np.ndarray, threshold: float, multi_contour: bo
     if gt.shape[0] == 0:
         return 0.0
     mask = threshold_map(q, threshold)
-    boxes, areas = _outer_contours(mask)
-    if areas.shape[0] == 0:
-        boxes = _NO_BOX
-    elif multi_contour:
-        boxes = np.concatenate([boxes, _hole_boxes(mask)])
+    if multi_contour:
+        labels, k = ndimage.label(mask, structure=_EIGHT)
+        boxes = np.concatenate([_reference_boxes(ndimage.find_objects(labels), mask.shape), _hole_boxes(mask)])
     else:
-        boxes = boxes[[int(areas.argmax())]]
+        boxes = _largest_box(mask)
+    if boxes is None or boxes.shape[0] == 0:
+        boxes = _NO_BOX
     return float(box_iou(boxes, gt).max())
 
 
