@@ -54,7 +54,7 @@ class JointCaptionModule(L.LightningModule):
         self.decode_cfg = {"beam_size": 1, "max_len": 24, "length_penalty": 0.0, "test_beam_size": 3, **(decode or {})}
         # meteor: pycocoevalcap's Java METEOR; part_radius: part-pointing radius as a fraction of the image side;
         # cam_threshold: GT-known Loc's CAM threshold; box_stages: where the (costly) box metrics run
-        self.metrics_cfg = {"meteor": False, "part_radius": 0.07, "cam_threshold": 0.5, "box_stages": ["test"], **(metrics or {})}
+        self.metrics_cfg = {"meteor": False, "part_radius": 0.07, "cam_threshold": 0.2, "box_stages": ["test"], **(metrics or {})}
         if self.loss_cfg["cam_weight"] < 0:
             raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg['cam_weight']}")
         self.disagreement = losses.DisagreementLoss(self.loss_cfg["divergence"], self.loss_cfg["grad_to"])
@@ -323,7 +323,7 @@ class JointCaptionModule(L.LightningModule):
 
     def _update_boxes(self, m: nn.ModuleDict, cam: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> None:
         """GT-known Loc at cam_threshold, MaxBoxAcc (V1) and MaxBoxAccV2 of the true class's CAM vs boxes (B, 4) xywh."""
-        up = upsample(cam.float(), size)  # (B, S, S)
+        up = upsample(cam.float(), size, mode="bicubic")  # (B, S, S) as wsolevaluation: cv2.INTER_CUBIC
         hits = gt_known_loc(up, boxes, threshold=float(self.metrics_cfg["cam_threshold"]))  # (B,) bool on the CPU
         m["cam_gt_known_loc"].update(hits.float().to(self.device))
         m["cam_box_v1"].update(up, boxes)

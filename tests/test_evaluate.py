@@ -50,7 +50,8 @@ def test_box_and_part_metrics_on_hand_made_cams() -> None:
         "image": torch.zeros(2, 3, S, S) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
         "label": torch.tensor([0, 1]), "index": torch.tensor([0, 1]),
         "tokens": torch.tensor([tok.encode(CAPTIONS[0], 32)] * 2),
-        "boxes": torch.tensor([[24.0, 24.0, 8.0, 8.0], [40.0, 40.0, 20.0, 20.0]]),  # x, y, w, h
+        # x, y, w, h; image 0's bicubically upsampled spike spans pixels 21..34 at the CAM threshold 0.2
+        "boxes": torch.tensor([[20.0, 20.0, 16.0, 16.0], [40.0, 40.0, 20.0, 20.0]]),
         "parts": torch.tensor([[[27.0, 27.0, 1.0], [0.0, 0.0, 0.0]], [[50.0, 50.0, 1.0], [60.0, 5.0, 1.0]]]),  # x, y, visible
     }
     with torch.no_grad():

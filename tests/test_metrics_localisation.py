@@ -84,24 +84,50 @@ def test_mask_iou():
 
 def test_box_from_map_largest_component_and_none():
     m = _rect(2, 3, 10, 12) + _rect(20, 20, 22, 22)  # big and small blob
-    assert box_from_map(m, 0.5) == (2, 3, 10, 12)
-    boxes, sizes = boxes_from_map(m, 0.5)
-    assert sorted(map(tuple, boxes.tolist())) == [(2, 3, 10, 12), (20, 20, 22, 22)]
-    assert sorted(sizes.tolist()) == [9, 90]
-    assert box_from_map(torch.zeros(H, W) + 0.2, 0.5) is None
+    # Boxes end one past the last pixel (cv2.boundingRect's x + w, y + h).
+    assert box_from_map(m, 0.5) == (2, 3, 11, 13)
+    boxes, areas = boxes_from_map(m, 0.5)
+    assert sorted(map(tuple, boxes.tolist())) == [(2, 3, 11, 13), (20, 20, 23, 23)]
+    assert sorted(areas.tolist()) == [4.0, 72.0]  # cv2.contourArea: (w - 1)(h - 1) through pixel centres
+    assert box_from_map(torch.zeros(H, W), 0.5) is None  # what normalise_map makes of a constant map
+    # cv2.threshold's bar is t · max(q), so an un-normalised flat map passes everywhere.
+    assert box_from_map(torch.zeros(H, W) + 0.2, 0.5) == (0, 0, 31, 31)
+
+
+def test_box_from_map_largest_by_contour_area_not_pixels():
+    # A 20-px line encloses no area; a 3×3 square (9 px) encloses 4: cv2 picks the square.
+    m = _rect(0, 0, 19, 0) + _rect(10, 10, 12, 12)
+    assert box_from_map(m, 0.5) == (10, 10, 13, 13)
+    # A ring's outer contour encloses its hole too: 4×4 ring (12 px) beats a 3×4 block (12 px, area 6).
+    ring = _rect(0, 10, 3, 13) - _rect(1, 11, 2, 12)
+    assert box_from_map(ring + _rect(20, 20, 22, 23), 0.5) == (0, 10, 4, 14)
+
+
+def test_box_clipped_at_image_border_and_threshold_is_strict_on_uint8():
+    assert box_from_map(_rect(24, 24, 31, 31), 0.5) == (24, 24, 31, 31)  # x + w = 32 clipped to W - 1
+    m = torch.tensor([[0.0, 0.1, 0.2, 0.0], [0.1, 0.9, 1.0, 0.1], [0.0, 0.8, 0.6, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # uint8: 0.2 → 51; at t = 0.2 the bar is int(0.2 · 255) = 51 and pixels must exceed it, so (0, 2) is out.
+    assert box_from_map(m, 0.2) == (1, 1, 3, 3)
+    assert box_from_map(m, 0.19) == (1, 0, 3, 3)  # int(0.19 · 255) = 48 < 51
+    assert box_from_map(m, 0.0) == (0, 0, 3, 3)  # t = 0 keeps q > 0 only: here every non-zero pixel
+    with pytest.raises(ValueError, match="normalised"):
+        box_from_map(m * 2, 0.5)
 
 
 def test_box_iou_and_xywh():
-    assert xywh_to_xyxy(np.array([[2, 3, 9, 10]])).tolist() == [[2, 3, 10, 12]]
+    assert xywh_to_xyxy(np.array([[2, 3, 9, 10]])).tolist() == [[2, 3, 11, 13]]  # (x, y, x + w, y + h)
+    assert xywh_to_xyxy(np.array([[2.7, 3.2, 9.5, 10.5]])).tolist() == [[2, 3, 12, 13]]  # int() as resize_bbox
     a = np.array([[0, 0, 9, 9]])
     assert box_iou(a, a)[0, 0] == 1.0
     assert box_iou(a, np.array([[0, 0, 4, 9]]))[0, 0] == pytest.approx(0.5)
     assert box_iou(a, np.array([[20, 20, 25, 25]]))[0, 0] == 0.0
+    # By hand: (1, 1, 3, 3) and (0, 0, 2, 2) share 2 × 2 pixels of 3 × 3 each: 4 / (9 + 9 - 4).
+    assert box_iou(np.array([[1, 1, 3, 3]]), np.array([[0, 0, 2, 2]]))[0, 0] == pytest.approx(4 / 14)
 
 
 def test_gt_known_loc_rectangle():
     maps = torch.stack([_rect(4, 6, 20, 25), _rect(22, 0, 31, 5)])
-    boxes = torch.tensor([[4, 6, 17, 20], [4, 6, 17, 20]])  # xywh of (4, 6, 20, 25)
+    boxes = torch.tensor([[4, 6, 17, 20], [4, 6, 17, 20]])  # xywh of pixels (4, 6) … (20, 25): box (4, 6, 21, 26)
     assert gt_known_loc(maps, boxes).tolist() == [True, False]
     # Low-resolution maps are upsampled to the image size first.
     small = torch.zeros(1, 4, 4)
@@ -121,11 +147,11 @@ def test_max_box_acc_synthetic_rectangles():
 
 
 def test_max_box_acc_partial_overlap_counts_per_iou_threshold():
-    # Predicted box covers 60% of the GT box (and nothing else): IoU 0.6 → hit at 0.3 and 0.5
-    # but not at 0.7, so MaxBoxAccV2 = 2/3.
-    gt = torch.tensor([[0, 0, 20, 10]])  # (0, 0, 19, 9)
-    m = _rect(0, 0, 11, 9)[None]  # 12 of 20 columns
-    assert box_iou(np.array([[0, 0, 11, 9]]), xywh_to_xyxy(gt.numpy()))[0, 0] == pytest.approx(0.6)
+    # Predicted box (0, 0, 12, 10) inside the GT box (0, 0, 20, 10): IoU 13·11 / 21·11 = 0.62 → hit
+    # at 0.3 and 0.5 but not at 0.7, so MaxBoxAccV2 = 2/3.
+    gt = torch.tensor([[0, 0, 20, 10]])  # (0, 0, 20, 10)
+    m = _rect(0, 0, 11, 9)[None]  # pixels 0..11 × 0..9
+    assert box_iou(np.array([[0, 0, 12, 10]]), xywh_to_xyxy(gt.numpy()))[0, 0] == pytest.approx(13 / 21)
     acc = BoxAccuracy()
     acc.update(m, gt)
     out = acc.compute()

@@ -4,12 +4,32 @@ Conventions used throughout:
 
 * maps are (B, h, w) score maps on the embedding grid; masks are (B, H, W) bool at image
   size. Maps are bilinearly upsampled to image size (``align_corners=False``) *before*
-  min-max normalisation, as in Choe et al. 2020's wsolevaluation.
+  min-max normalisation (a constant or NaN map becomes all zeros).
 * a map's peak is its argmax (the first one in raster order on ties), as (row, col).
-* a thresholded map is ``normalised >= threshold``.
-* boxes are in pixels; ground-truth boxes come as (x, y, w, h) and are turned into inclusive
-  (x0, y0, x1, y1) = (x, y, x + w - 1, y + h - 1); IoU uses the inclusive ``+1`` areas of
-  wsolevaluation's ``calculate_multiple_iou``.
+* mask IoU thresholds the normalised map as ``normalised >= threshold``.
+
+Box localisation (GT-known Loc, MaxBoxAcc, MaxBoxAccV2) follows Choe et al. 2020's reference
+code (clovaai/wsolevaluation: inference.py ``CAMComputer``/``normalize_scoremap``, evaluation.py
+``compute_bboxes_from_scoremaps``/``calculate_multiple_iou``/``BoxEvaluator``), without cv2:
+
+* a map is resized to image size bicubically (cv2.INTER_CUBIC: a = -0.75, half-pixel centres,
+  replicated border; torch's ``bicubic`` with ``align_corners=False`` is the same kernel),
+  then min-max normalised, in float64.
+* it is quantised to ``uint8(map * 255)`` (truncation) and a CAM threshold t keeps the pixels
+  ``q > int(t * q.max())`` (cv2.threshold, THRESH_BINARY: strict); t runs over
+  np.arange(0, 1, 0.01).
+* contours are cv2.findContours(RETR_TREE)'s: one outer contour per 8-connected component
+  (the image is zero-padded, so components touching the border count), plus one hole contour
+  per 4-connected background region enclosed by a component. A contour's box is cv2.boundingRect
+  (x, y, w, h) of its pixels turned into (x, y, x + w, y + h) with x + w clipped to W - 1 and
+  y + h to H - 1: one past the last pixel. A hole contour runs through the pixels around the
+  hole, so its box is the hole's extent grown by 1 px.
+* V1 and GT-known Loc take the contour with the largest cv2.contourArea (the polygon through
+  the border pixels' centres: a w×h rectangle has area (w-1)(h-1), a line 0); V2 takes the best
+  of all contours. A map with no contour gets the box (0, 0, 0, 0).
+* ground-truth boxes come as (x, y, w, h) in image pixels and become
+  (int(x), int(y), int(x + w), int(y + h)), as wsolevaluation's CUB metadata and resize_bbox;
+  IoU uses the inclusive ``+1`` areas of ``calculate_multiple_iou``; a hit is IoU >= δ.
 """
 
 from __future__ import annotations
@@ -35,6 +55,9 @@ __all__ = [
     "mask_iou",
     "box_from_map",
     "boxes_from_map",
+    "box_image",
+    "quantise",
+    "threshold_map",
     "xywh_to_xyxy",
     "box_iou",
     "gt_known_loc",
@@ -55,21 +78,28 @@ _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as cv2.findContours' out
 # --------------------------------------------------------------------------- basic maps
 
 
+def _floating(m: Tensor) -> Tensor:
+    """float64 maps stay float64; anything else becomes float32."""
+    return m if m.dtype == torch.float64 else m.float()
+
+
 def normalise_map(m: Tensor) -> Tensor:
-    """Min-max each map of (B, h, w) to [0, 1]; a constant map becomes all zeros."""
-    flat = m.flatten(1).float()  # (B, hw)
+    """Min-max each map of (B, h, w) to [0, 1]; a constant map, or one with a NaN, becomes all zeros."""
+    flat = _floating(m).flatten(1)  # (B, hw)
+    bad = flat.isnan().any(dim=1, keepdim=True)  # (B, 1) wsolevaluation's normalize_scoremap zeroes these
+    flat = torch.where(bad, torch.zeros_like(flat), flat)
     lo = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - lo
     out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    return out.view_as(m)
+    return out.view(m.shape)
 
 
-def upsample(m: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinearly resize maps (B, h, w) to (B, H, W) = size."""
+def upsample(m: Tensor, size: Sequence[int], mode: str = "bilinear") -> Tensor:
+    """Resize maps (B, h, w) to (B, H, W) = size, ``align_corners=False``; mode "bicubic" is cv2.INTER_CUBIC's."""
     size = (int(size[0]), int(size[1]))
     if tuple(m.shape[-2:]) == size:
-        return m.float()
-    return F.interpolate(m[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+        return _floating(m)
+    return F.interpolate(_floating(m)[:, None], size=size, mode=mode, align_corners=False)[:, 0]
 
 
 def peak(maps: Tensor) -> Tensor:
@@ -117,42 +147,148 @@ def mask_iou(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
 
 
 def _as_numpy(m: Tensor | np.ndarray) -> np.ndarray:
-    """A 2-D map as a float numpy array."""
-    return m.detach().float().cpu().numpy() if isinstance(m, Tensor) else np.asarray(m, float)
+    """A 2-D map as a float64 numpy array."""
+    return m.detach().double().cpu().numpy() if isinstance(m, Tensor) else np.asarray(m, np.float64)
+
+
+def box_image(maps: Tensor, size: Sequence[int]) -> Tensor:
+    """Maps (B, h, w) → (B, H, W) float64 in [0, 1] as wsolevaluation scores them: bicubic resize, then min-max."""
+    return normalise_map(upsample(maps.detach().double(), size, mode="bicubic"))
+
+
+def quantise(m: Tensor | np.ndarray) -> np.ndarray:
+    """A normalised map (H, W) in [0, 1] → uint8 ``(m * 255).astype(np.uint8)`` (truncation), as wsolevaluation."""
+    a = _as_numpy(m)
+    if a.ndim != 2:
+        raise ValueError(f"score map must be 2-D (H, W), got shape {a.shape}")
+    if np.isnan(a).any() or (a < 0).any() or (a > 1).any():
+        raise ValueError(f"score map must be normalised to [0, 1] without NaN (min {np.nanmin(a)}, max {np.nanmax(a)})")
+    return (a * 255).astype(np.uint8)
+
+
+def threshold_map(q: np.ndarray, threshold: float) -> np.ndarray:
+    """cv2.threshold(q, int(threshold · max q), 255, THRESH_BINARY) on a uint8 map (H, W): strict ``>``, bool."""
+    return q > int(threshold * q.max())
+
+
+def _reference_boxes(slices: Sequence[tuple[slice, slice] | None], shape: tuple[int, int], grow: int = 0,
+                     offset: int = 0) -> np.ndarray:
+    """(K, 4) (x, y, x + w, y + h) of cv2.boundingRect over objects' extents ± grow, x1/y1 clipped to W-1/H-1.
+
+    `offset` is subtracted from the slices (1 for slices of a padded array); None slices are skipped.
+    """
+    h, w = shape
+    lo, hi = offset + grow, grow - offset
+    rows = [[s[1].start - lo, s[0].start - lo, min(s[1].stop + hi, w - 1), min(s[0].stop + hi, h - 1)]
+            for s in slices if s is not None]
+    return np.array(rows, np.int64).reshape(-1, 4)
+
+
+def _background(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels (H+2, W+2) of the 4-connected background of the zero-padded mask, and the outside's label.
+
+    Every other background label is a hole: a region that does not reach the image border
+    (cv2.findContours pads the image with zeros, so a region touching the border is outside).
+    """
+    bg, _ = ndimage.label(np.pad(~mask, 1, constant_values=True))  # default structure: 4-connected
+    return bg, int(bg[0, 0])
+
+
+def _fill_label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected labels (H, W) of the mask with its holes filled, and their count."""
+    bg, outside = _background(mask)
+    inner = bg[1:-1, 1:-1]
+    return ndimage.label(mask | ((inner > 0) & (inner != outside)), structure=_EIGHT)
+
+
+def _window_areas(labels: np.ndarray, k: int) -> np.ndarray:
+    """cv2.contourArea of each labelled region's outer contour (K,), from its 2×2 pixel windows.
+
+    The contour joins the centres of the region's border pixels with 8-connected steps, cutting
+    a concave corner diagonally, so each 2×2 window of pixels contributes 1 to the enclosed area
+    when all four pixels are in the region, 1/2 when three are, and 0 otherwise (lines and single
+    pixels enclose nothing). The region must have its holes filled (an outer contour encloses them).
+    """
+    p = np.pad(labels, 1)
+    a, b, c, d = p[:-1, :-1], p[1:, :-1], p[:-1, 1:], p[1:, 1:]  # the windows' four corners, (H+1, W+1) each
+    n_on = (a > 0).astype(np.int8) + (b > 0) + (c > 0) + (d > 0)
+    sel = n_on >= 3  # all pixels of a window belong to one region (they are 8-adjacent)
+    lab = np.maximum(np.maximum(a[sel], b[sel]), np.maximum(c[sel], d[sel]))
+    return np.bincount(lab, weights=np.where(n_on[sel] == 4, 1.0, 0.5), minlength=k + 1)[1:]
+
+
+def _outer_contours(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (K, 4) and cv2.contourArea (K,) of the outer contour of every 8-connected component of mask."""
+    labels, k = ndimage.label(mask, structure=_EIGHT)
+    if k == 0:
+        return np.zeros((0, 4), np.int64), np.zeros(0)
+    slices = ndimage.find_objects(labels)
+    filled, kf = _fill_label(mask)
+    top_area = _window_areas(filled, kf)  # (kf,) areas of the top-level components (holes filled)
+    top_slices = ndimage.find_objects(filled)
+    areas = np.empty(k)
+    for i, sl in enumerate(slices):
+        top = int(filled[sl][labels[sl] == i + 1][0])  # the filled region that holds component i
+        if top_slices[top - 1] == sl:  # an enclosed island lies strictly inside its region's extent
+            areas[i] = top_area[top - 1]
+        else:  # an island inside another component's hole: fill its own holes
+            own = ndimage.binary_fill_holes(labels[sl] == i + 1)
+            areas[i] = _window_areas(own.astype(np.int64), 1)[0]
+    return _reference_boxes(slices, mask.shape), areas
+
+
+def _hole_boxes(mask: np.ndarray) -> np.ndarray:
+    """Boxes (K, 4) of the hole contours cv2.RETR_TREE also returns: each hole's extent grown by 1 px."""
+    bg, outside = _background(mask)
+    slices = ndimage.find_objects(bg)
+    holes = [sl for i, sl in enumerate(slices) if i + 1 != outside]
+    return _reference_boxes(holes, mask.shape, grow=1, offset=1)
+
+
+def _largest_box(mask: np.ndarray) -> np.ndarray | None:
+    """Box (1, 4) of the outer contour with the largest cv2.contourArea (first in raster order on ties), or None.
+
+    Only top-level components compete: one inside another's hole encloses less than it.
+    """
+    labels, k = ndimage.label(mask, structure=_EIGHT)
+    if k <= 1:  # no contour, or one component: its extent
+        return _reference_boxes(ndimage.find_objects(labels), mask.shape) if k else None
+    filled, k = _fill_label(mask)
+    best = int(_window_areas(filled, k).argmax())
+    return _reference_boxes(ndimage.find_objects(filled, max_label=best + 1)[best:], mask.shape)
 
 
 def boxes_from_map(m: Tensor | np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive boxes (K, 4) and pixel sizes (K,) of every 8-connected component of m >= threshold."""
-    labels, k = ndimage.label(_as_numpy(m) >= threshold, structure=_EIGHT)
-    if k == 0:
-        return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
-    sl = ndimage.find_objects(labels)
-    boxes = np.array([[s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1] for s in sl])
-    sizes = np.bincount(labels.ravel(), minlength=k + 1)[1:]
-    return boxes.astype(np.int64), sizes
+    """Boxes (K, 4) and contour areas (K,) of every 8-connected component of the thresholded map (H, W).
+
+    Thresholding and boxes follow wsolevaluation's compute_bboxes_from_scoremaps: see the
+    module docstring. `m` must already be normalised to [0, 1] at image size. Components come
+    in raster order of their first pixel.
+    """
+    return _outer_contours(threshold_map(quantise(m), threshold))
 
 
 def box_from_map(m: Tensor | np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
-    """Inclusive (x0, y0, x1, y1) box of the largest component of m (H, W) >= threshold.
+    """(x0, y0, x1, y1) box of the outer contour with the largest cv2.contourArea; None when no pixel passes.
 
-    Largest = most pixels (scipy.ndimage.label, 8-connected); Choe et al. take the largest
-    cv2 contour by polygon area, which agrees except for thin or holey shapes. None when no
-    pixel passes. `m` should already be normalised to [0, 1] at image size.
+    (wsolevaluation scores a map with no contour as the box [0, 0, 0, 0].) Ties go to the first
+    component in raster order; cv2's contour order may differ, which matters only for equal areas.
     """
-    boxes, sizes = boxes_from_map(m, threshold)
-    if sizes.shape[0] == 0:
-        return None
-    return tuple(int(v) for v in boxes[int(sizes.argmax())])  # type: ignore[return-value]
+    box = _largest_box(threshold_map(quantise(m), threshold))
+    return None if box is None else tuple(int(v) for v in box[0])  # type: ignore[return-value]
 
 
 def xywh_to_xyxy(boxes: Tensor | np.ndarray) -> np.ndarray:
-    """(…, 4) x, y, w, h → inclusive x0, y0, x1, y1 (float64)."""
+    """(…, 4) x, y, w, h (image pixels, >= 0) → (x0, y0, x1, y1) = int(x), int(y), int(x + w), int(y + h) (float64).
+
+    wsolevaluation's CUB boxes are (x, y, x + w, y + h) and are truncated to int when resized.
+    """
     b = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
-    return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:] - 1], axis=-1)
+    return np.floor(np.concatenate([b[..., :2], b[..., :2] + b[..., 2:]], axis=-1))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU (K, M) of inclusive boxes a (K, 4) and b (M, 4), wsolevaluation's convention."""
+    """IoU (K, M) of boxes a (K, 4) and b (M, 4), wsolevaluation's calculate_multiple_iou (``+1`` areas)."""
     a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None]
     iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
     ih = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
@@ -163,7 +299,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _gt_boxes(boxes: Tensor | np.ndarray) -> list[np.ndarray]:
-    """(B, 4) or (B, K, 4) xywh → per image an inclusive (K', 4) array without empty boxes."""
+    """(B, 4) or (B, K, 4) xywh → per image a (K', 4) x0y0x1y1 array without empty (w or h <= 0) boxes."""
     xyxy = xywh_to_xyxy(boxes)
     if xyxy.ndim == 2:
         xyxy = xyxy[:, None]
@@ -172,33 +308,41 @@ def _gt_boxes(boxes: Tensor | np.ndarray) -> list[np.ndarray]:
     return [xyxy[i][(wh[i] > 0).all(axis=-1)] for i in range(xyxy.shape[0])]
 
 
-def _best_iou(m: np.ndarray, gt: np.ndarray, threshold: float, multi_contour: bool) -> float:
-    """Best IoU with any GT box of the largest component's box (or of every component's)."""
-    boxes, sizes = boxes_from_map(m, threshold)
-    if sizes.shape[0] == 0 or gt.shape[0] == 0:
+_NO_BOX = np.zeros((1, 4), np.int64)  # wsolevaluation's box when no pixel passes the threshold
+
+
+def _best_iou(q: np.ndarray, gt: np.ndarray, threshold: float, multi_contour: bool) -> float:
+    """Best IoU with any GT box of the largest contour's box (or of every contour's, holes included)."""
+    if gt.shape[0] == 0:
         return 0.0
-    if not multi_contour:
-        boxes = boxes[[int(sizes.argmax())]]
+    mask = threshold_map(q, threshold)
+    if multi_contour:
+        labels, k = ndimage.label(mask, structure=_EIGHT)
+        boxes = np.concatenate([_reference_boxes(ndimage.find_objects(labels), mask.shape), _hole_boxes(mask)])
+    else:
+        boxes = _largest_box(mask)
+    if boxes is None or boxes.shape[0] == 0:
+        boxes = _NO_BOX
     return float(box_iou(boxes, gt).max())
 
 
 def gt_known_loc(
     maps: Tensor,
     boxes: Tensor | np.ndarray,
-    threshold: float = 0.5,
+    threshold: float = 0.2,
     iou: float = 0.5,
     image_size: Sequence[int] | None = None,
 ) -> Tensor:
-    """GT-known localisation hit per image: largest-component box at `threshold` has IoU >= `iou`.
+    """GT-known localisation hit per image: the largest contour's box at `threshold` has IoU >= `iou`.
 
-    maps (B, h, w) are upsampled to image_size (H, W) (default: their own size) and
-    normalised; boxes (B, 4) or (B, K, 4) xywh in image pixels. Zhou et al.'s CAM paper
-    thresholds at 0.2; this default follows the brief's 0.5.
+    maps (B, h, w) are bicubically resized to image_size (H, W) (default: their own size) and
+    min-max normalised; boxes (B, 4) or (B, K, 4) xywh in image pixels. Zhou et al.'s CAM
+    paper and the WSOL literature threshold at 0.2.
     """
     size = tuple(image_size) if image_size is not None else tuple(maps.shape[-2:])
-    img = _to_image(maps, size).cpu().numpy()  # (B, H, W)
+    img = box_image(maps, size).cpu().numpy()  # (B, H, W)
     gts = _gt_boxes(boxes)
-    hits = [_best_iou(img[i], gts[i], threshold, False) >= iou for i in range(img.shape[0])]
+    hits = [_best_iou(quantise(img[i]), gts[i], threshold, False) >= iou for i in range(img.shape[0])]
     return torch.tensor(hits, dtype=torch.bool)
 
 
@@ -207,9 +351,9 @@ class BoxAccuracy(Metric):
 
     ``compute()`` gives MaxBoxAccV2 of Choe et al. 2020: for each IoU threshold δ in
     ``iou_thresholds`` the best box accuracy over CAM thresholds, then their mean; with
-    ``multi_contour=True`` (V2) every connected component's box is a candidate, with False
-    (V1/GT-known) only the largest. CAM thresholds default to wsolevaluation's
-    np.arange(0, 1, 0.01). Sum states, so DDP-safe.
+    ``multi_contour=True`` (V2) every contour's box (outer and hole contours, as cv2.RETR_TREE
+    returns them) is a candidate, with False (V1) only the largest contour's. CAM thresholds
+    default to wsolevaluation's np.arange(0, 1, 0.01). Sum states, so DDP-safe.
     """
 
     is_differentiable = False
@@ -236,12 +380,13 @@ class BoxAccuracy(Metric):
     def update(self, maps: Tensor, boxes: Tensor | np.ndarray) -> None:
         """Add maps (B, h, w) and their GT boxes (B, 4) or (B, K, 4) xywh in image pixels."""
         size = self.image_size or tuple(maps.shape[-2:])
-        img = _to_image(maps.detach(), size).cpu().numpy()  # (B, H, W)
+        img = box_image(maps, size).cpu().numpy()  # (B, H, W)
         gts = _gt_boxes(boxes)
         deltas = np.asarray(self.iou_thresholds)[:, None]  # (n_iou, 1)
         hits = np.zeros((len(self.iou_thresholds), len(self.thresholds)), dtype=np.int64)
         for m, gt in zip(img, gts):
-            best = np.array([_best_iou(m, gt, t, self.multi_contour) for t in self.thresholds])
+            q = quantise(m)
+            best = np.array([_best_iou(q, gt, t, self.multi_contour) for t in self.thresholds])
             hits += best[None] >= deltas
         self.hits += torch.as_tensor(hits, device=self.hits.device)
         self.count += img.shape[0]
