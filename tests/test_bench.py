@@ -19,18 +19,20 @@ def test_bench_end_to_end(tmp_path: Path, capsys) -> None:
     threads = torch.get_num_threads()
     report = bench.main([*TINY_BENCH, "--out", str(tmp_path / "bench.md"), *TINY])
     names = [r.name for r in report.rows]
-    assert [n.split(".")[0] for n in names] == ["1", "2", "3", "4", "5"], names
+    assert [n.split(".")[0] for n in names] == ["1", "2", "3", "4", "5", "7"], names
     for row in report.rows:
         assert math.isfinite(row.ratio) and row.ratio > 0, row
         assert row.result in ("pass", "miss", "report")
     assert report.rows[2].result == "report"  # the captioning-cost target is a GPU one
     assert report.memory["rss_peak_mb"] > 0
+    launches = report.rows[-1]  # row 7: the captioner's time loop dispatches many more ops than the classifier alone
+    assert launches.a > launches.b > 0 and launches.result == "report"
     printed = capsys.readouterr().out
     table = (tmp_path / "bench.md").read_text()
     for name in names:
         assert name in printed and name in table
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert len(data["rows"]) == 5 and all(isinstance(r["ratio"], float) for r in data["rows"])
+    assert len(data["rows"]) == 6 and all(isinstance(r["ratio"], float) for r in data["rows"])
     assert data["machine"]["device"] == "cpu" and data["machine"]["torch_threads"] == 1
     assert torch.get_num_threads() == threads  # restored
 
@@ -65,7 +67,7 @@ def test_bench_paper_profile_end_to_end(tmp_path: Path) -> None:
     """The paper profile at a tiny size produces every row, the torchvision ceiling included (~15 s: five ResNet-50s)."""
     report = bench.main(["--profile", "paper", "--batch-size", "2", "--image-size", "32", *TINY_BENCH,
                          "--out", str(tmp_path / "paper.md"), "data.num_workers=0", "data.vocab_size=120", "model.decode.max_len=8"])
-    assert [r.name.split(".")[0] for r in report.rows] == ["1", "2", "3", "3b", "4", "5"]
+    assert [r.name.split(".")[0] for r in report.rows] == ["1", "2", "3", "3b", "4", "5", "7"]
     for row in report.rows:
         assert math.isfinite(row.ratio) and row.ratio > 0, row
     assert report.settings["profile"] == "paper" and report.settings["image_size"] == 32 and report.settings["batch_size"] == 2

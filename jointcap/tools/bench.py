@@ -22,7 +22,9 @@ ResNet-50 at stage 4 with output stride 16 (a 14×14 map at 224 px), on syntheti
 `--image-size` (224) in batches of `--batch-size` (64), bf16, channels_last; it adds
 3b. Encoder ceiling: the classifier-only step vs a plain torchvision ResNet training step at the same
    settings (same trunk, dilation, batches, precision, optimizer).   target ≥ 0.9
-On the GPU it also reports every training arm's peak GPU memory.
+On the GPU it also reports every training arm's peak GPU memory. Both profiles add (unless `--no-launches`)
+7. Launches per training step: CUDA kernels (GPU) or top-level aten ops (CPU) of one joint step vs one
+   classifier step, from torch.profiler: the work a GPU waits on Python for.   reported only
 
     python -m jointcap.tools.bench [--profile paper] [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
 """
@@ -124,6 +126,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (paper profile: 64; default: the config's)")
     p.add_argument("--image-size", type=int, default=None, help="synthetic image side (paper profile: 224; default: the config's)")
     p.add_argument("--skip-caption-metrics", action="store_true", help="leave out row 5 (it does not depend on the profile)")
+    p.add_argument("--launches", action=argparse.BooleanOptionalAction, default=True,
+                   help="row 7: kernels (GPU) or aten ops (CPU) one joint / classifier training step launches")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "
                         "torch's own on CUDA; 0: torch's default (as a run uses)")
@@ -282,6 +286,26 @@ def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: 
               batches: list[Batch]) -> Callable[[], Timing]:
     """The same model, losses, optimizer, schedule, precision and clipping in a hand-written loop."""
     dev = torch.device(device)
+    step, prepare = _plain_step(module, cfg, dev)
+
+    def run() -> Timing:
+        t0 = c0 = 0.0
+        for i, batch in enumerate(batches[: warmup + steps]):
+            batch = prepare(batch)
+            if i == warmup:
+                _sync(dev)
+                t0, c0 = time.perf_counter(), time.process_time()
+            step(batch)
+        _sync(dev)
+        return Timing(time.perf_counter() - t0, time.process_time() - c0, steps * int(batches[0]["label"].shape[0]))
+
+    return run
+
+
+def _plain_step(module: JointCaptionModule, cfg: DictConfig, dev: torch.device) -> tuple[Callable[[Batch], None],
+                                                                                          Callable[[Batch], Batch]]:
+    """One hand-written training step of `module` (its losses, optimizer, schedule, precision, clipping) and the
+    host → device batch preparation it expects."""
     module = module.to(dev).train()
     opt, sched = _optimizer(module, total_steps=10_000)
     precision = str(cfg.trainer.get("precision", "32"))
@@ -305,18 +329,36 @@ def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: 
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         return module.on_after_batch_transfer(batch, 0)  # uint8 → normalised float on the device
 
-    def run() -> Timing:
-        t0 = c0 = 0.0
-        for i, batch in enumerate(batches[: warmup + steps]):
-            batch = prepare(batch)
-            if i == warmup:
-                _sync(dev)
-                t0, c0 = time.perf_counter(), time.process_time()
-            step(batch)
-        _sync(dev)
-        return Timing(time.perf_counter() - t0, time.process_time() - c0, steps * int(batches[0]["label"].shape[0]))
+    return step, prepare
 
-    return run
+
+def launches_per_step(module: JointCaptionModule, cfg: DictConfig, device: str, batch: Batch) -> int:
+    """What one training step asks of the device: CUDA kernels launched (on the GPU) or dispatched top-level aten ops
+    (on the CPU; each costs Python + dispatcher time a GPU would wait on). Runs on a copy, after one warm-up step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = torch.device(device)
+    step, prepare = _plain_step(copy.deepcopy(module), cfg, dev)
+    step(prepare(batch))  # warm-up: lazy init, cuDNN autotuning, optimizer state
+    _sync(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step(prepare(batch))
+        _sync(dev)
+    events = prof.events()
+    if dev.type == "cuda":
+        return sum(1 for e in events if e.device_type == DeviceType.CUDA)
+
+    def nested(e: Any) -> bool:
+        p = e.cpu_parent
+        while p is not None:
+            if p.name.startswith("aten::"):
+                return True
+            p = p.cpu_parent
+        return False
+
+    return sum(1 for e in events if e.name.startswith("aten::") and not nested(e))
 
 
 def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -434,6 +476,7 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     plain = copy.deepcopy(joint)  # the same initial weights
     piped = copy.deepcopy(joint)
     classifier = instantiate(cls_cfg.model, _convert_="all", **facts)
+    counted = {"joint": copy.deepcopy(joint), "classifier": copy.deepcopy(classifier)}  # row 7's, never attached to a Trainer
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_mb()
@@ -475,6 +518,13 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
                                True, note=f"{cfg.model.encoder.name}, output stride {cfg.model.encoder.output_stride}, same batches "
                                           f"and precision; Lightning fit vs a plain loop; ranges {spread('classifier')} / "
                                           f"{spread('torchvision')}"))
+    if args.launches:
+        kind = "CUDA kernels" if device == "cuda" else "top-level aten ops"
+        n_joint, n_cls = (launches_per_step(counted[k], c, device, batches[0]) for k, c in (("joint", cfg), ("classifier", cls_cfg)))
+        report.rows.append(Row("7. launches per training step: joint vs classifier", f"joint {kind}", n_joint,
+                               f"classifier {kind}", n_cls, "count", n_joint / max(n_cls, 1), 1.3, False, applies=False,
+                               note="one plain-loop step after a warm-up (torch.profiler); what the captioner's time loop "
+                                    "adds, and what CUDA graphs would replay in one launch"))
     report.settings.update(profile=args.profile, batch_size=bs, image_size=int(batches[0]["image"].shape[-1]),
                            precision=str(cfg.trainer.precision), channels_last=bool(cfg.model.channels_last), num_workers=workers,
                            model=OmegaConf.to_container(cfg.model.encoder), optim=OmegaConf.to_container(cfg.model.optim))
@@ -551,6 +601,11 @@ def bench_captions(args: argparse.Namespace, report: Report) -> None:
 
 
 # -- output ------------------------------------------------------------------------------------
+def _row_key(row: Row) -> tuple[int, str]:
+    """Table order: by the row's number, then its letter (3 < 3b < 4)."""
+    num = row.name.split(".")[0]
+    digits = "".join(ch for ch in num if ch.isdigit())
+    return int(digits or 0), num
 def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
@@ -629,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
         finally:
             HydraConfig.instance().cfg = None  # set while the arms ran; leave none behind
             torch.set_num_threads(threads)
+    report.rows.sort(key=_row_key)
     report.machine["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     print(markdown(report))
     load = report.machine.get("load_avg_1m_at_start", 0.0)
