@@ -2,11 +2,12 @@
 # The GPU bench of issue 14 in one short run: `python -m jointcap.tools.bench` at the default (64 px) profile and
 # at the paper profile (cub_cam's ResNet-50, output stride 16, 224 px, batch 64, bf16, channels_last), tables
 # written to experiments/results/bench/<name>.{md,json} and, when $OUT is set, to $OUT too, with the logs.
-# Sized for ~5 min on an H200 (each stage has its own time limit, so a slow stage cannot eat the others).
+# Expected ~3 min on an H200, at most 7.7 min (each stage has its own time limit, so a slow one cannot eat the others;
+# COMPILE=1 adds up to 4 min: run it as a second call).
 #
 #   bash experiments/gpu_bench.sh prepare   # on the CPU machine, once: copies the pure-Python packages the device
 #                                           # image lacks (hydra-core, omegaconf, antlr4, pycocoevalcap's BLEU/ROUGE/
-#                                           # CIDEr) from this venv into .gpu_site/ (git-ignored, ~4 MB)
+#                                           # CIDEr) from this venv into .gpu_site/ (git-ignored, ~2 MB)
 #   bash experiments/gpu_bench.sh           # on the GPU machine; the device tool needs carry=[".gpu_site"]
 #
 # Environment: NAME (table name prefix, default h200), PY (python, default python3), STEPS/REPEATS (timed steps and
@@ -56,9 +57,12 @@ stage() {  # stage NAME LIMIT_S ARGS…: one bench run, its table into the repo 
   say "stage $name done"
 }
 
-stage "$NAME" 150 --steps "${STEPS:-20}" --repeats "${REPEATS:-3}" --caption-repeats 1
+stage "$NAME" 120 --steps "${STEPS:-20}" --repeats "${REPEATS:-3}" --caption-repeats 1
 # The caption-metrics row is a CPU figure and the same in both profiles: measured once, above.
-stage "${NAME}_paper" 300 --profile paper --steps "${PAPER_STEPS:-10}" --repeats "${REPEATS:-3}" --skip-caption-metrics
+stage "${NAME}_paper" 240 --profile paper --steps "${PAPER_STEPS:-10}" --repeats "${REPEATS:-3}" --skip-caption-metrics
+# Bigger GPU batches amortise the captioner's per-word launches: the default model at batch 256 (12 batches of the
+# 4000 synthetic training images).
+stage "${NAME}_b256" 100 --steps 10 --repeats 2 --skip-caption-metrics --no-launches data.batch_size=256
 if [[ "${COMPILE:-0}" == 1 ]]; then
   stage "${NAME}_paper_compiled" 240 --profile paper --steps "${PAPER_STEPS:-10}" --repeats 2 --skip-caption-metrics model.compile=true
 fi
