@@ -64,13 +64,15 @@ def test_paper_profile_composes_the_experiments_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_paper_profile_end_to_end(tmp_path: Path) -> None:
-    """The paper profile at a tiny size produces every row, the torchvision ceiling included (~15 s: five ResNet-50s)."""
+    """The paper profile at a tiny size produces every row, the torchvision ceiling too (~15 s: five ResNet-50s)."""
     report = bench.main(["--profile", "paper", "--batch-size", "2", "--image-size", "32", *TINY_BENCH,
-                         "--out", str(tmp_path / "paper.md"), "data.num_workers=0", "data.vocab_size=120", "model.decode.max_len=8"])
+                         "--out", str(tmp_path / "paper.md"), "data.num_workers=0", "data.vocab_size=120",
+                         "model.decode.max_len=8"])
     assert [r.name.split(".")[0] for r in report.rows] == ["1", "2", "3", "3b", "4", "5", "7"]
     for row in report.rows:
         assert math.isfinite(row.ratio) and row.ratio > 0, row
-    assert report.settings["profile"] == "paper" and report.settings["image_size"] == 32 and report.settings["batch_size"] == 2
+    settings = report.settings
+    assert settings["profile"] == "paper" and settings["image_size"] == 32 and settings["batch_size"] == 2
     assert report.settings["model"]["name"] == "resnet50" and report.settings["model"]["output_stride"] == 16
     table = (tmp_path / "paper.md").read_text()
     assert "Profile: paper (resnet50" in table and "Machine: device: cpu" in table and "3b. classifier step" in table

@@ -285,8 +285,8 @@ def test_score_captions_of_raw_strings_equal_pycocoevalcap_and_the_nested_path()
     hyps[5], refs[9][0] = "", ""  # empty captions take part too
     gts, res = {i: list(refs[i]) for i in hyps}, {i: [hyps[i]] for i in hyps}
     ours = score_captions(hyps, refs)
-    theirs = [*pycoco_bleu.Bleu(4).compute_score(gts, res, verbose=0)[0], pycoco_rouge.Rouge().compute_score(gts, res)[0],
-              pycoco_cider.Cider().compute_score(gts, res)[0]]
+    theirs = [*pycoco_bleu.Bleu(4).compute_score(gts, res, verbose=0)[0],
+              pycoco_rouge.Rouge().compute_score(gts, res)[0], pycoco_cider.Cider().compute_score(gts, res)[0]]
     for key, value in zip(("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"), theirs):
         assert abs(ours[key] - value) < 1e-9, key
     nested = score_tokenised([tokenize(hyps[i]) for i in hyps], [[tokenize(r) for r in refs[i]] for i in hyps])

@@ -123,9 +123,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("default", "paper"), default="default",
                    help="default: the run config as composed (64 px); paper: conf/experiment/cub_cam.yaml's model and "
                         "optimizer (ResNet-50, output stride 16) on synthetic 224-px images, batch 64, bf16, channels_last")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch size (paper profile: 64; default: the config's)")
-    p.add_argument("--image-size", type=int, default=None, help="synthetic image side (paper profile: 224; default: the config's)")
-    p.add_argument("--skip-caption-metrics", action="store_true", help="leave out row 5 (it does not depend on the profile)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size (paper profile: 64; default: the config's)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="synthetic image side (paper profile: 224; default: the config's)")
+    p.add_argument("--skip-caption-metrics", action="store_true",
+                   help="leave out row 5 (it does not depend on the profile)")
     p.add_argument("--launches", action=argparse.BooleanOptionalAction, default=True,
                    help="row 7: kernels (GPU) or aten ops (CPU) one joint / classifier training step launches")
     p.add_argument("--threads", type=int, default=None,
@@ -391,7 +394,8 @@ def torchvision_arm(cfg: DictConfig, device: str, warmup: int, steps: int, batch
     dev = torch.device(device)
     enc, c = cfg.model.encoder, cfg.model.optim
     flags = _dilation_flags(4, int(enc.output_stride))
-    net = getattr(torchvision.models, str(enc.name))(weights=None, num_classes=num_classes, replace_stride_with_dilation=flags)
+    net = getattr(torchvision.models, str(enc.name))(weights=None, num_classes=num_classes,
+                                                     replace_stride_with_dilation=flags)
     net = net.to(dev).train()
     if cfg.model.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -476,7 +480,7 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     plain = copy.deepcopy(joint)  # the same initial weights
     piped = copy.deepcopy(joint)
     classifier = instantiate(cls_cfg.model, _convert_="all", **facts)
-    counted = {"joint": copy.deepcopy(joint), "classifier": copy.deepcopy(classifier)}  # row 7's, never attached to a Trainer
+    counted = {"joint": copy.deepcopy(joint), "classifier": copy.deepcopy(classifier)}  # row 7's: never fit by a Trainer
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_mb()
@@ -486,7 +490,9 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
         "pipeline": lightning_arm(piped, cfg, device, args.warmup, args.steps, bs, dm),
         "classifier": lightning_arm(classifier, cls_cfg, device, args.warmup, args.steps, bs, batches),
     }
-    if args.profile == "paper":
+    enc = cfg.model.encoder
+    if args.profile == "paper" and int(enc.stage) == 4 and enc.name not in ("resnet18", "resnet34"):
+        # the whole torchvision net is our trunk + a head; BasicBlock nets cannot dilate to reach output stride 16
         arms["torchvision"] = torchvision_arm(cls_cfg, device, args.warmup, args.steps, batches, dm.num_classes,
                                               classifier.on_after_batch_transfer)
     peaks: dict[str, float] = {}
@@ -513,21 +519,25 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
                            note=f"step-time ratio; CPU-time ratio {cpu['lightning'] / cpu['classifier']:.2f}"
                                 + ("" if device == "cuda" else "; target is for GPUs")))
     if "torchvision" in t:
-        report.rows.append(Row("3b. classifier step vs plain torchvision ResNet", "classifier img/s", rate["classifier"],
-                               "torchvision img/s", rate["torchvision"], "img/s", rate["classifier"] / rate["torchvision"], 0.9,
-                               True, note=f"{cfg.model.encoder.name}, output stride {cfg.model.encoder.output_stride}, same batches "
-                                          f"and precision; Lightning fit vs a plain loop; ranges {spread('classifier')} / "
-                                          f"{spread('torchvision')}"))
+        report.rows.append(Row("3b. classifier step vs plain torchvision ResNet", "classifier img/s",
+                               rate["classifier"], "torchvision img/s", rate["torchvision"], "img/s",
+                               rate["classifier"] / rate["torchvision"], 0.9, True,
+                               note=f"{enc.name}, output stride {enc.output_stride}, same batches and precision; "
+                                    f"Lightning fit vs a plain loop; ranges {spread('classifier')} / "
+                                    f"{spread('torchvision')}"))
     if args.launches:
         kind = "CUDA kernels" if device == "cuda" else "top-level aten ops"
-        n_joint, n_cls = (launches_per_step(counted[k], c, device, batches[0]) for k, c in (("joint", cfg), ("classifier", cls_cfg)))
+        n_joint, n_cls = (launches_per_step(counted[k], c, device, batches[0])
+                          for k, c in (("joint", cfg), ("classifier", cls_cfg)))
         report.rows.append(Row("7. launches per training step: joint vs classifier", f"joint {kind}", n_joint,
-                               f"classifier {kind}", n_cls, "count", n_joint / max(n_cls, 1), math.nan, False, applies=False,
-                               note="one plain-loop step after a warm-up (torch.profiler); what the captioner's time loop "
-                                    "adds, and what CUDA graphs would replay in one launch"))
+                               f"classifier {kind}", n_cls, "count", n_joint / max(n_cls, 1), math.nan, False,
+                               applies=False,
+                               note="one plain-loop step after a warm-up (torch.profiler); what the captioner's time "
+                                    "loop adds, and what CUDA graphs would replay in one launch"))
     report.settings.update(profile=args.profile, batch_size=bs, image_size=int(batches[0]["image"].shape[-1]),
-                           precision=str(cfg.trainer.precision), channels_last=bool(cfg.model.channels_last), num_workers=workers,
-                           model=OmegaConf.to_container(cfg.model.encoder), optim=OmegaConf.to_container(cfg.model.optim))
+                           precision=str(cfg.trainer.precision), channels_last=bool(cfg.model.channels_last),
+                           num_workers=workers, model=OmegaConf.to_container(cfg.model.encoder),
+                           optim=OmegaConf.to_container(cfg.model.optim))
     return joint.to(device), torch.cat([b["image"] for b in batches])  # (N, 3, S, S) uint8
 
 
@@ -606,6 +616,8 @@ def _row_key(row: Row) -> tuple[int, str]:
     num = row.name.split(".")[0]
     digits = "".join(ch for ch in num if ch.isdigit())
     return int(digits or 0), num
+
+
 def _target(row: Row) -> str:
     """The target cell: '≥ 0.95', or '—' for a row that has none."""
     return f"{'≥' if row.higher_is_better else '≤'} {row.target:g}" if math.isfinite(row.target) else "—"
@@ -624,9 +636,10 @@ def markdown(report: Report) -> str:
     machine = ", ".join(f"{k}: {v}" for k, v in report.machine.items())
     st = report.settings
     model = st.get("model") or {}
-    setting = (f"Profile: {st.get('profile', 'default')} ({model.get('name')}, stage {model.get('stage')}, output stride "
-               f"{model.get('output_stride')}, {st.get('image_size')} px, batch {st.get('batch_size')}, {st.get('precision')}, "
-               f"channels_last {st.get('channels_last')}, {st.get('num_workers')} workers).\n" if model else "")
+    setting = (f"Profile: {st.get('profile', 'default')} ({model.get('name')}, stage {model.get('stage')}, "
+               f"output stride {model.get('output_stride')}, {st.get('image_size')} px, batch {st.get('batch_size')}, "
+               f"{st.get('precision')}, channels_last {st.get('channels_last')}, {st.get('num_workers')} workers).\n"
+               if model else "")
     return (head + "\n".join(lines) + f"\n\n{setting}Peak memory of the training runs (MiB): {mem}.\n"
             f"Machine: {machine}.\n")
 
