@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The torch pair that installs on the project's CPU machines (pip takes it from a local cache).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run test test-all bench bench-paper clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m jointcap.tools.bench $(ARGS)
+
+# The paper's setting (cub_cam's ResNet-50 at 224 px, batch 64, bf16); on a CPU add e.g. ARGS="--batch-size 8 --steps 2".
+bench-paper: $(STAMP)
+	$(PY) -m jointcap.tools.bench --profile paper $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import random
@@ -18,10 +19,12 @@ import torch
 
 from jointcap.metrics import caption_metric
 from jointcap.metrics.bleu import bleu
-from jointcap.metrics.caption_metric import CaptionScores, score_captions
+from jointcap.metrics.bench_captions import synthetic_captions
+from jointcap.metrics.caption_metric import CaptionScores, score_captions, score_tokenised
 from jointcap.metrics.cider import cider, cider_d, cider_plain
 from jointcap.metrics.rouge import lcs_lengths, rouge_l
-from jointcap.metrics.text import tokenize, tokenize_many
+from jointcap.metrics.ngrams import encode, encode_flat
+from jointcap.metrics.text import tokenize, tokenize_flat, tokenize_many
 
 pycoco_bleu = pytest.importorskip("pycocoevalcap.bleu.bleu")
 pycoco_rouge = pytest.importorskip("pycocoevalcap.rouge.rouge")
@@ -255,6 +258,54 @@ def test_score_captions_tokenises_raw_text():
     assert out == clean
     with pytest.raises(KeyError):
         score_captions({1: "a"}, refs)
+
+
+def test_tokenize_flat_equals_tokenize_per_caption():
+    cases = [["plain words", "", "  two   spaces ", "x"], ["A b.", "c  d", ""], ["plain words", "two\nlines"], [],
+             PTB_CASES, ["ONLY UPPER CASE", "mixed Case 42"]]
+    for caps in cases:
+        words, lengths = tokenize_flat(caps)
+        per = [tokenize(c) for c in caps] if not any("\n" in c for c in caps) else tokenize_many(caps)
+        assert lengths.tolist() == [len(t) for t in per] and words == [w for t in per for w in t], caps
+
+
+def test_encode_flat_equals_encode_and_names_a_mismatch():
+    hyps, refs = _random_set(60, 4)
+    nested = encode(hyps, refs, 4)
+    sents = list(hyps) + [r for rs in refs for r in rs]
+    flat = encode_flat([w for s in sents for w in s], [len(s) for s in sents], [len(rs) for rs in refs], 4)
+    for name in ("lengths", "words", "sent", "gram", "count", "gram_order", "ref_image", "n_refs"):
+        assert np.array_equal(getattr(flat, name), getattr(nested, name)), name
+    with pytest.raises(ValueError, match="sentence lengths"):
+        encode_flat(["a", "b"], [1, 2], [1], 4)
+
+
+def test_score_captions_of_raw_strings_equal_pycocoevalcap_and_the_nested_path():
+    """The flat fast path (bench row 5's input) gives pycocoevalcap's values and score_tokenised's, exactly."""
+    hyps, refs = synthetic_captions(400, 5, seed=2)
+    hyps[5], refs[9][0] = "", ""  # empty captions take part too
+    gts, res = {i: list(refs[i]) for i in hyps}, {i: [hyps[i]] for i in hyps}
+    ours = score_captions(hyps, refs)
+    theirs = [*pycoco_bleu.Bleu(4).compute_score(gts, res, verbose=0)[0],
+              pycoco_rouge.Rouge().compute_score(gts, res)[0], pycoco_cider.Cider().compute_score(gts, res)[0]]
+    for key, value in zip(("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"), theirs):
+        assert abs(ours[key] - value) < 1e-9, key
+    nested = score_tokenised([tokenize(hyps[i]) for i in hyps], [[tokenize(r) for r in refs[i]] for i in hyps])
+    assert ours == nested
+
+
+def test_score_captions_builds_no_list_per_caption():
+    """66,000 small lists cost a full garbage collection (a third of the time): the fast path triggers none."""
+    hyps, refs = synthetic_captions(2000, 10)
+    starts = []
+    callback = lambda phase, info: starts.append(info["generation"]) if phase == "start" else None  # noqa: E731
+    gc.collect()
+    gc.callbacks.append(callback)
+    try:
+        score_captions(hyps, refs)
+    finally:
+        gc.callbacks.remove(callback)
+    assert len(starts) <= 2, starts  # the per-caption lists of 22,000 captions made ~30
 
 
 def test_meteor_skipped_with_warning_without_java(monkeypatch):

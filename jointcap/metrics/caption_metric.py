@@ -20,9 +20,9 @@ from torchmetrics.utilities import dim_zero_cat
 from jointcap.metrics.bleu import bleu_from_corpus
 from jointcap.metrics.cider import cider_from_corpus
 from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores
-from jointcap.metrics.ngrams import encode
+from jointcap.metrics.ngrams import NgramCorpus, encode, encode_flat
 from jointcap.metrics.rouge import rouge_l_from_corpus
-from jointcap.metrics.text import tokenize, tokenize_many
+from jointcap.metrics.text import tokenize, tokenize_flat, tokenize_many
 
 __all__ = ["CaptionScores", "score_captions", "score_tokenised", "meteor_available"]
 
@@ -62,6 +62,18 @@ def _meteor(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]
     return float(score)
 
 
+def _corpus_scores(corpus: NgramCorpus) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D (also as ``cider``) of an encoded corpus."""
+    out = {f"bleu{k + 1}": float(v) for k, v in enumerate(bleu_from_corpus(corpus))}
+    out["rouge_l"] = rouge_l_from_corpus(corpus)[0]
+    out["cider_d"] = cider_from_corpus(corpus)[0]
+    out["cider"] = out["cider_d"]  # pycocoevalcap's "CIDEr" is CIDEr-D (see metrics/cider.py)
+    return out
+
+
+_EMPTY_KEYS = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "cider"]
+
+
 def score_tokenised(
     hyps: Sequence[Sequence[str]],
     refs: Sequence[Sequence[Sequence[str]]],
@@ -70,13 +82,8 @@ def score_tokenised(
     """All caption scores of tokenised hypotheses (one per image) and their references, with the caption
     set's degeneracy (`jointcap.metrics.correctness.degeneracy`)."""
     if len(hyps) == 0:
-        keys = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "cider"]
-        return {**dict.fromkeys(keys, 0.0), **degeneracy(hyps)}
-    corpus = encode(hyps, refs, 4)
-    out = {f"bleu{k + 1}": float(v) for k, v in enumerate(bleu_from_corpus(corpus))}
-    out["rouge_l"] = rouge_l_from_corpus(corpus)[0]
-    out["cider_d"] = cider_from_corpus(corpus)[0]
-    out["cider"] = out["cider_d"]  # pycocoevalcap's "CIDEr" is CIDEr-D (see metrics/cider.py)
+        return {**dict.fromkeys(_EMPTY_KEYS, 0.0), **degeneracy(hyps)}
+    out = _corpus_scores(encode(hyps, refs, 4))
     out.update(degeneracy(hyps))  # distinct captions, repeated n-grams, length, vocabulary
     if meteor:
         if meteor_available():
@@ -84,6 +91,19 @@ def score_tokenised(
         else:
             _warn_no_meteor()
     return out
+
+
+class _Slices(Sequence[list[str]]):
+    """The hypotheses of a flat word list as a lazy sequence: each caption's list exists only while it is used."""
+
+    def __init__(self, words: list[str], starts: list[int]) -> None:
+        self.words, self.starts = words, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.words[self.starts[i] : self.starts[i + 1]]
 
 
 def score_captions(
@@ -94,13 +114,30 @@ def score_captions(
     if missing:
         raise KeyError(f"no references for {len(missing)} images, e.g. {missing[:5]}")
     keys = list(hyps)
-    ref_lists = [list(refs[k]) for k in keys]
-    flat = tokenize_many([r for rs in ref_lists for r in rs])  # one pass over all references
-    grouped, at = [], 0
-    for rs in ref_lists:
-        grouped.append(flat[at : at + len(rs)])
-        at += len(rs)
-    return score_tokenised(tokenize_many([hyps[k] for k in keys]), grouped, meteor=meteor)
+    if not keys:
+        return {**dict.fromkeys(_EMPTY_KEYS, 0.0), **degeneracy([])}
+    ref_lists = [refs[k] for k in keys]
+    n_refs = np.fromiter(map(len, ref_lists), dtype=np.int64, count=len(keys))  # (N,)
+    # One flat pass over hypotheses then references: no list per caption (see tokenize_flat).
+    words, lengths = tokenize_flat([hyps[k] for k in keys] + [r for rs in ref_lists for r in rs])
+    out = _corpus_scores(encode_flat(words, lengths, n_refs, 4))
+    n = len(keys)
+    starts = np.concatenate([[0], np.cumsum(lengths[:n])]).tolist()
+    out.update(degeneracy(_Slices(words, starts)))
+    if meteor:
+        if meteor_available():
+            sents, at = [], 0
+            for length in lengths.tolist():
+                sents.append(words[at : at + length])
+                at += length
+            ref_sents, at = [], n
+            for m in n_refs.tolist():
+                ref_sents.append(sents[at : at + m])
+                at += m
+            out["meteor"] = _meteor(sents[:n], ref_sents)
+        else:
+            _warn_no_meteor()
+    return out
 
 
 def _cat(state: list[Tensor] | Tensor) -> Tensor:

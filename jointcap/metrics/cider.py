@@ -67,8 +67,8 @@ def cider_from_corpus(
         bigrams = np.maximum(c.lengths - 1, 0).astype(np.float64)  # the reference code's "length"
         delta = bigrams[c.ref_image] - bigrams[n_img:]  # (R,)
         val = val * np.e ** (-(delta**2) / (2 * sigma**2))[:, None]
-    summed = np.zeros((n_img, n))
-    np.add.at(summed, c.ref_image, val)  # (N, n) Σ over references
+    starts = np.r_[0, np.cumsum(c.n_refs)[:-1]]  # references are grouped by image, every image has one
+    summed = np.add.reduceat(val, starts, axis=0)  # (N, n) Σ over references (np.add.at is ~10× slower)
     scores = summed.mean(axis=1) / c.n_refs * 10.0  # (N,)
     return float(np.mean(scores)), scores
 

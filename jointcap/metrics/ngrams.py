@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["NgramCorpus", "encode", "sorted_unique", "group_max", "lookup"]
+__all__ = ["NgramCorpus", "encode", "encode_flat", "sorted_unique", "group_max", "lookup"]
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,11 @@ class NgramCorpus:
         return int(self.lengths.shape[0])
 
 
-def _word_ids(sentences: list[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Map words to dense ids; returns (ids (W,), lengths (S,), vocabulary size)."""
-    flat = list(chain.from_iterable(sentences))
+def _word_ids(flat: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Map words to dense ids in order of first appearance; returns (ids (W,), vocabulary size)."""
     vocab = {w: i for i, w in enumerate(dict.fromkeys(flat))}
     ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
-    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-    return ids, lengths, len(vocab)
+    return ids, len(vocab)
 
 
 def _gram_ids(
@@ -117,19 +115,34 @@ def encode(
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but references for {len(refs)} images")
     n_refs = np.fromiter((len(r) for r in refs), dtype=np.int64, count=len(refs))
+    sentences: list[Sequence[str]] = list(hyps) + [r for rs in refs for r in rs]
+    lengths = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
+    return encode_flat(list(chain.from_iterable(sentences)), lengths, n_refs, n)
+
+
+def encode_flat(flat: Sequence[str], lengths: np.ndarray, n_refs: np.ndarray, n: int = 4) -> NgramCorpus:
+    """:func:`encode` of sentences given as one word list and their lengths (N+R,): hypotheses, then references.
+
+    n_refs (N,) says how many references each image has, grouped by image in image order.
+    """
+    n_refs = np.asarray(n_refs, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
     if (n_refs == 0).any():
         raise ValueError("every image needs at least one reference")
-    sentences: list[Sequence[str]] = list(hyps) + [r for rs in refs for r in rs]
-    words, lengths, vocab_size = _word_ids(sentences)
+    n_img = n_refs.shape[0]
+    if lengths.shape[0] != n_img + int(n_refs.sum()) or int(lengths.sum()) != len(flat):
+        raise ValueError(f"{lengths.shape[0]} sentence lengths summing to {int(lengths.sum())} do not fit "
+                         f"{n_img} hypotheses + {int(n_refs.sum())} references of {len(flat)} words")
+    words, vocab_size = _word_ids(flat)
     offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     occ_sent, occ_gram, gram_order = _gram_ids(words, lengths, offsets, n, vocab_size)
     g = max(int(gram_order.shape[0]), 1)
     keys, count = np.unique(occ_sent * g + occ_gram, return_counts=True)  # sorted by (sent, gram)
     return NgramCorpus(
-        n_images=len(hyps),
+        n_images=n_img,
         n=n,
-        ref_image=np.repeat(np.arange(len(refs), dtype=np.int64), n_refs),
+        ref_image=np.repeat(np.arange(n_img, dtype=np.int64), n_refs),
         n_refs=n_refs,
         lengths=lengths,
         words=words,

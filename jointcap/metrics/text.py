@@ -15,9 +15,12 @@ Java tokenizer on caption-like sentences in tests/test_metrics_captions.py.
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import Sequence
 
-__all__ = ["tokenize", "tokenize_many"]
+import numpy as np
+
+__all__ = ["tokenize", "tokenize_many", "tokenize_flat"]
 
 # PTB clitics, split off the preceding word: can't -> ca n't, bird's -> bird 's.
 _NT = re.compile(r"(\w)(n't)\b")
@@ -74,3 +77,22 @@ def tokenize_many(captions: Sequence[str]) -> list[list[str]]:
         if len(lines) == len(captions):  # no caption had its own newline
             return [line.split() for line in lines]
     return [tokenize(c) for c in captions]
+
+
+def tokenize_flat(captions: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """:func:`tokenize` of each caption as one flat word list and the word count of each caption (C,).
+
+    The fast path for scoring a whole split: already-clean text is split once and counted with NumPy, so no
+    per-caption list is built (66,000 small lists cost a full garbage collection, a third of the scoring time).
+    """
+    text = "\n".join(captions).lower()
+    if _PLAIN_LINES.fullmatch(text) and text.count("\n") == len(captions) - 1 and captions:
+        b = np.frombuffer(text.encode("ascii"), dtype=np.uint8)  # (chars,) ASCII: the match above allows no more
+        newline = b == 10
+        space = newline | (b == 32)
+        start = ~space  # (chars,) first character of a word
+        start[1:] &= space[:-1]
+        line = np.cumsum(newline)  # (chars,) caption of each character
+        return text.split(), np.bincount(line[start], minlength=len(captions)).astype(np.int64)
+    toks = [tokenize(c) for c in captions]
+    return list(chain.from_iterable(toks)), np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))

@@ -16,7 +16,17 @@ plus the peak memory of the training runs. `--device auto` picks CUDA when there
 CPU every arm uses one intra-op thread unless `--threads` says otherwise: on a shared 2-core
 machine two OpenMP threads stall each other and one step can take 1× or 10× as long.
 
-    python -m jointcap.tools.bench [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
+`--profile paper` measures the paper's setting instead of the 64-px default: the model and optimizer
+of conf/experiment/cub_cam.yaml (composed through Hydra, ImageNet weights off: no download), i.e.
+ResNet-50 at stage 4 with output stride 16 (a 14×14 map at 224 px), on synthetic images of
+`--image-size` (224) in batches of `--batch-size` (64), bf16, channels_last; it adds
+3b. Encoder ceiling: the classifier-only step vs a plain torchvision ResNet training step at the same
+   settings (same trunk, dilation, batches, precision, optimizer).   target ≥ 0.9
+On the GPU it also reports every training arm's peak GPU memory. Both profiles add (unless `--no-launches`)
+7. Launches per training step: CUDA kernels (GPU) or top-level aten ops (CPU) of one joint step vs one
+   classifier step, from torch.profiler: the work a GPU waits on Python for.   reported only
+
+    python -m jointcap.tools.bench [--profile paper] [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
 """
 
 from __future__ import annotations
@@ -48,8 +58,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset
 
 from jointcap.lit_module import JointCaptionModule
+from jointcap.models.encoder import _dilation_flags
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+PAPER_EXPERIMENT = "cub_cam"  # the experiment whose model and optimizer `--profile paper` measures
 Batch = dict[str, torch.Tensor]
 
 
@@ -108,6 +120,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Sizes of every benchmark, the device, the output path, and Hydra overrides."""
     p = argparse.ArgumentParser(prog="python -m jointcap.tools.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--profile", choices=("default", "paper"), default="default",
+                   help="default: the run config as composed (64 px); paper: conf/experiment/cub_cam.yaml's model and "
+                        "optimizer (ResNet-50, output stride 16) on synthetic 224-px images, batch 64, bf16, channels_last")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size (paper profile: 64; default: the config's)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="synthetic image side (paper profile: 224; default: the config's)")
+    p.add_argument("--skip-caption-metrics", action="store_true",
+                   help="leave out row 5 (it does not depend on the profile)")
+    p.add_argument("--launches", action=argparse.BooleanOptionalAction, default=True,
+                   help="row 7: kernels (GPU) or aten ops (CPU) one joint / classifier training step launches")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "
                         "torch's own on CUDA; 0: torch's default (as a run uses)")
@@ -124,7 +147,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         p.error("--steps, --warmup and --repeats must be ≥ 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        p.error("--batch-size must be ≥ 1")
+    if args.image_size is not None and args.image_size < 16:
+        p.error("--image-size must be ≥ 16 (the synthetic renderer's minimum)")
     return args
+
+
+def profile_overrides(args: argparse.Namespace, device: str) -> list[str]:
+    """Hydra overrides that make the profile's config; the command line's own come after them and win."""
+    size = args.image_size or (224 if args.profile == "paper" else None)
+    batch = args.batch_size or (64 if args.profile == "paper" else None)
+    out = []
+    if args.profile == "paper":
+        # The experiment's model and optimizer as Hydra composes them; its data and trainer are replaced: synthetic
+        # images (no download), the trainer of this device (bf16 either way), no ImageNet weights (no download).
+        out += [f"+experiment={PAPER_EXPERIMENT}", "data=synthetic", "model.encoder.weights=null"]
+        if not any(o.startswith("trainer=") for o in args.overrides):
+            out.append("trainer=gpu" if device == "cuda" else "trainer=cpu")
+        # Just the images the fits use (the cache is built once per size): drop_last batches, a token val/test split.
+        n = (args.warmup + args.steps) * batch
+        out += [f"data.source.n_train={n}", f"data.source.n_val={batch}", f"data.source.n_test={batch}"]
+    if size is not None:
+        out.append(f"data.source.image_size={size}")
+    if batch is not None:
+        out.append(f"data.batch_size={batch}")
+    return out
 
 
 def resolve_device(name: str) -> str:
@@ -241,6 +289,26 @@ def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: 
               batches: list[Batch]) -> Callable[[], Timing]:
     """The same model, losses, optimizer, schedule, precision and clipping in a hand-written loop."""
     dev = torch.device(device)
+    step, prepare = _plain_step(module, cfg, dev)
+
+    def run() -> Timing:
+        t0 = c0 = 0.0
+        for i, batch in enumerate(batches[: warmup + steps]):
+            batch = prepare(batch)
+            if i == warmup:
+                _sync(dev)
+                t0, c0 = time.perf_counter(), time.process_time()
+            step(batch)
+        _sync(dev)
+        return Timing(time.perf_counter() - t0, time.process_time() - c0, steps * int(batches[0]["label"].shape[0]))
+
+    return run
+
+
+def _plain_step(module: JointCaptionModule, cfg: DictConfig, dev: torch.device) -> tuple[Callable[[Batch], None],
+                                                                                          Callable[[Batch], Batch]]:
+    """One hand-written training step of `module` (its losses, optimizer, schedule, precision, clipping) and the
+    host → device batch preparation it expects."""
     module = module.to(dev).train()
     opt, sched = _optimizer(module, total_steps=10_000)
     precision = str(cfg.trainer.get("precision", "32"))
@@ -264,18 +332,36 @@ def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: 
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         return module.on_after_batch_transfer(batch, 0)  # uint8 → normalised float on the device
 
-    def run() -> Timing:
-        t0 = c0 = 0.0
-        for i, batch in enumerate(batches[: warmup + steps]):
-            batch = prepare(batch)
-            if i == warmup:
-                _sync(dev)
-                t0, c0 = time.perf_counter(), time.process_time()
-            step(batch)
-        _sync(dev)
-        return Timing(time.perf_counter() - t0, time.process_time() - c0, steps * int(batches[0]["label"].shape[0]))
+    return step, prepare
 
-    return run
+
+def launches_per_step(module: JointCaptionModule, cfg: DictConfig, device: str, batch: Batch) -> int:
+    """What one training step asks of the device: CUDA kernels launched (on the GPU) or dispatched top-level aten ops
+    (on the CPU; each costs Python + dispatcher time a GPU would wait on). Runs on a copy, after one warm-up step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = torch.device(device)
+    step, prepare = _plain_step(copy.deepcopy(module), cfg, dev)
+    step(prepare(batch))  # warm-up: lazy init, cuDNN autotuning, optimizer state
+    _sync(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step(prepare(batch))
+        _sync(dev)
+    events = prof.events()
+    if dev.type == "cuda":
+        return sum(1 for e in events if e.device_type == DeviceType.CUDA)
+
+    def nested(e: Any) -> bool:
+        p = e.cpu_parent
+        while p is not None:
+            if p.name.startswith("aten::"):
+                return True
+            p = p.cpu_parent
+        return False
+
+    return sum(1 for e in events if e.name.startswith("aten::") and not nested(e))
 
 
 def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -296,12 +382,70 @@ def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.opti
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def interleave(arms: dict[str, Callable[[], Timing]], repeats: int) -> dict[str, list[Timing]]:
-    """Run every arm `repeats` times, round-robin with a rotating order, so drift hits all alike."""
+def torchvision_arm(cfg: DictConfig, device: str, warmup: int, steps: int, batches: list[Batch], num_classes: int,
+                    prepare: Callable[[Batch, int], Batch]) -> Callable[[], Timing]:
+    """A plain torchvision ResNet classifier training step at the config's settings: the ceiling for our encoder.
+
+    The same trunk (name, output stride by dilation, channels_last), batches, normalisation (`prepare`), precision,
+    clipping and AdamW groups (trunk at lr × encoder_lr_mult), in a hand-written loop; its own global-pool + fc head.
+    """
+    import torchvision
+
+    dev = torch.device(device)
+    enc, c = cfg.model.encoder, cfg.model.optim
+    flags = _dilation_flags(4, int(enc.output_stride))
+    net = getattr(torchvision.models, str(enc.name))(weights=None, num_classes=num_classes,
+                                                     replace_stride_with_dilation=flags)
+    net = net.to(dev).train()
+    if cfg.model.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    head = list(net.fc.parameters())
+    head_ids = {id(p) for p in head}
+    trunk = [p for p in net.parameters() if id(p) not in head_ids]
+    opt = torch.optim.AdamW([{"params": trunk, "lr": c.lr * c.encoder_lr_mult}, {"params": head, "lr": c.lr}],
+                            lr=c.lr, weight_decay=c.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    bf16 = str(cfg.trainer.get("precision", "32")).startswith("bf16")
+    clip = cfg.trainer.get("gradient_clip_val")
+
+    def step(batch: Batch) -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            loss = torch.nn.functional.cross_entropy(net(batch["image"]).float(), batch["label"])
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), float(clip))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+
+    def run() -> Timing:
+        t0 = c0 = 0.0
+        for i, batch in enumerate(batches[: warmup + steps]):
+            batch = prepare({k: batch[k].to(dev, non_blocking=True) for k in ("image", "label")}, 0)
+            if i == warmup:
+                _sync(dev)
+                t0, c0 = time.perf_counter(), time.process_time()
+            step(batch)
+        _sync(dev)
+        return Timing(time.perf_counter() - t0, time.process_time() - c0, steps * int(batches[0]["label"].shape[0]))
+
+    return run
+
+
+def interleave(arms: dict[str, Callable[[], Timing]], repeats: int,
+               peaks: dict[str, float] | None = None) -> dict[str, list[Timing]]:
+    """Run every arm `repeats` times, round-robin with a rotating order, so drift hits all alike.
+
+    With `peaks` (CUDA only), each arm's peak allocated GPU memory (MiB, max over its runs) is written there.
+    """
     names, out = list(arms), {n: [] for n in arms}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            if peaks is not None:
+                torch.cuda.reset_peak_memory_stats()
             out[name].append(arms[name]())
+            if peaks is not None:
+                peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
             t = out[name][-1]
             print(f"[bench] {name} #{r + 1}: {t.wall_s:.3f} s wall, {t.cpu_s:.3f} s CPU, {t.per_s:.1f}/s", file=sys.stderr, flush=True)
     return out
@@ -321,8 +465,9 @@ def median_cpu_per_image(timings: list[Timing]) -> float:
 def bench_training(args: argparse.Namespace, device: str, report: Report) -> tuple[JointCaptionModule, torch.Tensor]:
     """Rows 1–3 (Lightning overhead, input pipeline, captioning's cost) and peak memory; returns the joint module and its images."""
     root = Path(tempfile.mkdtemp(prefix="jointcap-bench-"))
-    cfg = compose_config(args.overrides, device, root / "joint")
-    cls_cfg = compose_config(args.overrides, device, root / "classifier", task="classifier")
+    overrides = [*profile_overrides(args, device), *args.overrides]
+    cfg = compose_config(overrides, device, root / "joint")
+    cls_cfg = compose_config(overrides, device, root / "classifier", task="classifier")
     dm = instantiate(cfg.data, _convert_="all")
     dm.prepare_data()
     dm.setup("fit")
@@ -335,6 +480,7 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     plain = copy.deepcopy(joint)  # the same initial weights
     piped = copy.deepcopy(joint)
     classifier = instantiate(cls_cfg.model, _convert_="all", **facts)
+    counted = {"joint": copy.deepcopy(joint), "classifier": copy.deepcopy(classifier)}  # row 7's: never fit by a Trainer
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_mb()
@@ -344,10 +490,17 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
         "pipeline": lightning_arm(piped, cfg, device, args.warmup, args.steps, bs, dm),
         "classifier": lightning_arm(classifier, cls_cfg, device, args.warmup, args.steps, bs, batches),
     }
-    t = interleave(arms, args.repeats)
+    enc = cfg.model.encoder
+    if args.profile == "paper" and int(enc.stage) == 4 and enc.name not in ("resnet18", "resnet34"):
+        # the whole torchvision net is our trunk + a head; BasicBlock nets cannot dilate to reach output stride 16
+        arms["torchvision"] = torchvision_arm(cls_cfg, device, args.warmup, args.steps, batches, dm.num_classes,
+                                              classifier.on_after_batch_transfer)
+    peaks: dict[str, float] = {}
+    t = interleave(arms, args.repeats, peaks if device == "cuda" else None)
     report.memory = {"rss_peak_mb": _rss_mb(), "rss_peak_before_training_mb": rss_before}
     if device == "cuda":
         report.memory["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        report.memory.update({f"cuda_peak_{k}_mb": v for k, v in peaks.items()})
     rate = {k: median_rate(v) for k, v in t.items()}
     cpu = {k: median_cpu_per_image(v) for k, v in t.items()}
     gap = lambda k: 1e3 * statistics.median(x.gap_s for x in t[k])  # noqa: E731
@@ -365,8 +518,26 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
                            applies=device == "cuda",
                            note=f"step-time ratio; CPU-time ratio {cpu['lightning'] / cpu['classifier']:.2f}"
                                 + ("" if device == "cuda" else "; target is for GPUs")))
-    report.settings.update(batch_size=bs, image_size=int(batches[0]["image"].shape[-1]), precision=str(cfg.trainer.precision),
-                           channels_last=bool(cfg.model.channels_last), num_workers=workers, model=OmegaConf.to_container(cfg.model.encoder))
+    if "torchvision" in t:
+        report.rows.append(Row("3b. classifier step vs plain torchvision ResNet", "classifier img/s",
+                               rate["classifier"], "torchvision img/s", rate["torchvision"], "img/s",
+                               rate["classifier"] / rate["torchvision"], 0.9, True,
+                               note=f"{enc.name}, output stride {enc.output_stride}, same batches and precision; "
+                                    f"Lightning fit vs a plain loop; ranges {spread('classifier')} / "
+                                    f"{spread('torchvision')}"))
+    if args.launches:
+        kind = "CUDA kernels" if device == "cuda" else "top-level aten ops"
+        n_joint, n_cls = (launches_per_step(counted[k], c, device, batches[0])
+                          for k, c in (("joint", cfg), ("classifier", cls_cfg)))
+        report.rows.append(Row("7. launches per training step: joint vs classifier", f"joint {kind}", n_joint,
+                               f"classifier {kind}", n_cls, "count", n_joint / max(n_cls, 1), math.nan, False,
+                               applies=False,
+                               note="one plain-loop step after a warm-up (torch.profiler); what the captioner's time "
+                                    "loop adds, and what CUDA graphs would replay in one launch"))
+    report.settings.update(profile=args.profile, batch_size=bs, image_size=int(batches[0]["image"].shape[-1]),
+                           precision=str(cfg.trainer.precision), channels_last=bool(cfg.model.channels_last),
+                           num_workers=workers, model=OmegaConf.to_container(cfg.model.encoder),
+                           optim=OmegaConf.to_container(cfg.model.optim))
     return joint.to(device), torch.cat([b["image"] for b in batches])  # (N, 3, S, S) uint8
 
 
@@ -440,6 +611,18 @@ def bench_captions(args: argparse.Namespace, report: Report) -> None:
 
 
 # -- output ------------------------------------------------------------------------------------
+def _row_key(row: Row) -> tuple[int, str]:
+    """Table order: by the row's number, then its letter (3 < 3b < 4)."""
+    num = row.name.split(".")[0]
+    digits = "".join(ch for ch in num if ch.isdigit())
+    return int(digits or 0), num
+
+
+def _target(row: Row) -> str:
+    """The target cell: '≥ 0.95', or '—' for a row that has none."""
+    return f"{'≥' if row.higher_is_better else '≤'} {row.target:g}" if math.isfinite(row.target) else "—"
+
+
 def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
@@ -448,10 +631,17 @@ def markdown(report: Report) -> str:
     """The table, the memory figures and the machine, as Markdown."""
     head = "| benchmark | A | B | ratio A/B | target | result | notes |\n|---|---|---|---|---|---|---|\n"
     lines = [f"| {r.name} | {r.a_label}: {_fmt(r.a)} | {r.b_label}: {_fmt(r.b)} | {_fmt(r.ratio)} | "
-             f"{'≥' if r.higher_is_better else '≤'} {r.target:g} | {r.result} | {r.note} |" for r in report.rows]
+             f"{_target(r)} | {r.result} | {r.note} |" for r in report.rows]
     mem = ", ".join(f"{k} {v:.0f}" for k, v in report.memory.items())
     machine = ", ".join(f"{k}: {v}" for k, v in report.machine.items())
-    return head + "\n".join(lines) + f"\n\nPeak memory of the training runs: {mem}.\nMachine: {machine}.\n"
+    st = report.settings
+    model = st.get("model") or {}
+    setting = (f"Profile: {st.get('profile', 'default')} ({model.get('name')}, stage {model.get('stage')}, "
+               f"output stride {model.get('output_stride')}, {st.get('image_size')} px, batch {st.get('batch_size')}, "
+               f"{st.get('precision')}, channels_last {st.get('channels_last')}, {st.get('num_workers')} workers).\n"
+               if model else "")
+    return (head + "\n".join(lines) + f"\n\n{setting}Peak memory of the training runs (MiB): {mem}.\n"
+            f"Machine: {machine}.\n")
 
 
 def machine_facts(device: str) -> dict[str, Any]:
@@ -507,10 +697,12 @@ def main(argv: Sequence[str] | None = None) -> Report:
         try:
             module, images = bench_training(args, device, report)
             bench_beam(module, images, args, device, report.settings["precision"], report)
-            bench_captions(args, report)
+            if not args.skip_caption_metrics:
+                bench_captions(args, report)
         finally:
             HydraConfig.instance().cfg = None  # set while the arms ran; leave none behind
             torch.set_num_threads(threads)
+    report.rows.sort(key=_row_key)
     report.machine["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     print(markdown(report))
     load = report.machine.get("load_avg_1m_at_start", 0.0)
