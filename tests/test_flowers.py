@@ -38,7 +38,7 @@ def test_build_official(serve, flowers_files, tmp_path: Path) -> None:
     assert info["class_names"] == ["pink primrose", "hard-leaved pocket orchid", "blackberry lily"]
     assert info["oxford_labels"] == [1, 2, 102]
     assert sorted(p.name for p in (tmp_path / "data" / "flowers-102").iterdir() if not p.name.endswith(".verified")) == [
-        "102flowers.tgz", "imagelabels.mat", "jpg", "setid.mat"]  # fmt: skip
+        ".jpg.extracted", "102flowers.tgz", "imagelabels.mat", "jpg", "setid.mat"]  # fmt: skip
 
 
 def test_second_build_fetches_nothing(serve, flowers_files, tmp_path: Path) -> None:
