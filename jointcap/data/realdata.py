@@ -13,6 +13,7 @@ If anything fails, the splits this call wrote are removed, so no complete cache 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from jointcap.data import cache
 from jointcap.data.captions import Skipped
-from jointcap.data.download import DataFileError
+from jointcap.data.download import DataFileError, Remote
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,29 @@ def report_skipped(name: str, skipped: Sequence[Skipped]) -> dict:
         first = ", ".join(s.key for s in skipped[:5])
         log.warning("%s: skipped %d bad image(s) (skip_bad=True), e.g. %s", name, len(skipped), first)
     return {"count": len(skipped), "items": [asdict(s) for s in skipped]}
+
+
+def files_digest(*parts: object) -> str:
+    """8 hex digits naming which files a source reads (its Remotes' names and md5s, folder names): part of a cache key.
+
+    URLs are left out: a mirror of the same (md5-checked) file gives the same cache.
+    """
+    named = [(p.filename, p.md5) if isinstance(p, Remote) else p for p in parts]
+    return hashlib.sha1(repr(named).encode()).hexdigest()[:8]
+
+
+def check_arguments(owner: str, **values: object) -> None:
+    """Type and range checks shared by the real sources' constructors (a YAML 'no' is a string, not False)."""
+    for name in ("download", "skip_bad"):
+        if name in values and not isinstance(values[name], bool):
+            raise ValueError(f"{owner}: {name} must be true or false, got {values[name]!r}")
+    lows = {"image_size": 1, "min_captions": 1, "seed": 0, "workers": 1}
+    for name, low in lows.items():
+        value = values.get(name)
+        if name not in values or (value is None and name == "workers"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{owner}: {name} must be an integer ≥ {low}, got {value!r}")
 
 
 def default_workers() -> int:
