@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -43,7 +44,7 @@ def load_run_data_config(path: Path) -> DictConfig:
     try:
         run = OmegaConf.load(path)
         data = OmegaConf.to_container(run.data, resolve=True) if isinstance(run, DictConfig) and "data" in run else None
-    except (OmegaConfBaseException, OSError, ValueError) as e:
+    except (OmegaConfBaseException, OSError, ValueError, yaml.YAMLError) as e:
         raise RunConfigError(f"{path}: unreadable run config ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise RunConfigError(f"{path}: no data section to evaluate with; pass data=… on the command line")
