@@ -7,21 +7,31 @@ what is allowed:
 * a key the schema does not know, unless the section's `_target_` accepts it as an argument
   (so a new constructor argument works before the schema learns its type);
 * a value of the wrong type (OmegaConf's conversion rules), outside its range, or not one of
-  its choices;
+  its choices; NaN and ±inf are refused in every float field;
+* `data.source` is checked against the schema of its `_target_` (CUB, Flowers, synthetic) and
+  `trainer` against `TrainerConfig`; a key without a schema field is checked against the type
+  annotation of its `_target_`'s argument (bool, int, float, str, Literal, Optional/Union);
 * for `data.source`, `trainer`, `callbacks.*` and `logger.*`: a key their `_target_` does not
-  take; at the top level: a key neither this schema nor `conf/config.yaml` declares.
+  take; at the top level: a key neither this schema nor `conf/config.yaml` declares;
+* a batch size larger than a (known) training split, which would train on nothing.
+Every numeric field declares its range (`unbounded()` where any finite value is fine): the fuzz
+test in tests/test_config_fuzz.py tries wrong types, out-of-range values, NaN/inf and unknown keys
+on every field and fails for a field that lets one through.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO
@@ -55,6 +65,21 @@ def above(default: Any, low: float) -> Any:
 def fraction(default: float) -> Any:
     """A field whose value must lie in [0, 1)."""
     return field(default=default, metadata={"min": 0.0, "below": 1.0})
+
+
+def between(default: Any, low: float, high: float) -> Any:
+    """A field whose value must lie in [low, high]."""
+    return field(default=default, metadata={"min": low, "max": high})
+
+
+def unbounded(default: Any) -> Any:
+    """A numeric field where any finite value is fine (declared, so the fuzz test knows it is on purpose)."""
+    return field(default=default, metadata={"unbounded": True})
+
+
+def each_of(default: list, options: tuple) -> Any:
+    """A list field whose every item must be one of `options`."""
+    return field(default_factory=lambda: list(default), metadata={"each": tuple(options)})
 
 
 # -- model (conf/model/*.yaml → jointcap.lit_module.JointCaptionModule) -----------------------
@@ -111,7 +136,15 @@ class DecodeConfig:
     beam_size: int = at_least(1, 1)
     test_beam_size: int = at_least(3, 1)
     max_len: int = at_least(24, 1)
-    length_penalty: float = 0.0
+    length_penalty: float = unbounded(0.0)
+
+
+@dataclass
+class MetricsConfig:
+    meteor: bool = False
+    part_radius: float = above(0.07, 0)
+    cam_threshold: float = between(0.5, 0.0, 1.0)
+    box_stages: list[str] = each_of(["test"], ("val", "test"))
 
 
 @dataclass
@@ -126,9 +159,95 @@ class ModelConfig:
     loss: Optional[LossConfig] = field(default_factory=LossConfig)
     optim: Optional[OptimConfig] = field(default_factory=OptimConfig)
     decode: Optional[DecodeConfig] = field(default_factory=DecodeConfig)
+    metrics: Optional[MetricsConfig] = field(default_factory=MetricsConfig)
     channels_last: bool = False
+    compile: bool = False
     num_classes: Optional[int] = at_least(None, 1)
     vocab_size: Optional[int] = at_least(None, 1)
+
+
+# -- data.source (conf/data/source/*.yaml, conf/data/synthetic.yaml → jointcap.data.*Source) --
+@dataclass
+class CUBSourceConfig:
+    _target_: str = "jointcap.data.cub.CUBSource"
+    root: Optional[str] = None
+    image_size: int = at_least(224, 1)
+    download: bool = True
+    split: str = choice("official", ("official", "zeroshot"))
+    val_fraction: float = fraction(0.1)
+    seed: int = at_least(0, 0)
+    skip_bad: bool = False
+    min_captions: int = at_least(10, 1)
+    images_url: Optional[str] = None
+    images_md5: Optional[str] = None
+    images_archive: str = "CUB_200_2011.tgz"
+    images_folder: str = "CUB_200_2011"
+    captions_url: Optional[str] = None
+    captions_gdrive_id: Optional[str] = None
+    captions_md5: Optional[str] = None
+    captions_archive: str = "cvpr2016_cub.tar.gz"
+    captions_folder: str = "cvpr2016_cub"
+    workers: Optional[int] = at_least(None, 1)
+
+
+@dataclass
+class FlowersSourceConfig:
+    _target_: str = "jointcap.data.flowers.FlowersSource"
+    root: Optional[str] = None
+    image_size: int = at_least(224, 1)
+    download: bool = True
+    split: str = choice("official", ("official", "zeroshot"))
+    skip_bad: bool = False
+    min_captions: int = at_least(10, 1)
+    folder: str = "flowers-102"
+    images_url: Optional[str] = None
+    images_md5: Optional[str] = None
+    labels_url: Optional[str] = None
+    labels_md5: Optional[str] = None
+    setid_url: Optional[str] = None
+    setid_md5: Optional[str] = None
+    captions_url: Optional[str] = None
+    captions_gdrive_id: Optional[str] = None
+    captions_md5: Optional[str] = None
+    captions_archive: str = "cvpr2016_flowers.tar.gz"
+    captions_folder: str = "cvpr2016_flowers"
+    workers: Optional[int] = at_least(None, 1)
+
+
+@dataclass
+class SyntheticSourceConfig:
+    _target_: str = "jointcap.data.synthetic.SyntheticSource"
+    n_classes: int = at_least(24, 2)
+    image_size: int = at_least(64, 16)
+    n_train: int = at_least(4000, 1)
+    n_val: int = at_least(500, 1)
+    n_test: int = at_least(1000, 1)
+    seed: int = at_least(0, 0)
+    captions_per_image: int = at_least(10, 1)
+    clutter: float = at_least(1.0, 0)
+
+
+SOURCES = {schema._target_: schema for schema in (CUBSourceConfig, FlowersSourceConfig, SyntheticSourceConfig)}
+
+
+# -- trainer (conf/trainer/*.yaml → lightning.pytorch.Trainer): the arguments jointcap's configs use ----
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.pytorch.Trainer"
+    max_epochs: Optional[int] = at_least(None, -1)
+    min_epochs: Optional[int] = at_least(None, 0)
+    max_steps: Optional[int] = at_least(None, -1)
+    log_every_n_steps: Optional[int] = at_least(None, 1)
+    num_sanity_val_steps: Optional[int] = at_least(None, -1)
+    accumulate_grad_batches: Optional[int] = at_least(None, 1)
+    check_val_every_n_epoch: Optional[int] = at_least(None, 1)
+    gradient_clip_val: Optional[float] = at_least(None, 0)
+    limit_train_batches: Optional[float] = at_least(None, 0)
+    limit_val_batches: Optional[float] = at_least(None, 0)
+    limit_test_batches: Optional[float] = at_least(None, 0)
+    enable_progress_bar: Optional[bool] = None
+    enable_checkpointing: Optional[bool] = None
+    benchmark: Optional[bool] = None
 
 
 # -- data (conf/data/*.yaml → jointcap.data.datamodule.JointDataModule) -----------------------
@@ -171,23 +290,36 @@ def validate(cfg: DictConfig) -> None:
     if "data" in cfg:
         errors += _section_errors(cfg.data, DataConfig, "data")
         source = cfg.data.get("source")
-        if source is None or "_target_" not in source:
+        if source is None or not isinstance(source, DictConfig) or "_target_" not in source:
             errors.append("data.source: missing (a dataset source with a _target_, e.g. data=synthetic)")
+        elif source._target_ in SOURCES:
+            errors += _section_errors(source, SOURCES[source._target_], "data.source")
+            errors += _batch_errors(cfg.data, source)
         else:
-            errors += _target_key_errors(source, "data.source")
+            errors += _target_key_errors(source, "data.source") + _annotation_errors(source, "data.source", set())
     if cfg.get("trainer") is not None:
-        errors += _target_key_errors(cfg.trainer, "trainer")
+        errors += _target_key_errors(cfg.trainer, "trainer") + _section_errors(cfg.trainer, TrainerConfig, "trainer")
     for group in ("callbacks", "logger"):
         for name, entry in (cfg.get(group) or {}).items():
             if entry is not None:
-                errors += _target_key_errors(entry, f"{group}.{name}")
+                errors += _target_key_errors(entry, f"{group}.{name}") + _annotation_errors(entry, f"{group}.{name}", set())
     if errors:
+        errors = list(dict.fromkeys(errors))
         raise ConfigError(f"invalid configuration ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  - " + "\n  - ".join(errors))
+
+
+def _batch_errors(data: DictConfig, source: DictConfig) -> list[str]:
+    """A training batch larger than a training split whose size the config states: training would see nothing."""
+    n_train, batch = _resolved(source).get("n_train"), _resolved(data).get("batch_size")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (n_train, batch)) and 0 < n_train < batch:
+        return [f"data.batch_size={batch}: larger than the training split (data.source.n_train={n_train}); "
+                "no full training batch (the last partial one is dropped)"]
+    return []
 
 
 def _top_level_errors(cfg: DictConfig) -> list[str]:
     """Unknown top-level keys, and the typed run settings."""
-    declared = set(OmegaConf.load(PRIMARY_CONFIG).keys()) if PRIMARY_CONFIG.is_file() else set()
+    declared = _declared_top_level()
     known = declared | set(GROUPS) | {f.name for f in dataclasses.fields(RunConfig)}
     errors = [f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); declare new ones in conf/config.yaml"
               for key in cfg if key not in known]
@@ -197,6 +329,12 @@ def _top_level_errors(cfg: DictConfig) -> list[str]:
     if ckpt not in (None, "auto", "last") and not Path(str(ckpt)).expanduser().is_file():
         errors.append(f"ckpt_path={ckpt}: no such checkpoint file (use auto, last, null or an existing .ckpt)")
     return errors
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_top_level() -> frozenset[str]:
+    """The top-level keys conf/config.yaml declares."""
+    return frozenset(OmegaConf.load(PRIMARY_CONFIG).keys()) if PRIMARY_CONFIG.is_file() else frozenset()
 
 
 def _section_errors(section: DictConfig, schema: type, prefix: str) -> list[str]:
@@ -209,18 +347,84 @@ def _section_errors(section: DictConfig, schema: type, prefix: str) -> list[str]
     extra = {k for k in section if k not in names}
     unknown = sorted(extra - params) if params is not None else []
     errors = [_unknown(prefix, k, names | (params or set())) for k in unknown]
-    try:
-        values = OmegaConf.to_container(section, resolve=True)
-    except OmegaConfBaseException as e:
-        return [*errors, f"{prefix}: {str(e).splitlines()[0]}"]
+    values = _resolved(section, errors, prefix)
+    errors += _annotation_errors(section, prefix, names, values)
     return errors + _value_errors({k: v for k, v in values.items() if k in names}, schema, prefix)
+
+
+def _resolved(section: DictConfig, errors: list[str] | None = None, prefix: str = "") -> dict[str, Any]:
+    """The section's values resolved key by key; a `${hydra:…}` outside a Hydra run is left out, other failures reported."""
+    out: dict[str, Any] = {}
+    for key in section:
+        try:
+            node = section[key]
+            out[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+        except OmegaConfBaseException as e:
+            raw = OmegaConf.to_container(section, resolve=False).get(key)
+            if errors is not None and not (isinstance(raw, str) and "${hydra:" in raw):
+                errors.append(f"{prefix}.{key}: {str(e).splitlines()[0]}")
+    return out
+
+
+def _annotation_errors(section: DictConfig, prefix: str, skip: set[str], values: dict[str, Any] | None = None) -> list[str]:
+    """Values (outside `skip`) that do not fit the type annotation of the `_target_`'s argument of that name."""
+    hints = _target_hints(section.get("_target_", None))
+    errors = []
+    for key, value in (_resolved(section) if values is None else values).items():
+        if str(key).startswith("_") or key in skip or key not in hints:
+            continue
+        if _fits(value, hints[key]) is False:
+            errors.append(f"{prefix}.{key}={value!r}: must be {_describe(hints[key])}")
+    return errors
+
+
+def _fits(value: Any, ann: Any) -> bool | None:
+    """Whether `value` fits annotation `ann`: True, False, or None when it cannot tell (complex types)."""
+    origin = typing.get_origin(ann)
+    if ann is type(None):
+        return value is None
+    if origin is Union or (hasattr(ann, "__args__") and type(ann).__name__ == "UnionType"):
+        results = [_fits(value, a) for a in typing.get_args(ann)]
+        return True if True in results else (None if None in results else False)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(ann))
+    if ann is bool:
+        return isinstance(value, bool)
+    if ann is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ann is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or ann in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or ann is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _describe(ann: Any) -> str:
+    """An annotation in words, for error messages."""
+    text = str(ann).replace("typing.", "").replace("NoneType", "null").replace("<class '", "").replace("'>", "")
+    return text + " (NaN/inf not allowed)" * (ann is float or float in typing.get_args(ann))
+
+
+@functools.lru_cache(maxsize=None)
+def _target_hints(target: str | None) -> dict[str, Any]:
+    """Resolved type annotations of `target`'s arguments ({} when they cannot be resolved)."""
+    if target is None:
+        return {}
+    try:
+        obj = get_object(target)
+        return typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # NameError on a forward reference, an import error (reported elsewhere)…
+        return {}
 
 
 def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str]:
     """Type, range and choice errors of `values` against a dataclass schema (recursing into nested ones)."""
     errors: list[str] = []
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    node = OmegaConf.structured(schema)
     dotted = f"{prefix}." if prefix else ""
     for key, value in values.items():
         if key not in fields:
@@ -233,23 +437,50 @@ def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str
             else:
                 errors += _value_errors(value, nested, f"{dotted}{key}")
             continue
-        try:
-            node[key] = value
-        except OmegaConfBaseException as e:
-            errors.append(f"{dotted}{key}={value!r}: {str(e).splitlines()[0]}")
-            continue
-        problem = _range_problem(node[key], fields[key].metadata)
+        problem = _strict_type_problem(value, _hints(schema)[key]) or _range_problem(value, fields[key].metadata)
         if problem:
             errors.append(f"{dotted}{key}={value!r}: {problem}")
     return errors
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def _strict_type_problem(value: Any, ann: Any) -> str | None:
+    """The type check of a schema field: exact (a YAML 'no' or '5' is a string, whatever OmegaConf would convert)."""
+    optional = typing.get_origin(ann) is Union and type(None) in typing.get_args(ann)
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) is Union else [ann]
+    if value is None:
+        return None if optional or ann is Any else "must not be null"
+    base = args[0] if len(args) == 1 else Any
+    if base is bool and not isinstance(value, bool):
+        return "must be true or false"
+    if base is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return "must be an integer"
+    if base is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return "must be a number"
+    if base is str and not isinstance(value, (str, int, float)):  # numbers read as text (a folder named 2011)
+        return "must be a string"
+    if typing.get_origin(base) is list and not isinstance(value, list):
+        return "must be a list"
+    return None
+
+
 def _range_problem(value: Any, meta: Any) -> str | None:
-    """What is wrong with `value` given a field's `choices` / `min` / `above` / `below` metadata."""
+    """What is wrong with `value` given a field's `choices` / `each` / `min` / `max` / `above` / `below` metadata."""
     if value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (not NaN or ±inf)"
     if "choices" in meta and value not in meta["choices"]:
         return f"must be one of: {', '.join(str(c) for c in meta['choices'])}"
+    if "each" in meta:
+        bad = [v for v in value if v not in meta["each"]]
+        return f"items must be among: {', '.join(meta['each'])} (not {', '.join(map(str, bad))})" if bad else None
+    if "min" in meta and "max" in meta and not meta["min"] <= value <= meta["max"]:
+        return f"must be in [{meta['min']}, {meta['max']}]"
     if "min" in meta and value < meta["min"]:
         return f"must be ≥ {meta['min']}" + (f" and < {meta['below']}" if "below" in meta else "")
     if "above" in meta and value <= meta["above"]:
@@ -279,7 +510,8 @@ def _target_key_errors(section: DictConfig, prefix: str) -> list[str]:
     return [_unknown(prefix, k, params) for k in section if not str(k).startswith("_") and k not in params]
 
 
-def _target_params(target: str) -> set[str] | None | str:
+@functools.lru_cache(maxsize=None)
+def _target_params(target: str) -> frozenset[str] | None | str:
     """Argument names `target` takes; None if it takes **kwargs; a message if it cannot be imported."""
     try:
         obj = get_object(target)
@@ -288,7 +520,7 @@ def _target_params(target: str) -> set[str] | None | str:
         return f"cannot import it ({type(e).__name__}: {e})"
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return None
-    return {name for name, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    return frozenset(name for name, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
 
 
 def _unknown(prefix: str, key: str, allowed: set[str]) -> str:

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jointcap.runtime.checkpoint import UnsafeCheckpointError, load_module
+from jointcap.runtime.run_config import load_run_data_config
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.analysis.report import print_metrics
@@ -104,8 +105,7 @@ def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     run_cfg = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
     if cfg.data_from_run and not overridden and run_cfg.is_file():
         log.info("data config of the checkpoint's run: %s", run_cfg)
-        run = OmegaConf.load(run_cfg)
-        return OmegaConf.create(OmegaConf.to_container(run.data, resolve=True))
+        return load_run_data_config(run_cfg)  # validated; only jointcap's data targets (untrusted input)
     return cfg.data
 
 

@@ -103,3 +103,21 @@ def test_pickled_objects_are_refused(evil_checkpoint: tuple[Path, Path], loader)
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         AtomicCheckpointIO().load_checkpoint(tmp_path / "nope.ckpt")
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", None], ids=["zero-byte", "garbage", "truncated"])
+@pytest.mark.parametrize("loader", ["load_checkpoint", "load_module", "io"])
+def test_unreadable_checkpoint_names_the_file(tmp_path: Path, content: bytes | None, loader: str) -> None:
+    from jointcap.runtime import checkpoint
+
+    path = tmp_path / "last.ckpt"
+    if content is None:
+        torch.save(_state(1.0), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    load = {"load_checkpoint": checkpoint.load_checkpoint, "load_module": checkpoint.load_module,
+            "io": AtomicCheckpointIO().load_checkpoint}[loader]
+    expected = checkpoint.CheckpointError if content else checkpoint.UnreadableCheckpointError  # garbage may parse as a pickle
+    with pytest.raises(expected, match=f"{path}: "):
+        load(path)

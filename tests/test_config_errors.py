@@ -46,7 +46,7 @@ def test_schema_fields_are_constructor_arguments() -> None:
     ("model.task=both", ["model.task", "joint, classifier, captioner"]),
     ("model.loss.grad_to=nobody", ["model.loss.grad_to", "both, captioner, classifier"]),
     ("+model.loss.cam_wieght=1", ["model.loss.cam_wieght", "unknown key", "cam_weight"]),
-    ("model.decode.max_len=twelve", ["model.decode.max_len", "Integer"]),
+    ("model.decode.max_len=twelve", ["model.decode.max_len", "integer"]),
     ("model.embedding.dropout=1.5", ["model.embedding.dropout", "< 1.0"]),
     ("data.batch_size=0", ["data.batch_size", "≥ 1"]),
     ("data.tokenizer_type=chars", ["data.tokenizer_type", "unigram, bpe, char, word"]),

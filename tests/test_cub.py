@@ -191,3 +191,22 @@ def test_truncated_captions_archive_without_md5(serve, tmp_path: Path) -> None:
         _build(tmp_path, serve(ds.dir), ds, captions_md5=None)
     assert not (tmp_path / "data" / "cvpr2016_cub").exists()
     assert not (tmp_path / "cache" / "cub").exists()
+
+
+def test_cache_key_tracks_skip_bad_and_the_files_read() -> None:
+    """A cache built with skip_bad=true (images missing) must not serve a later run without it; other files, other cache."""
+    a = CUBSource("/x")
+    assert a.cache_key() != CUBSource("/x", skip_bad=True).cache_key()
+    assert a.cache_key() != CUBSource("/x", captions_md5="ab" * 16).cache_key()
+    assert a.cache_key() != CUBSource("/x", images_folder="CUB_v2").cache_key()
+    assert a.cache_key() == CUBSource("/x", images_url="http://mirror.example/CUB_200_2011.tgz").cache_key()
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"download": "no"}, "download"), ({"skip_bad": "maybe"}, "skip_bad"), ({"min_captions": -1}, "min_captions"),
+    ({"image_size": "abc"}, "image_size"), ({"image_size": 0}, "image_size"), ({"val_fraction": float("nan")}, "val_fraction"),
+    ({"seed": 1.5}, "seed"), ({"workers": 0}, "workers"),
+])
+def test_constructor_refuses_bad_values(kwargs: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=f"CUBSource: {key}"):
+        CUBSource("/x", **kwargs)

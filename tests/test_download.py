@@ -28,7 +28,7 @@ def test_fetch_verifies_renames_and_marks(serve, archive_dir: Path, tmp_path: Pa
     assert (folder / "sub" / "b.txt").read_bytes() == b"beta"
     assert not (root / "other.txt").exists()  # only the wanted top-level folder is kept
     assert dl.is_marked(root / "pack.tgz", remote.md5)
-    assert sorted(p.name for p in root.iterdir()) == ["pack", "pack.tgz", "pack.tgz.verified"]
+    assert sorted(p.name for p in root.iterdir()) == [".pack.extracted", "pack", "pack.tgz", "pack.tgz.verified"]
     before = len(server.requests)
     dl.ensure_extracted(remote, root / "pack.tgz", "pack", download=True)
     assert len(server.requests) == before  # nothing fetched again
@@ -144,15 +144,110 @@ def test_symlink_chain_out_is_refused(tmp_path: Path) -> None:
     with tarfile.open(work / "pack.tgz", "w:gz") as tar:
         tar.addfile(_member("pack/link", tarfile.SYMTYPE, "."))  # harmless alone…
         tar.addfile(_member("pack/link/../../evil.txt"), io.BytesIO(b"evil"))  # …lexically inside, really outside
-    with pytest.raises(UnsafeArchiveError, match="evil.txt"):
+    with pytest.raises(UnsafeArchiveError, match="pack/link"):
         dl.safe_extract(work / "pack.tgz", work, "pack")
     assert sorted(p.name for p in work.iterdir()) == ["pack.tgz"]
 
 
-def test_links_inside_are_kept(tmp_path: Path) -> None:
-    archive = _tar_with(tmp_path / "pack.tgz", _member("pack/sub/link", tarfile.SYMTYPE, "../ok.txt"))
-    folder = dl.safe_extract(archive, tmp_path, "pack")
-    assert (folder / "sub" / "link").read_text() == "fine"
+@pytest.mark.parametrize("member", [_member("pack/sub/link", tarfile.SYMTYPE, "../ok.txt"),
+                                    _member("pack/hard", tarfile.LNKTYPE, "pack/ok.txt")], ids=["symlink", "hardlink"])
+def test_links_inside_are_refused_too(tmp_path: Path, member: tarfile.TarInfo) -> None:
+    """The real archives hold no links; any link, even one pointing inside, is refused."""
+    archive = _tar_with(tmp_path / "pack.tgz", member)
+    with pytest.raises(UnsafeArchiveError, match="hold no links"):
+        dl.safe_extract(archive, tmp_path, "pack")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pack.tgz"]
+
+
+def test_cve_2025_4517_path_max_symlink_chain_is_refused(tmp_path: Path) -> None:
+    """Nested symlinks longer than PATH_MAX (realpath stops resolving), then a file written through them."""
+    work, outside = tmp_path / "a" / "work", tmp_path / "a"
+    work.mkdir(parents=True)
+    comp, steps, path = "d" * 247, "abcdefghijklmnop", "pack"
+    with tarfile.open(work / "pack.tgz", "w:gz") as tar:
+        tar.addfile(_member("pack", tarfile.DIRTYPE))
+        for step in steps:
+            tar.addfile(_member(f"{path}/{comp}", tarfile.DIRTYPE))
+            tar.addfile(_member(f"{path}/{step}", tarfile.SYMTYPE, comp))
+            path = f"{path}/{comp}"
+        link = "pack/" + "/".join(steps) + "/" + "l" * 254
+        tar.addfile(_member(link, tarfile.SYMTYPE, "../" * len(steps)))
+        tar.addfile(_member("pack/escape", tarfile.SYMTYPE, link.removeprefix("pack/") + "/../../.."))
+        tar.addfile(_member("pack/escape/evil.txt"), io.BytesIO(b"evil"))
+    with pytest.raises(UnsafeArchiveError):
+        dl.safe_extract(work / "pack.tgz", work, "pack")
+    assert sorted(p.name for p in work.iterdir()) == ["pack.tgz"]
+    assert not list(outside.rglob("evil.txt")) and not (tmp_path / "evil.txt").exists()
+
+
+def _remote(archive: Path) -> Remote:
+    return Remote(archive.name, md5_of(archive))
+
+
+def test_replaced_archive_is_extracted_again(tmp_path: Path) -> None:
+    write_tar(tmp_path / "pack.tgz", {"pack/a.txt": b"old"})
+    folder = dl.ensure_extracted(_remote(tmp_path / "pack.tgz"), tmp_path / "pack.tgz", "pack", download=False)
+    assert (folder / "a.txt").read_bytes() == b"old"
+    write_tar(tmp_path / "pack.tgz", {"pack/a.txt": b"new"})
+    (tmp_path / "pack.tgz.verified").unlink()
+    dl.ensure_extracted(_remote(tmp_path / "pack.tgz"), tmp_path / "pack.tgz", "pack", download=False)
+    assert (folder / "a.txt").read_bytes() == b"new"
+
+
+def test_folder_without_stamp_beside_its_archive_is_extracted_again(tmp_path: Path) -> None:
+    write_tar(tmp_path / "pack.tgz", {"pack/a.txt": b"good"})
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "a.txt").write_bytes(b"a bad extraction")
+    dl.ensure_extracted(_remote(tmp_path / "pack.tgz"), tmp_path / "pack.tgz", "pack", download=False)
+    assert (tmp_path / "pack" / "a.txt").read_bytes() == b"good"
+
+
+def test_folder_without_archive_is_used_as_is(tmp_path: Path) -> None:
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "a.txt").write_bytes(b"by hand")
+    folder = dl.ensure_extracted(Remote("pack.tgz", "0" * 32), tmp_path / "pack.tgz", "pack", download=False)
+    assert (folder / "a.txt").read_bytes() == b"by hand"
+
+
+def test_leftovers_of_a_killed_extraction_are_removed(tmp_path: Path) -> None:
+    write_tar(tmp_path / "pack.tgz", {"pack/a.jpg": b"jpg"})
+    (tmp_path / ".pack.extract-deadbeef" / "pack").mkdir(parents=True)
+    (tmp_path / ".pack.extract-deadbeef" / "pack" / "a.jpg.extract-1234").write_bytes(b"half")
+    dl.ensure_extracted(_remote(tmp_path / "pack.tgz"), tmp_path / "pack.tgz", "pack", download=False)
+    assert not list(tmp_path.glob(".pack.extract-*"))
+
+
+def test_concurrent_extractions_extract_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two jobs (say, two image sizes of a sweep) extracting one archive at once: one extraction, both see it."""
+    import threading
+    import time
+
+    write_tar(tmp_path / "pack.tgz", {"pack/a.txt": b"alpha"})
+    calls: list[int] = []
+    real = dl.safe_extract
+
+    def slow_extract(*args):
+        calls.append(1)
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(dl, "safe_extract", slow_extract)
+    remote, errors = _remote(tmp_path / "pack.tgz"), []
+
+    def job() -> None:
+        try:
+            folder = dl.ensure_extracted(remote, tmp_path / "pack.tgz", "pack", download=False)
+            assert (folder / "a.txt").read_bytes() == b"alpha"
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    assert len(calls) == 1
 
 
 def test_concurrent_ensure_file_downloads_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

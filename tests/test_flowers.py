@@ -10,7 +10,7 @@ import pytest
 
 from jointcap.data import cache, flowers
 from jointcap.data.captions import CaptionError
-from jointcap.data.download import ChecksumError, MissingFileError
+from jointcap.data.download import ChecksumError, DataFileError, MissingFileError
 from jointcap.data.flowers import FlowersSource
 from jointcap.data.realdata import ImageDecodeError
 from tests.helpers.realdata import flowers_kwargs, make_flowers
@@ -38,7 +38,7 @@ def test_build_official(serve, flowers_files, tmp_path: Path) -> None:
     assert info["class_names"] == ["pink primrose", "hard-leaved pocket orchid", "blackberry lily"]
     assert info["oxford_labels"] == [1, 2, 102]
     assert sorted(p.name for p in (tmp_path / "data" / "flowers-102").iterdir() if not p.name.endswith(".verified")) == [
-        "102flowers.tgz", "imagelabels.mat", "jpg", "setid.mat"]  # fmt: skip
+        ".jpg.extracted", "102flowers.tgz", "imagelabels.mat", "jpg", "setid.mat"]  # fmt: skip
 
 
 def test_second_build_fetches_nothing(serve, flowers_files, tmp_path: Path) -> None:
@@ -132,3 +132,23 @@ def test_instantiate_from_config(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("JOINTCAP_DATA")
     assert instantiate(conf).root == Path("~/.cache/jointcap").expanduser()
     assert np.isscalar(source.image_size)
+
+
+def test_cache_key_tracks_skip_bad() -> None:
+    assert FlowersSource("/x").cache_key() != FlowersSource("/x", skip_bad=True).cache_key()
+    assert FlowersSource("/x").cache_key() == FlowersSource("/y").cache_key()
+
+
+@pytest.mark.parametrize("kwargs", [{"download": "no"}, {"skip_bad": "maybe"}, {"min_captions": -1}, {"image_size": 0}])
+def test_constructor_refuses_bad_values(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=f"FlowersSource: {next(iter(kwargs))}"):
+        FlowersSource("/x", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["imagelabels.mat", "setid.mat"])
+def test_zero_byte_mat_names_the_file(tmp_path: Path, name: str) -> None:
+    from jointcap.data.flowers import load_mat_vector
+
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataFileError, match=f"{name}: unreadable .mat file"):
+        load_mat_vector(tmp_path / name, "labels")

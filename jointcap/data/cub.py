@@ -48,7 +48,8 @@ class CUBTables:
 def read_rows(path: Path, ncols: int, maxsplit: int = -1) -> list[list[str]]:
     """Split a whitespace table into rows of at least `ncols` fields; errors name file and line."""
     if not path.is_file():
-        raise DataFileError(f"{path}: missing (is the CUB_200_2011 folder complete?)")
+        raise DataFileError(f"{path}: missing (is the CUB_200_2011 folder complete? delete it to extract it again "
+                            "from the archive)")
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -133,10 +134,10 @@ class CUBSource:
     ) -> None:
         if split not in SPLIT_MODES:
             raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+        realdata.check_arguments("CUBSource", image_size=image_size, download=download, skip_bad=skip_bad,
+                                 min_captions=min_captions, seed=seed, workers=workers)
+        if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
+            raise ValueError(f"CUBSource: val_fraction must be a number in [0, 1), got {val_fraction!r}")
         self.root = expand_root(root) if root is not None else default_root()
         self.image_size, self.download, self.split = int(image_size), download, split
         self.val_fraction, self.seed, self.skip_bad, self.min_captions = float(val_fraction), int(seed), skip_bad, min_captions
@@ -147,10 +148,15 @@ class CUBSource:
         self.workers = workers
 
     def cache_key(self) -> str:
-        """Names the cache folder: everything that changes the cached content, not the root."""
+        """Names the cache folder: everything that changes the cached content, not the root.
+
+        `skip_bad` is part of it (a cache missing skipped images must not serve a run that wants
+        them all), and so is a digest of which files are read (names, folders, md5s).
+        """
+        files = realdata.files_digest(self.images, self.images_folder, self.captions, self.captions_folder)
         return (
             f"cub-{self.split}-s{self.image_size}-val{self.val_fraction:g}-seed{self.seed}"
-            f"-min{self.min_captions}-v{VERSION}"
+            f"-min{self.min_captions}-skip{int(self.skip_bad)}-{files}-v{VERSION}"
         )
 
     def prepare_files(self) -> tuple[Path, Path]:

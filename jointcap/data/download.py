@@ -5,7 +5,11 @@ A `Remote` names one file, where it comes from (a URL, or a Google Drive id) and
 downloading to `name.part` and renaming it only after the checksum passed); a `.verified`
 sidecar records a passed check so later runs do not hash gigabytes again. `ensure_extracted`
 extracts an archive into a temporary folder and renames the wanted top-level folder into
-place, refusing members that would land outside the target (`..`, absolute paths, links out).
+place, refusing members that could land outside the target: `..`, absolute paths, devices and
+every link (symbolic or hard; the real dataset archives hold none, and link chains longer than
+PATH_MAX defeat path checks on unpatched Pythons, CVE-2025-4517). A `.NAME.extracted` stamp
+ties the extracted folder to the archive it came from (size, mtime, md5), so a replaced archive
+is extracted again; extraction runs under a per-folder file lock (jobs sharing a data root).
 The network transfer itself is torchvision's (`download_url`, `download_file_from_google_drive`),
 with its progress bar.
 """
@@ -231,33 +235,40 @@ def _inside(name: str) -> bool:
 
 
 def check_member(archive: Path, member: tarfile.TarInfo) -> None:
-    """Refuse a tar member that is absolute, climbs out with `..`, links outside, or is a device."""
+    """Refuse a tar member that is absolute, climbs out with `..`, is a link (any kind), or is a device."""
     name = member.name
     if name.startswith(("/", "\\")):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
     if not _inside(name):
         raise UnsafeArchiveError(f"{archive}: member {name!r} points outside the target folder; refusing to extract")
-    if member.issym():
-        target = member.linkname
-        joined = str(PurePosixPath(name).parent / target)
-        if target.startswith("/") or not _inside(joined):
-            raise UnsafeArchiveError(f"{archive}: symlink {name!r} -> {target!r} points outside; refusing to extract")
-    elif member.islnk():
-        target = member.linkname
-        if target.startswith("/") or not _inside(target):
-            raise UnsafeArchiveError(f"{archive}: hard link {name!r} -> {target!r} points outside; refusing to extract")
-    elif not (member.isfile() or member.isdir()):
+    if member.issym() or member.islnk():
+        # No link is ever needed (the real archives hold none), and resolving links safely is what
+        # CVE-2025-4517 showed to be fragile: refuse them all rather than reason about where they lead.
+        kind = "symlink" if member.issym() else "hard link"
+        raise UnsafeArchiveError(f"{archive}: {kind} {name!r} -> {member.linkname!r}; dataset archives hold no links, "
+                                 "refusing to extract")
+    if not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"{archive}: member {name!r} is a device or fifo; refusing to extract")
 
 
 def check_landing(archive: Path, member: tarfile.TarInfo, tmp: Path) -> None:
-    """Refuse a member whose real destination (following links already extracted) leaves `tmp`."""
-    top = os.path.realpath(tmp)
-    dest = os.path.realpath(os.path.join(top, member.name))
-    targets = [dest]
-    if member.issym():
-        targets.append(os.path.realpath(os.path.join(os.path.dirname(dest), member.linkname)))
-    if any(os.path.commonpath([top, t]) != top for t in targets):
+    """Refuse a member whose destination leaves `tmp` or passes through anything but a real folder.
+
+    With links refused this cannot happen; it is a second line of defence that does not rely on
+    `os.path.realpath` (which stops resolving past PATH_MAX): every existing path component is
+    checked with lstat.
+    """
+    here = Path(tmp)
+    for piece in PurePosixPath(member.name).parts[:-1]:
+        if piece in ("", "."):
+            continue
+        here = here / piece
+        if here.is_symlink() or (here.exists() and not here.is_dir()):
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} passes through {piece!r}, which is not a folder; "
+                                     "refusing to extract")
+    top = os.path.abspath(tmp)
+    dest = os.path.abspath(os.path.join(top, member.name))
+    if os.path.commonpath([top, dest]) != top:
         raise UnsafeArchiveError(f"{archive}: member {member.name!r} resolves outside the target folder; refusing to extract")
 
 
@@ -302,14 +313,64 @@ def safe_extract(archive: Path, parent: Path, folder: str) -> Path:
     return target
 
 
+def _stamp(parent: Path, folder: str) -> Path:
+    """The file that ties `parent/folder` to the archive it was extracted from."""
+    return parent / f".{folder}.extracted"
+
+
+def _archive_stamp(archive: Path, md5: str | None) -> dict:
+    return {"archive": archive.name, **_stat_key(archive), "md5": md5}
+
+
+def extracted_from(archive: Path, folder: str, md5: str | None) -> bool:
+    """True when `archive.parent/folder`'s stamp matches `archive` as it is now (size, mtime, md5)."""
+    try:
+        stamp = json.loads(_stamp(archive.parent, folder).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return stamp == _archive_stamp(archive, md5)
+
+
+def remove_stale_extractions(parent: Path, folder: str) -> list[Path]:
+    """Delete `.FOLDER.extract-*` leftovers of killed extractions; call only holding the folder's lock."""
+    stale = sorted(parent.glob(f".{folder}.extract-*")) if parent.is_dir() else []
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
 def ensure_extracted(remote: Remote, archive: Path, folder: str, download: bool) -> Path:
-    """Return `archive.parent/folder`, extracting (and first fetching) the archive if needed."""
-    target = archive.parent / folder
-    if target.is_dir():
+    """Return `archive.parent/folder`, extracting (and first fetching) the archive if needed.
+
+    An extracted folder is reused when its stamp matches the archive, or when the archive is
+    absent (a folder put there by hand); a folder without a matching stamp next to an archive
+    (a replaced archive, an extraction from an older jointcap) is extracted again. A lock per
+    folder serialises jobs sharing the data root: the second waits and finds the first's folder.
+    """
+    parent = archive.parent
+    target = parent / folder
+    parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(_lock_path(target)):
+        remove_stale_extractions(parent, folder)
+        if target.is_dir() and not archive.is_file():
+            return target  # provided by hand (offline use): nothing to compare it with
+        ensure_file(remote, archive, download, alternative=target)
+        if target.is_dir() and extracted_from(archive, folder, remote.md5):
+            return target
+        if target.is_dir():
+            log.warning("%s: not extracted from the current %s (replaced archive or no stamp); extracting it again",
+                        target, archive.name)
+        log.info("extracting %s", archive)
+        _stamp(parent, folder).unlink(missing_ok=True)
+        safe_extract(archive, parent, folder)
+        stamp = _stamp(parent, folder)
+        tmp = stamp.with_name(f"{stamp.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(_archive_stamp(archive, remote.md5)))
+        os.replace(tmp, stamp)
         return target
-    ensure_file(remote, archive, download, alternative=target)
-    log.info("extracting %s", archive)
-    return safe_extract(archive, archive.parent, folder)
 
 
 def default_root() -> Path:

@@ -36,11 +36,13 @@ SETID_KEYS = {"train": "trnid", "val": "valid", "test": "tstid"}
 def load_mat_vector(path: Path, key: str) -> np.ndarray:
     """Read the 1×k (or k) integer vector `key` of an Oxford .mat file; errors name the file."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(path, squeeze_me=True)
-    except (OSError, ValueError, TypeError) as e:
-        raise DataFileError(f"{path}: unreadable .mat file ({e})") from None
+    except (OSError, ValueError, TypeError, MatReadError) as e:
+        raise DataFileError(f"{path}: unreadable .mat file ({type(e).__name__}: {e or 'empty file'}); delete it to "
+                            "download it again") from None
     if key not in mat:
         raise DataFileError(f"{path}: no variable {key!r} (found {sorted(k for k in mat if not k.startswith('__'))})")
     return np.atleast_1d(np.asarray(mat[key])).astype(np.int64).ravel()
@@ -92,8 +94,8 @@ class FlowersSource:
     ) -> None:
         if split not in SPLIT_MODES:
             raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
-        if image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+        realdata.check_arguments("FlowersSource", image_size=image_size, download=download, skip_bad=skip_bad,
+                                 min_captions=min_captions, workers=workers)
         self.root = expand_root(root) if root is not None else default_root()
         self.image_size, self.download, self.split = int(image_size), download, split
         self.skip_bad, self.min_captions, self.folder = skip_bad, min_captions, folder
@@ -105,8 +107,9 @@ class FlowersSource:
         self.workers = workers
 
     def cache_key(self) -> str:
-        """Names the cache folder: everything that changes the cached content, not the root."""
-        return f"flowers-{self.split}-s{self.image_size}-min{self.min_captions}-v{VERSION}"
+        """Names the cache folder: everything that changes the cached content (`skip_bad` and which files included), not the root."""
+        files = realdata.files_digest(self.images, self.labels, self.setid, self.captions, self.captions_folder, self.folder)
+        return f"flowers-{self.split}-s{self.image_size}-min{self.min_captions}-skip{int(self.skip_bad)}-{files}-v{VERSION}"
 
     def prepare_files(self) -> tuple[Path, Path]:
         """Fetch/verify/extract what is missing; return the flowers-102 and the Reed caption folders."""

@@ -1,15 +1,19 @@
 """The caching step shared by the downloaded datasets (CUB, Flowers): image files → decode-once cache.
 
 A `Record` is one image file with its label, captions and (CUB) box and part locations in
-original pixels. `build_cache` decodes every image once with PIL, converts it to RGB (grey,
-CMYK and palette images included), SQUASHES it to `size`×`size` (no crop, the aspect ratio is
-not kept, so the whole object stays in view and boxes/parts scale by a plain per-axis
-factor), scales boxes and parts by the same factors, and writes the splits and `info.json`.
+original pixels. `build_cache` decodes every image once with PIL, turns it upright by its EXIF
+orientation (boxes and parts turn with it), converts it to RGB (grey, CMYK, palette, alpha over
+white, and 16-bit grey scaled to 8 bits rather than clipped), SQUASHES it to `size`×`size` (no
+crop, the aspect ratio is not kept, so the whole object stays in view and boxes/parts scale by a
+plain per-axis factor), scales boxes and parts by the same factors, and writes the splits and
+`info.json`. An image that cannot be decoded, or is over Pillow's decompression-bomb limit,
+raises ImageDecodeError naming its file (skipped with `skip_bad`).
 If anything fails, the splits this call wrote are removed, so no complete cache is left.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -19,12 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from jointcap.data import cache
 from jointcap.data.captions import Skipped
-from jointcap.data.download import DataFileError
+from jointcap.data.download import DataFileError, Remote
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +49,86 @@ class Record:
     parts: np.ndarray | None = None
 
 
-def decode_resized(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode `path` to RGB uint8 squashed to (size, size, 3); also return the original (w, h)."""
+ORIENTATION = 0x0112  # the EXIF tag; 1 = upright, 2…8 = mirrored and/or rotated
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """`img` as 8-bit RGB: 16-bit grey scaled (Pillow's own conversion clips it to white), alpha over white."""
+    if img.mode in _SIXTEEN_BIT or img.mode == "I":
+        arr = np.asarray(img, dtype=np.int64)  # (H, W)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageDecodeError(f"{path}: {img.mode} image with values outside 0..65535; cannot map it to 8 bits")
+        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        raise ImageDecodeError(f"{path}: floating-point image (mode F) has no defined 8-bit range; convert it first")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Decode `path` upright to RGB uint8 squashed to (size, size, 3); also the stored (w, h) and EXIF orientation."""
     try:
         with Image.open(path) as img:
             original = img.size
+            orientation = int(img.getexif().get(ORIENTATION, 1) or 1)
             img.draft("RGB", (size, size))  # JPEG: let the decoder downscale (never below `size`)
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+            rgb = to_rgb(upright, path).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"{path}: image too large to decode safely ({e})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"{path}: cannot decode image ({e})") from None
-    return np.asarray(rgb, dtype=np.uint8), original
+    return np.asarray(rgb, dtype=np.uint8), original, orientation if orientation in range(2, 9) else 1
 
 
-def scale_annotations(record: Record, original: tuple[int, int], size: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Box and part locations of `record` moved from original to cached pixels."""
-    sx, sy = size / original[0], size / original[1]
-    box = None if record.box is None else np.asarray(record.box, np.float32) * np.float32([sx, sy, sx, sy])
+def decode_resized(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode `path` (upright) to RGB uint8 squashed to (size, size, 3); also return its upright (w, h)."""
+    array, (w, h), orientation = decode_image(path, size)
+    return array, ((h, w) if orientation >= 5 else (w, h))
+
+
+def orient_points(xy: np.ndarray, orientation: int, original: tuple[int, int]) -> np.ndarray:
+    """(K, 2) x, y in the stored image's pixels → the same points in the upright image (EXIF orientation 1…8)."""
+    w, h = original
+    x, y = xy[:, 0], xy[:, 1]
+    out = {1: (x, y), 2: (w - x, y), 3: (w - x, h - y), 4: (x, h - y),
+           5: (y, x), 6: (h - y, x), 7: (h - y, w - x), 8: (y, w - x)}[orientation]
+    return np.stack(out, axis=1).astype(np.float32)
+
+
+def scale_annotations(record: Record, original: tuple[int, int], size: int,
+                      orientation: int = 1) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Box and part locations of `record` moved from original (stored, pre-EXIF) to cached pixels."""
+    upright = (original[1], original[0]) if orientation >= 5 else original
+    sx, sy = size / upright[0], size / upright[1]
+    box = None
+    if record.box is not None:
+        x, y, bw, bh = np.asarray(record.box, np.float32)
+        corners = orient_points(np.array([[x, y], [x + bw, y + bh]], np.float32), orientation, original)
+        lo, hi = corners.min(0), corners.max(0)
+        box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32) * np.float32([sx, sy, sx, sy])
     parts = None
     if record.parts is not None:
         parts = np.array(record.parts, dtype=np.float32)
+        visible = parts[:, 2] > 0  # invisible parts stay at CUB's (0, 0)
+        parts[visible, :2] = orient_points(parts[visible, :2], orientation, original)
         parts[:, 0] *= sx
         parts[:, 1] *= sy
     return box, parts
 
 
-def _decode_or_error(item: tuple[Path, int]) -> tuple[np.ndarray, tuple[int, int]] | ImageDecodeError:
+def _decode_or_error(item: tuple[Path, int]) -> tuple[np.ndarray, tuple[int, int], int] | ImageDecodeError:
     try:
-        return decode_resized(*item)
+        return decode_image(*item)
     except ImageDecodeError as e:
         return e
 
 
-def _decoded(records: Sequence[Record], size: int, workers: int) -> Iterator[tuple[np.ndarray, tuple[int, int]] | ImageDecodeError]:
+def _decoded(records: Sequence[Record], size: int, workers: int) -> Iterator[tuple[np.ndarray, tuple[int, int], int] | ImageDecodeError]:
     """Decode images in order, on a few threads (PIL releases the GIL while decoding)."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
@@ -94,9 +146,9 @@ def _fill(images: np.ndarray, records: Sequence[Record], size: int, skip_bad: bo
                 raise result
             skipped.append(Skipped(record.key, str(record.path), str(result)))
             continue
-        array, original = result
+        array, original, orientation = result
         images[len(kept)] = array
-        box, part = scale_annotations(record, original, size)
+        box, part = scale_annotations(record, original, size, orientation)
         kept.append(record)
         boxes.append(box)
         parts.append(part)
@@ -143,6 +195,29 @@ def report_skipped(name: str, skipped: Sequence[Skipped]) -> dict:
         first = ", ".join(s.key for s in skipped[:5])
         log.warning("%s: skipped %d bad image(s) (skip_bad=True), e.g. %s", name, len(skipped), first)
     return {"count": len(skipped), "items": [asdict(s) for s in skipped]}
+
+
+def files_digest(*parts: object) -> str:
+    """8 hex digits naming which files a source reads (its Remotes' names and md5s, folder names): part of a cache key.
+
+    URLs are left out: a mirror of the same (md5-checked) file gives the same cache.
+    """
+    named = [(p.filename, p.md5) if isinstance(p, Remote) else p for p in parts]
+    return hashlib.sha1(repr(named).encode()).hexdigest()[:8]
+
+
+def check_arguments(owner: str, **values: object) -> None:
+    """Type and range checks shared by the real sources' constructors (a YAML 'no' is a string, not False)."""
+    for name in ("download", "skip_bad"):
+        if name in values and not isinstance(values[name], bool):
+            raise ValueError(f"{owner}: {name} must be true or false, got {values[name]!r}")
+    lows = {"image_size": 1, "min_captions": 1, "seed": 0, "workers": 1}
+    for name, low in lows.items():
+        value = values.get(name)
+        if name not in values or (value is None and name == "workers"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{owner}: {name} must be an integer ≥ {low}, got {value!r}")
 
 
 def default_workers() -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,26 @@ from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from jointcap.lit_module import JointCaptionModule
 
 
-class UnsafeCheckpointError(RuntimeError):
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be used; the message names it."""
+
+
+class UnsafeCheckpointError(CheckpointError):
     """A checkpoint holds objects other than tensors and plain containers."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint file is empty, truncated or not a torch checkpoint at all."""
+
+
+_UNREADABLE = (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile)  # what torch.load raises on a broken file
+
+
+def _unreadable(path: _PATH, error: Exception) -> UnreadableCheckpointError:
+    size = Path(path).stat().st_size if Path(path).is_file() else None
+    what = "empty file" if size == 0 else f"{type(error).__name__}: {error}"
+    return UnreadableCheckpointError(f"{path}: not a readable checkpoint ({what}); was its save interrupted? "
+                                     "Use another checkpoint (e.g. best-*.ckpt) or start fresh")
 
 
 def _refuse(path: _PATH, error: Exception) -> UnsafeCheckpointError:
@@ -45,6 +64,10 @@ def load_checkpoint(path: _PATH, map_location: _MAP_LOCATION_TYPE = "cpu", mmap:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise _refuse(path, e) from None
+    except _UNREADABLE as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _unreadable(path, e) from None
 
 
 def load_module(path: _PATH, map_location: _MAP_LOCATION_TYPE = "cpu") -> JointCaptionModule:
@@ -53,6 +76,12 @@ def load_module(path: _PATH, map_location: _MAP_LOCATION_TYPE = "cpu") -> JointC
         module = JointCaptionModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refuse(path, e) from None
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(path, e) from None
+    except RuntimeError as e:  # torch: "PytorchStreamReader failed reading zip archive" and the like
+        if "zip" not in str(e) and "archive" not in str(e):
+            raise
+        raise _unreadable(path, e) from None
     return module.eval()
 
 

@@ -119,6 +119,9 @@ def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, 
                 break
             time.sleep(0.05)
         time.sleep(delay)
+        if proc.poll() is not None:  # it finished (or failed) before the kill: not a kill
+            done.append(f"no {signal.Signals(sig).name}: run had already ended→{proc.returncode}")
+            continue
         code = stop(proc, sig, timeout)
         done.append(f"{signal.Signals(sig).name}+{delay:.2f}s→{code}")
     code = start(run_dir, overrides, env).wait(timeout)
@@ -127,8 +130,8 @@ def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
+    parser.add_argument("--cycles", type=int, default=50, help="kill-and-resume cycles to run (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (signals and delays)")
     parser.add_argument("--max-delay", type=float, default=4.0, help="longest wait after a checkpoint before a kill (s)")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args(argv)
