@@ -68,3 +68,21 @@ def test_skip_if_done_returns_before_training(tmp_path: Path) -> None:
     proc = run_cli([*TINY, "skip_if_done=true", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert "skipping this job" in proc.stdout + proc.stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("experiment", ["hard_classifier", "hard_captioner", "hard_nocam", "hard_cam"])
+def test_hard_experiments_with_study_budget_compose_and_validate(experiment: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from jointcap.config import validate
+    from tests.test_configs import CONF
+
+    overrides = [f"+experiment={experiment}", "+budget=study_hard", "skip_if_done=true", "data.source.shortcut=true",
+                 "data.source.per_class=15"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    validate(cfg)
+    assert cfg.data.source._target_.endswith("HardSyntheticSource") and cfg.data.source.per_class == 15
+    assert cfg.callbacks.checkpoint.monitor is None  # the last-epoch rule
+    assert cfg.callbacks.test_predictions._target_.endswith("PerImagePredictions") and cfg.callbacks.media is None
+    assert (cfg.model.loss.cam_weight > 0) == (experiment == "hard_cam")
