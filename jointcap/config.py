@@ -274,6 +274,7 @@ class DataConfig:
 class RunConfig:
     seed: int = at_least(0, 0)
     ckpt_path: Optional[str] = "auto"  # auto | last | null | a checkpoint file
+    skip_if_done: bool = False  # return at once when the run folder holds results.json
     test_after_fit: bool = True
     objective: str = "val/acc1"
     objective_mode: str = choice("max", ("min", "max"))

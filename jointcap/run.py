@@ -24,7 +24,7 @@ from jointcap.config import validate
 from jointcap.runtime.distributed import sweep_safe
 from jointcap.analysis.report import print_summary
 from jointcap.runtime.resume import hparams_mismatch, resume_path
-from jointcap.runtime.tracking import finish_wandb, log_config, write_results
+from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
 # By design the LightningModule, not the DataModule, moves and normalises batches.
@@ -87,6 +87,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     validate(cfg)  # before any data work: a bad key or value fails here, naming itself
+    done = finished_results(HydraConfig.get().runtime.output_dir) if cfg.get("skip_if_done") else None
+    if done is not None:  # a resumable sweep's rerun: this job's folder already holds its results
+        log.info("skip_if_done: %s/results.json exists, skipping this job", HydraConfig.get().runtime.output_dir)
+        return done.get("objective_value")
     try:
         metrics = train(cfg)
     except SIGTERMException:  # pre-emption; in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt

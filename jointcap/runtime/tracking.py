@@ -6,7 +6,8 @@
 * `log_config(loggers, cfg)` records the full resolved config in every W&B run.
 * `finish_wandb()` closes the job's W&B run (called in `jointcap.run`'s `finally`, so the next
   sweep job starts a run of its own) and prints how to upload an offline one.
-* `write_results(run_dir, ...)` writes the final metrics that `jointcap.analysis.summarize` reads.
+* `write_results(run_dir, ...)` writes the final metrics that `jointcap.analysis.summarize` reads;
+  `finished_results(run_dir)` reads them back (a resumable study's rerun skips such a job).
 * the `jointcap.dirname` resolver names sweep job folders (`conf/config.yaml`): the overrides,
   with `/` made safe and capped in length (many overrides would exceed the file-name limit).
 """
@@ -131,3 +132,13 @@ def write_results(run_dir: Path, metrics: Mapping[str, float], objective: str | 
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def finished_results(run_dir: Path | str) -> dict[str, Any] | None:
+    """The job's `results.json` record when the job finished (a readable file with metrics), else None."""
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None

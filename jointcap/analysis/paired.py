@@ -1,0 +1,216 @@
+"""Study summary with paired comparisons against λ = 0: `python experiments/summarize_hard.py <study dir>… [--out DIR]`.
+
+Reads every finished job under the folders (results.json, .hydra/, and the per-image
+`test_predictions.csv` of `+budget=study_hard`), groups them into settings as
+`jointcap.analysis.summarize` does, and splits the settings into *families* by their data
+options (the shortcut split, the low-data per_class). In each family the baseline is the joint
+model with λ = model.loss.cam_weight = 0; every other setting is compared with it on the seeds
+both ran:
+* per-image scores (test top-1 `correct`, and any numeric per-image column such as a caption
+  score; `worst_group_acc` where images carry a shortcut group): mean difference with a 95 %
+  bootstrap interval over seeds × test images (`jointcap.analysis.stats.paired_difference`);
+* the run-level test metrics of results.json (CIDEr-D, localisation, …): the same bootstrap over
+  seeds only (one value per run), so these intervals are wider and cruder.
+Writes `paired.md` (one table per family, significance stated), `paired.csv` and one forest plot
+per family and metric kind (`paired_<family>.png`), next to the usual summary.md / jobs.csv / plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jointcap.analysis import summarize as sm
+from jointcap.analysis.stats import Comparison, paired_difference
+from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
+
+FAMILY_KEYS = ("data.source.shortcut", "data.source.per_class")
+NON_SCORES = {"index", "key", "label", "pred", "prob", "group", "caption"}
+RUN_METRICS = ("test/acc1", "test/cider_d", "test/bleu4", "test/disagreement", "test/cam_pointing_class",
+               "test/attn_pointing_class", "test/cam_iou_class", "test/word_grounding")
+
+
+@dataclass
+class Row:
+    """One comparison of a setting with its family's λ = 0 baseline on one metric."""
+
+    family: str
+    setting: str
+    metric: str
+    level: str  # "images × seeds" or "seeds"
+    result: Comparison
+
+
+def family_of(job: sm.Job) -> str:
+    """`shortcut=True, per_class=15`-style name of the job's data options."""
+    values = [(k.rsplit(".", 1)[-1], job.config.get(k)) for k in FAMILY_KEYS]
+    return ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in values)
+
+
+def is_baseline(job: sm.Job) -> bool:
+    """The joint model without the CAM loss."""
+    return job.config.get("model.task") == "joint" and float(job.config.get("model.loss.cam_weight", 1.0)) == 0.0
+
+
+def read_predictions(job: sm.Job) -> dict[str, dict[str, str]] | None:
+    """{key: row} of the job's test_predictions.csv, or None when it has none."""
+    path = job.folder / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return {row["key"]: row for row in csv.DictReader(f)}
+
+
+def _number(v: str | None) -> float:
+    try:
+        return float(v) if v not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def per_image_scores(preds: dict[str, dict[str, str]]) -> list[str]:
+    """The numeric per-image score columns of a predictions table (`correct` and e.g. caption scores)."""
+    first = next(iter(preds.values()), {})
+    return [k for k in first if k not in NON_SCORES and math.isfinite(_number(first[k]))]
+
+
+def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> list[tuple[str, str, Comparison]]:
+    """(metric, level, comparison) of setting a vs baseline b on their common seeds."""
+    a_by, b_by = {j.seed: j for j in a_jobs}, {j.seed: j for j in b_jobs}
+    seeds = sorted(set(a_by) & set(b_by), key=repr)
+    if not seeds:
+        return []
+    out: list[tuple[str, str, Comparison]] = []
+    preds_a = [read_predictions(a_by[s]) for s in seeds]
+    preds_b = [read_predictions(b_by[s]) for s in seeds]
+    if all(p for p in preds_a + preds_b):
+        keys = sorted(set.intersection(*(set(p) for p in preds_a + preds_b)))
+        names = [n for n in per_image_scores(preds_a[0]) if n in per_image_scores(preds_b[0])]
+        for name in names:
+            a = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_a])
+            b = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_b])
+            if np.isfinite(a).any() and np.isfinite(b).any():
+                out.append((name, "images × seeds", paired_difference(a, b, n_boot=n_boot)))
+            groups = [preds_a[0][k].get("group", "") for k in keys]
+            if name == "correct" and all(g != "" for g in groups):
+                out.append(("worst_group_acc", "images × seeds", paired_difference(a, b, groups=np.array(groups), n_boot=n_boot)))
+    for name in RUN_METRICS:
+        a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
+        b = np.array([b_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            out.append((name, "seeds", paired_difference(a, b, n_boot=n_boot)))
+    return out
+
+
+def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
+    """Every setting against its family's λ = 0 baseline (families without one are skipped)."""
+    sm.assign_settings(jobs)
+    rows: list[Row] = []
+    families: dict[str, list[sm.Job]] = {}
+    for job in jobs:
+        families.setdefault(family_of(job), []).append(job)
+    for family, members in sorted(families.items()):
+        groups = sm.group_jobs(members)
+        base = [s for s, js in groups.items() if is_baseline(js[0])]
+        if not base:
+            continue
+        base_jobs = groups[base[0]]
+        for setting, js in groups.items():
+            if setting == base[0]:
+                continue
+            name = sm.label(tuple((k, v) for k, v in setting if k not in FAMILY_KEYS))
+            rows += [Row(family, name, metric, level, c) for metric, level, c in compare(js, base_jobs, n_boot)]
+    return rows
+
+
+def markdown(rows: list[Row], title: str) -> str:
+    """One table per family: metric, both means, Δ, 95 % CI, n, and the verdict."""
+    lines = [f"# {title}", "",
+             "Each setting against the joint model with λ = 0 of the same data option, on the seeds both ran. "
+             "Δ = setting − baseline; CI: 95 % percentile bootstrap, resampling seeds and (for per-image scores) test "
+             "images with replacement; **bold** = the interval excludes 0. `correct` is top-1 accuracy; "
+             "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies.", ""]
+    for family in dict.fromkeys(r.family for r in rows):
+        lines += [f"## {family}", "", "| setting | metric | bootstrap over | setting | λ = 0 | Δ | 95 % CI | seeds | images | verdict |",
+                  "|---|---|---|---:|---:|---:|---|---:|---:|---|"]
+        for r in (r for r in rows if r.family == family):
+            c = r.result
+            delta = f"{c.diff:+.4f}"
+            verdict = f"**{c.verdict()}**" if c.significant else c.verdict()
+            lines.append(f"| {r.setting} | {r.metric} | {r.level} | {c.stat_a:.4f} | {c.stat_b:.4f} | {delta} | "
+                         f"[{c.low:+.4f}, {c.high:+.4f}] | {c.n_seeds} | {c.n_images if r.level != 'seeds' else '–'} | {verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path | None:
+    """Δ vs λ = 0 with its 95 % interval, one line per setting; None if there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [r for r in rows if r.family == family and r.metric == metric]
+    if not mine:
+        return None
+    scale, unit = (100.0, "percentage points") if metric in ("correct", "worst_group_acc", "test/acc1") else (1.0, "score units")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(mine) + 1.6))
+    for i, r in enumerate(mine):
+        c = r.result
+        color = "C0" if not c.significant else ("C2" if c.diff > 0 else "C3")
+        ax.errorbar(c.diff * scale, i, xerr=[[(c.diff - c.low) * scale], [(c.high - c.diff) * scale]], fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(mine)), [r.setting for r in mine], fontsize=8)
+    ax.invert_yaxis()
+    name = {"correct": "test top-1 accuracy", "worst_group_acc": "worst-group test accuracy"}.get(metric, metric)
+    ax.set_xlabel(f"Δ {name} vs joint λ = 0 ({unit})", fontsize=9)
+    ax.set_title(f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % bootstrap CI over {mine[0].level}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def summarize_study(roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000) -> dict[str, Path]:
+    """The usual summary (summary.md, jobs.csv, λ plots) plus paired.md, paired.csv and forest plots; returns the files."""
+    files = sm.summarize(roots, out, title)
+    rows = paired_rows(sm.find_jobs(roots), n_boot)
+    files["paired"] = out / "paired.md"
+    files["paired"].write_text(markdown(rows, f"{title}: paired comparisons against λ = 0"))
+    files["paired_csv"] = out / "paired.csv"
+    with open(files["paired_csv"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["family", "setting", "metric", "bootstrap_over", "setting_value", "baseline_value", "diff", "ci_low", "ci_high",
+                    "n_seeds", "n_images", "significant"])
+        for r in rows:
+            c = r.result
+            w.writerow([r.family, r.setting, r.metric, r.level, c.stat_a, c.stat_b, c.diff, c.low, c.high, c.n_seeds, c.n_images,
+                        c.significant])
+    for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
+        for metric in ("correct", "worst_group_acc"):
+            path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")
+            if path:
+                files[path.name] = path
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: study folders in, summary files out."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("roots", nargs="+", type=Path, help="study folders (multirun folders or job folders) to read")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: the first folder)")
+    p.add_argument("--title", default="Hard-benchmark study")
+    p.add_argument("--n-boot", type=int, default=2000)
+    args = p.parse_args(argv)
+    for name, path in summarize_study(args.roots, args.out or args.roots[0], args.title, args.n_boot).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

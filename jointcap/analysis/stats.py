@@ -1,0 +1,129 @@
+"""Paired comparisons of two settings with bootstrap confidence intervals over test images and seeds.
+
+A study scores every test image under every (setting, seed). To ask "does λ > 0 beat λ = 0?",
+`paired_difference(a, b)` takes the per-image scores of both settings as (seeds, images) arrays,
+row s of both from the same seed and column i from the same test image, and returns the
+difference of their means with a two-level (seeds, then images) bootstrap interval: each
+replicate resamples seeds with replacement and, independently, test images with replacement,
+and recomputes both settings' statistic on the same resample (so the pairing cancels the
+image difficulty and the seed's shared randomness). The statistic is the mean, or with
+`groups` the worst-group mean (e.g. the shortcut split's aligned / conflicting images).
+The difference is significant at the interval's level when the interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+CHUNK = 250  # bootstrap replicates computed at once (memory: CHUNK × images floats)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """stat(a) − stat(b), its bootstrap interval and what it rests on."""
+
+    diff: float
+    low: float
+    high: float
+    level: float
+    n_seeds: int
+    n_images: int
+    n_boot: int
+    stat_a: float
+    stat_b: float
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    def verdict(self) -> str:
+        """`higher` / `lower` (significant at the level) or `no significant difference`."""
+        if not self.significant:
+            return "no significant difference"
+        return "higher" if self.diff > 0 else "lower"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "significant": self.significant, "verdict": self.verdict()}
+
+
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    """(seeds, images) float64; a 1-D array is one seed."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{name}: expected scores shaped (seeds, images), got {arr.shape}")
+    return arr
+
+
+def group_stat(scores: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Mean of (seeds, images) scores; with per-image `groups`, the lowest group mean (worst-group)."""
+    scores = _as_matrix(scores, "scores")
+    if groups is None:
+        return float(scores.mean())
+    groups = np.asarray(groups)
+    return float(min(scores[:, groups == g].mean() for g in np.unique(groups)))
+
+
+def group_means(scores: np.ndarray, groups: np.ndarray) -> dict:
+    """{group: mean score} over seeds and the group's images."""
+    scores, groups = _as_matrix(scores, "scores"), np.asarray(groups)
+    return {g.item() if hasattr(g, "item") else g: float(scores[:, groups == g].mean()) for g in np.unique(groups)}
+
+
+def _replicate_stats(x: np.ndarray, cs: np.ndarray, ci: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Statistic of each bootstrap replicate: seed counts cs (R, S), image counts ci (R, N) → (R,)."""
+    per_image = (cs @ x) * ci  # (R, N): each image's score summed over the resampled seeds, times its multiplicity
+    s = cs.sum(1, keepdims=True)  # (R, 1) = n_seeds
+    if groups is None:
+        return per_image.sum(1) / (s[:, 0] * ci.sum(1))
+    out = np.full(len(cs), np.inf)
+    for g in np.unique(groups):
+        sel = groups == g
+        weight = ci[:, sel].sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = per_image[:, sel].sum(1) / (s[:, 0] * weight)
+        out = np.minimum(out, np.where(weight > 0, mean, np.inf))  # a group absent from a resample does not count
+    return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 2000,
+                      level: float = 0.95, seed: int = 0) -> Comparison:
+    """stat(a) − stat(b) for paired (seeds, images) scores, with a percentile bootstrap interval at `level`.
+
+    Images with a non-finite score in either setting are left out (e.g. a caption score with no
+    reference). `groups` (per image) switches the statistic to the worst-group mean.
+    """
+    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same (seeds, images) shape: a {a.shape}, b {b.shape}")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got level={level}, n_boot={n_boot}")
+    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
+    if not keep.any():
+        raise ValueError("no image has a finite score in both settings")
+    a, b = a[:, keep], b[:, keep]
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(keep):
+            raise ValueError(f"groups has {len(groups)} entries for {len(keep)} images")
+        groups = groups[keep]
+    n_seeds, n_images = a.shape
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_boot, CHUNK):
+        r = min(CHUNK, n_boot - start)
+        cs = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=r).astype(np.float64)  # (R, S)
+        ci = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=r).astype(np.float64)  # (R, N)
+        diffs.append(_replicate_stats(a, cs, ci, groups) - _replicate_stats(b, cs, ci, groups))
+    d = np.concatenate(diffs)
+    d = d[np.isfinite(d)]
+    alpha = (1 - level) / 2
+    low, high = (float(np.quantile(d, q)) for q in (alpha, 1 - alpha)) if len(d) else (math.nan, math.nan)
+    sa, sb = group_stat(a, groups), group_stat(b, groups)
+    return Comparison(diff=sa - sb, low=low, high=high, level=level, n_seeds=n_seeds, n_images=n_images, n_boot=n_boot,
+                      stat_a=sa, stat_b=sb)

@@ -1,0 +1,49 @@
+"""The hard-study summary (jointcap.analysis.paired): settings paired with their family's λ = 0 on seeds and test images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jointcap.analysis import paired
+
+
+def _job(root: Path, name: str, seed: int, cam_weight: float, p_correct: float, shortcut: bool = False) -> None:
+    folder = root / f"{name}_s{seed}"
+    (folder / ".hydra").mkdir(parents=True)
+    cfg = {"seed": seed, "model": {"task": "joint", "loss": {"cam_weight": cam_weight}},
+           "data": {"source": {"shortcut": shortcut, "per_class": 30}}}
+    (folder / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
+    (folder / ".hydra" / "overrides.yaml").write_text(json.dumps([f"seed={seed}", f"model.loss.cam_weight={cam_weight}"]))
+    rng = np.random.default_rng(seed * 100 + int(cam_weight * 10) + 7 * shortcut)
+    correct = (rng.random(300) < p_correct).astype(int)
+    metrics = {"test/acc1": float(correct.mean()), "test/cider_d": 0.5 + 0.01 * seed + 0.1 * cam_weight}
+    (folder / "results.json").write_text(json.dumps({"objective": "test/acc1", "metrics": metrics}))
+    with open(folder / "test_predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "key", "label", "pred", "correct", "prob", "caption", "group"])
+        for i, c in enumerate(correct):
+            w.writerow([i, f"test_{i:06d}", 0, 0 if c else 1, c, 0.5, "a bird", i % 2])
+
+
+def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)  # a large real gain
+        _job(tmp_path / "runs", "sc_nocam", seed, 0.0, 0.6, shortcut=True)
+        _job(tmp_path / "runs", "sc_cam", seed, 1.0, 0.6, shortcut=True)  # no gain
+    files = paired.summarize_study([tmp_path / "runs"], tmp_path / "out", n_boot=300)
+    rows = list(csv.DictReader(open(files["paired_csv"])))
+    get = {(r["family"], r["metric"]): r for r in rows}
+    gain = get[("shortcut=False, per_class=30", "correct")]
+    assert gain["significant"] == "True" and float(gain["ci_low"]) > 0 and gain["n_seeds"] == "3" and gain["n_images"] == "300"
+    null = get[("shortcut=True, per_class=30", "correct")]
+    assert null["significant"] == "False" and float(null["ci_low"]) < 0 < float(null["ci_high"])
+    assert ("shortcut=True, per_class=30", "worst_group_acc") in get  # groups present → worst-group comparison
+    assert get[("shortcut=False, per_class=30", "test/cider_d")]["bootstrap_over"] == "seeds"
+    md = files["paired"].read_text()
+    assert "**higher**" in md and "no significant difference" in md and "95 %" in md
+    assert files["paired_0_correct.png"].is_file() and files["summary"].is_file()
