@@ -120,6 +120,8 @@ class LossConfig:
     doubly_stochastic: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
     attention_words: str = choice("all", ATTENTION_WORDS)
+    scst_epochs: float = at_least(0.0, 0)
+    scst_samples: int = at_least(5, 2)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import lightning as L
@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from jointcap import losses
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.caption_metric import CaptionScores
+from jointcap.metrics.cider_reward import CiderReward
 from jointcap.metrics.correctness import FactReader
 from jointcap.metrics.localisation import (BoxAccuracy, LocalisationScores, gt_known_loc, part_pointing, upsample,
                                            word_attention, word_grounding)
@@ -46,7 +47,7 @@ class JointCaptionModule(L.LightningModule):
         self.save_hyperparameters()
         self.loss_cfg = {"caption_weight": 1.0, "cam_weight": 1.0, "divergence": "js", "grad_to": "both",
                          "warmup_epochs": 1.0, "doubly_stochastic": 0.0, "label_smoothing": 0.0,
-                         "attention_words": "all", **(loss or {})}
+                         "attention_words": "all", "scst_epochs": 0.0, "scst_samples": 5, **(loss or {})}
         if self.loss_cfg["attention_words"] not in losses.ATTENTION_WORDS:
             raise ValueError(f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
                              f"got {self.loss_cfg['attention_words']!r}")
@@ -66,6 +67,7 @@ class JointCaptionModule(L.LightningModule):
         self._content_words: frozenset[str] = frozenset()  # attribute and part words (the data's info), for Q
         self._refs: list[list[str]] = []
         self._split_extra: dict = {}  # the evaluated split's extra fields (true facts per image)
+        self._reward: CiderReward | None = None  # self-critical training's CIDEr-D reward (training references)
         self.image_size: int | None = None  # the training images' side, stored in checkpoints for predict
         if num_classes is not None and vocab_size is not None:
             self._build(num_classes, vocab_size)
@@ -195,8 +197,46 @@ class JointCaptionModule(L.LightningModule):
         batch["image"] = images
         return batch
 
+    def self_critical_now(self) -> bool:
+        """Whether this training step trains the captioner self-critically (the last `loss.scst_epochs` epochs)."""
+        n = float(self.loss_cfg["scst_epochs"])
+        if n <= 0 or not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit":
+            return False
+        return self.training and self.current_epoch >= self.trainer.max_epochs - n
+
+    def _self_critical(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Self-critical sequence training (Rennie et al. 2017, with Luo 2020's baseline): k captions sampled
+        per image, each rewarded by its CIDEr-D against the image's training references minus the mean reward
+        of the image's other samples; loss = -(advantage · log p(caption)). It optimises what greedy and beam
+        decoding return toward the consensus of the references, which the word-level cross-entropy does not
+        (its most probable caption is a short, often looping one on randomly ordered reference phrases)."""
+        k, labels = int(self.loss_cfg["scst_samples"]), batch["label"]
+        if self._reward is None:
+            self._reward = CiderReward(self.trainer.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
+        out = self.model(batch["image"], None)
+        cap = self.model.captioner
+        samples = cap.sample(out.emb, k, self.decode_cfg["max_len"])  # (B·k, T), image-major
+        images = batch["index"].repeat_interleave(k).tolist()
+        reward = torch.tensor(self._reward(samples.cpu().numpy(), images), dtype=torch.float32,
+                              device=samples.device).view(-1, k)  # (B, k)
+        baseline = (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
+        seq = torch.cat([torch.full_like(samples[:, :1], BOS_ID), samples], 1)  # (B·k, T+1)
+        word_logits, alphas = cap(out.emb.repeat_interleave(k, dim=0), seq)
+        targets = seq[:, 1:]
+        said = targets != PAD_ID  # (B·k, T) the sampled words and their EOS
+        logp = word_logits.float().log_softmax(-1).gather(2, targets[..., None]).squeeze(2)  # (B·k, T)
+        advantage = (reward - baseline).view(-1, 1)
+        terms: dict[str, torch.Tensor] = {"cap": -(advantage * logp * said).sum(1).mean(), "reward": reward.mean()}
+        if out.class_logits is not None:
+            terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
+            q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1]).mean(1)
+            terms["dis"] = self.disagreement(self.model.cam(out.emb, labels), q)
+        return terms, out
+
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        """All loss terms of one teacher-forced pass, and the pass itself."""
+        """All loss terms of one teacher-forced pass (or a self-critical one late in training), and the pass."""
+        if self.self_critical_now():
+            return self._self_critical(batch)
         tokens, labels = _trim(batch["tokens"]), batch["label"]
         out = self.model(batch["image"], tokens if self.has_captioner else None)
         terms: dict[str, torch.Tensor] = {}
@@ -233,7 +273,9 @@ class JointCaptionModule(L.LightningModule):
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        with autocast_weight_cache(self.device.type):
+        # no weight-cast cache around self-critical steps: their sampling runs without grad, and casts cached
+        # there would cut the gradient of the pass that follows (Lightning-AI/pytorch-lightning#20644)
+        with nullcontext() if self.self_critical_now() else autocast_weight_cache(self.device.type):
             terms, _ = self._losses(batch)
         total = self._total(terms)
         bs = batch["label"].shape[0]

@@ -120,6 +120,27 @@ class AttentionCaptioner(nn.Module):
         return _finish(torch.stack(tokens, 1), torch.stack(alphas, 1), scores, self.eos_id, self.pad_id)
 
     @torch.no_grad()
+    def sample(self, emb: torch.Tensor, k: int, max_len: int = 24) -> torch.Tensor:
+        """`k` captions per image drawn from the model's distribution: token ids (B·k, T), image-major,
+        pad after EOS (self-critical training scores them and re-runs them with gradient)."""
+        feats, feats_proj, (h, c) = self._prepare(emb)
+        rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731  (B, …) → (B·k, …)
+        feats, feats_proj, state = rep(feats), rep(feats_proj), (rep(h), rep(c))
+        n, dev = feats.shape[0], emb.device
+        words = torch.full((n,), self.bos_id, dtype=torch.long, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        tokens = []
+        for _ in range(max_len):
+            logits, _, state = self._step(words, feats, feats_proj, state)
+            words = torch.multinomial(logits.float().softmax(-1), 1).squeeze(1).masked_fill(done, self.pad_id)
+            tokens.append(words)
+            done = done | (words == self.eos_id)
+            if bool(done.all()):
+                break
+        return _finish(torch.stack(tokens, 1), torch.zeros(n, len(tokens), 1, device=dev), torch.zeros(n, device=dev),
+                       self.eos_id, self.pad_id).tokens
+
+    @torch.no_grad()
     def beam_search(self, emb: torch.Tensor, beam_size: int = 3, max_len: int = 24, length_penalty: float = 0.0) -> Decoded:
         """Beam search batched over images × beams; beam 1 is greedy decoding.
 

@@ -1,0 +1,50 @@
+"""Self-critical training's pieces: the CIDEr-D reward and caption sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from jointcap.metrics.cider import cider_d
+from jointcap.metrics.cider_reward import CiderReward
+from jointcap.models.captioner import AttentionCaptioner
+
+PAD, BOS, EOS = 0, 2, 3
+
+
+def _random_ids(rng: np.random.Generator, n: int, c: int, t: int) -> np.ndarray:
+    out = np.zeros((n, c, t), np.int64)
+    for i in range(n):
+        for j in range(c):
+            length = rng.integers(3, t - 2)
+            out[i, j, 0], out[i, j, length + 1] = BOS, EOS
+            out[i, j, 1 : length + 1] = rng.integers(4, 12, length)
+    return out
+
+
+def test_reward_is_cider_d_when_its_corpus_is_the_scored_set() -> None:
+    """With document frequencies from the same images, the reward equals the pycocoevalcap-equal CIDEr-D."""
+    rng = np.random.default_rng(0)
+    refs = _random_ids(rng, 30, 5, 12)
+    hyps = _random_ids(rng, 30, 1, 12)[:, 0, 1:]  # generated rows carry no BOS
+    reward = CiderReward(refs, PAD, BOS, EOS)
+    ours = reward(hyps, range(30))
+    words = lambda row: [str(t) for t in reward.words(row)]  # noqa: E731
+    _, expected = cider_d([words(h) for h in hyps], [[words(r) for r in refs[i]] for i in range(30)])
+    assert np.allclose(ours, expected, atol=1e-12)
+    assert reward(refs[:1, 0, 1:], [0])[0] > reward(refs[1:2, 0, 1:], [0])[0]  # its own reference beats another's
+
+
+def test_sampling_draws_from_the_model_and_pads_after_eos() -> None:
+    torch.manual_seed(0)
+    cap = AttentionCaptioner(8, 7, 4, 8, 4, pad_id=PAD, bos_id=BOS, eos_id=EOS).eval()
+    emb = torch.rand(3, 8, 2, 2)
+    samples = cap.sample(emb, k=4, max_len=6)
+    assert samples.shape[0] == 12 and samples.shape[1] <= 6
+    for row in samples.tolist():
+        if EOS in row:
+            assert all(t == PAD for t in row[row.index(EOS) + 1 :])
+    with torch.no_grad():  # a model that puts all mass on one word samples only that word
+        cap.out.bias.fill_(-30.0)
+        cap.out.bias[5] = 30.0
+    assert (cap.sample(emb, k=2, max_len=4) == 5).all()
