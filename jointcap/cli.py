@@ -133,5 +133,4 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
         raise UserError(f"ckpt_path={path}: a folder without checkpoints (looked for {folder}/best*.ckpt and last.ckpt)")
     kind = "last" if found == last else "best"
     log.info("ckpt_path=%s is a folder: using its %s checkpoint %s", path, kind, found)
-    print(f"using the {kind} checkpoint of {path}: {found}", file=sys.stderr)
     return found
