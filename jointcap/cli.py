@@ -90,7 +90,10 @@ def _output_dir() -> Path | None:
     """The Hydra job's output folder, when there is one."""
     from hydra.core.hydra_config import HydraConfig
 
-    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    try:
+        return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - no job folder to tidy (a config without a runtime section)
+        return None
 
 
 def user_errors(task: F) -> F:

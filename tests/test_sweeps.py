@@ -83,7 +83,7 @@ def test_job_folder_names_are_capped() -> None:
     name = tracking.short_dirname(long)
     assert len(name) <= tracking.DIRNAME_LIMIT and "/" not in name
     assert name != tracking.short_dirname(long + ",z=1")  # distinct overrides, distinct names
-    assert tracking.short_dirname("a=1,b=2") == "a=1,b=2"
+    assert tracking.short_dirname("a=1,b=2") == "a-1__b-2"
 
 
 # -- W&B never prompts -----------------------------------------------------------------------
