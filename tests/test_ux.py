@@ -257,3 +257,22 @@ def test_debug_fdr_leaves_no_checkpoint_or_results(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert run_dir.is_dir() and not (run_dir / "results.json").exists() and not list(run_dir.rglob("*.ckpt"))
     assert "checkpoint:" not in proc.stdout  # the final message names only files that exist
+
+
+# -- study plots -----------------------------------------------------------------------------------
+def test_study_plots_titled_in_words_with_honest_axes() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jointcap.analysis import summarize
+
+    assert summarize.metric_title("test/cider_d") == "CIDEr-D (test)" and summarize.metric_title("test/new_thing") == "new thing (test)"
+    assert summarize.panel_metrics(["test/cider", "test/cider_d", "val/cider"]) == ["test/cider_d", "val/cider"]
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0.992, 0.998, 1.0])
+    summarize.honest_ylim(ax, "test/acc1")
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= summarize.MIN_SPAN and hi <= 1.01  # not a 0.992–1.000 axis
+    plt.close(fig)
