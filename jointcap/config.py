@@ -364,7 +364,7 @@ def _resolved(section: DictConfig, errors: list[str] | None = None, prefix: str 
             out[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
         except OmegaConfBaseException as e:
             raw = OmegaConf.to_container(section, resolve=False).get(key)
-            if errors is not None and not (isinstance(raw, str) and "${hydra:" in raw):
+            if errors is not None and "${hydra:" not in str(raw):  # also inside a nested section (a profiler)
                 errors.append(f"{prefix}.{key}: {str(e).splitlines()[0]}")
     return out
 

@@ -1,10 +1,14 @@
-"""Evaluate a checkpoint on a split: `python -m jointcap.evaluate ckpt_path=FILE [data=…] [split=test]`.
+"""Evaluate a checkpoint on a split: `python -m jointcap.evaluate ckpt_path=FILE|RUN_FOLDER [data=…] [split=test]`.
 
 Runs the module's own test (or validation) metrics over the whole split and writes, into the
 Hydra output folder: `report.json` (every metric, per-class accuracy, what was evaluated),
-`report.csv` (metric, value), `per_class.csv` and `predictions.csv` (one row per image:
+`report.csv` (metric, value), `per_class.csv`, `predictions.csv` (one row per image:
 index, key, true and predicted class, probability, generated caption, first reference and
-the per-image pointing hits). Prints a table of the metrics.
+the per-image pointing hits) and `report.html` (self-contained: metrics, per-class accuracy,
+a gallery of explained images, worst errors first; `jointcap.analysis.html_report`). Prints a
+table of the metrics. A run folder as `ckpt_path` means its best checkpoint (else its last).
+With `wandb.enabled=true` the report, the per-class table and a predictions table with the
+gallery's images go to a W&B run of job type `evaluate`.
 
 Without a `data…` override on the command line, the data config is the one the checkpoint's
 run used (`<run>/.hydra/config.yaml` beside `<run>/checkpoints/`), when it is there.
@@ -16,7 +20,6 @@ import csv
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from jointcap.runtime.checkpoint import UnsafeCheckpointError, load_module
+from jointcap import cli
+from jointcap.analysis import html_report
+from jointcap.runtime.checkpoint import load_module
 from jointcap.runtime.run_config import load_run_data_config
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
@@ -38,7 +43,7 @@ SPLITS = ("val", "test")
 _DATA_OVERRIDE = re.compile(r"^[+~]*data([.=@/]|$)")
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(cli.UserError):
     """A problem with the request (checkpoint, split, data) that the user can fix."""
 
 
@@ -153,9 +158,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Load, evaluate, write the report; returns it."""
     if cfg.split not in SPLITS:
         raise EvaluateError(f"split must be one of {SPLITS}, got {cfg.split!r}")
-    ckpt = Path(str(cfg.ckpt_path)).expanduser()
-    if not ckpt.is_file():
-        raise EvaluateError(f"{ckpt}: checkpoint file not found")
+    if cfg.ckpt_path is None:
+        raise EvaluateError("ckpt_path is required: python -m jointcap.evaluate ckpt_path=<file.ckpt or run folder> (see --help)")
+    ckpt = cli.find_checkpoint(cfg.ckpt_path, prefer="best")
     module = load_module(ckpt)
     chosen = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if v is not None}
     module.set_metric_options(box_stages=[cfg.split], **chosen)
@@ -179,18 +184,64 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
               "task": module.hparams.task, "beam_size": beam, "metrics": metrics,
               "per_class_accuracy": [c["accuracy"] for c in per_class]}
     paths = write_report(out_dir, report, per_class, rows)
+    items = gallery_items(module, split, rows, dm.references(cfg.split), int(cfg.report.gallery), cfg.beam_size)
+    paths["report.html"] = html_report.write_html(out_dir / "report.html", report, per_class, items)
+    if cfg.wandb.enabled:
+        log_to_wandb(cfg, report, per_class, rows, items, paths)
     print_metrics(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} ({len(rows)} images)", paths)
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def gallery_items(module: JointCaptionModule, split: Any, rows: list[dict[str, Any]], references: list[list[str]],
+                  n: int, beam_size: int | None) -> list[html_report.GalleryItem]:
+    """The report's gallery: the `n` worst rows (errors first), explained and drawn."""
+    chosen = [rows[i] for i in html_report.gallery_order(rows)[: max(0, n)]]
+    if not chosen:
+        return []
+    images = torch.from_numpy(split.images[[r["index"] for r in chosen]]).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+    return html_report.gallery(module, images, chosen, references, beam_size)
+
+
+def log_to_wandb(cfg: DictConfig, report: dict[str, Any], per_class: list[dict[str, Any]], rows: list[dict[str, Any]],
+                 items: list[html_report.GalleryItem], paths: dict[str, Path]) -> None:
+    """One W&B run (job type evaluate): metrics as its summary, per-class and prediction tables (gallery images), the files."""
+    import io
+
+    import wandb
+    from PIL import Image
+
+    from jointcap.runtime.tracking import finish_wandb, wandb_mode
+
+    w = cfg.wandb
+    run = wandb.init(project=w.project, entity=w.entity, mode=wandb_mode(w.mode), job_type="evaluate",
+                     name=w.name or f"evaluate {Path(report['checkpoint']).parent.parent.name} {report['split']}",
+                     dir=str(paths["report.json"].parent), tags=[report.get("dataset") or "data", report["split"]],
+                     config={k: report[k] for k in ("checkpoint", "split", "dataset", "n_images", "task", "beam_size")},
+                     settings=wandb.Settings(silent=True))
     try:
-        evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (EvaluateError, UnsafeCheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        run.summary.update({f"{report['split']}/{k}": v for k, v in report["metrics"].items()})
+        run.log({"per_class": wandb.Table(columns=["class", "n_images", "accuracy"],
+                                          data=[[c["class"], c["n_images"], c["accuracy"]] for c in per_class])})
+        columns = ["key", "true_class", "pred_class", "prob", "correct", "caption", "references", "explanation"]
+        table = wandb.Table(columns=columns)
+        for it in items:
+            table.add_data(it.key, it.true_class, it.pred_class, it.prob, it.correct, it.caption, " | ".join(it.references[:5]),
+                           wandb.Image(Image.open(io.BytesIO(it.jpeg))))
+        run.log({"predictions": table, "report": wandb.Html(paths["report.html"].read_text(encoding="utf-8"))})
+        artifact = wandb.Artifact(f"evaluation-{run.id}", type="evaluation")
+        for path in paths.values():
+            artifact.add_file(str(path))
+        run.log_artifact(artifact)
+    finally:
+        finish_wandb()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@cli.user_errors
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
+    cli.strip_debug_flag()
     main()

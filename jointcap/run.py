@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from jointcap import cli
 from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.config import validate
 from jointcap.runtime.distributed import sweep_safe
@@ -49,15 +50,17 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
     Resuming a run folder with a different model configuration is refused: reusing a folder
     for a new experiment must not silently continue (or report) the old one.
     """
+    if cfg.ckpt_path is None or cfg.get("debug_run"):  # a debug run never resumes
+        return None
     if cfg.ckpt_path not in ("auto", "last"):
-        return cfg.ckpt_path
+        return str(cli.find_checkpoint(cfg.ckpt_path, prefer="last"))
     found = resume_path(cfg.ckpt_path, run_dir)
     if found is None:
         log.info("ckpt_path=%s: no checkpoint in %s, starting fresh", cfg.ckpt_path, run_dir)
         return None
     changed = hparams_mismatch(found, OmegaConf.to_container(cfg.model, resolve=True))
     if changed:
-        raise ValueError(f"ckpt_path={cfg.ckpt_path}: {found} was trained with another model configuration "
+        raise cli.UserError(f"ckpt_path={cfg.ckpt_path}: {found} was trained with another model configuration "
                          f"({'; '.join(changed)}). Use a new run folder, or pass ckpt_path={found} to resume "
                          "it with the new settings.")
     log.info("resuming from %s", found)
@@ -78,14 +81,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     if trainer.is_global_zero:
+        if not cfg.get("debug_run"):  # a debug run's numbers must never reach a summary
+            write_results(run_dir, metrics, cfg.objective)  # what jointcap.analysis.summarize tabulates
         print_summary(metrics, run_dir, trainer)
-        write_results(run_dir, metrics, cfg.objective)  # what jointcap.analysis.summarize tabulates
     return metrics
 
 
+def checkpoint_folder_to_file(cfg: DictConfig) -> None:
+    """`ckpt_path=<run folder>` → that folder's last checkpoint (said which), before validation sees it."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt not in (None, "auto", "last") and Path(str(ckpt)).expanduser().is_dir():
+        cfg.ckpt_path = str(cli.find_checkpoint(ckpt, prefer="last"))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@cli.user_errors
 def main(cfg: DictConfig) -> float | None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    checkpoint_folder_to_file(cfg)
     validate(cfg)  # before any data work: a bad key or value fails here, naming itself
     done = finished_results(HydraConfig.get().runtime.output_dir) if cfg.get("skip_if_done") else None
     if done is not None:  # a resumable sweep's rerun: this job's folder already holds its results
@@ -104,4 +117,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    cli.strip_debug_flag()
     main()

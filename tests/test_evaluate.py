@@ -110,6 +110,9 @@ def test_evaluate_writes_report_and_predictions(tiny_run: TinyRun, tmp_path: Pat
         assert col in rows[0], col
     acc = sum(int(r["correct"]) for r in rows) / len(rows)
     assert acc == pytest.approx(report["metrics"]["acc1"], abs=1e-6)
+    page = (out / "report.html").read_text(encoding="utf-8")  # self-contained, every metric, a gallery
+    assert page.count("data:image/jpeg;base64,") == 24 and "cider_d" in page and "Per-class accuracy" in page
+    assert "report.html: " in proc.stdout
 
 
 def test_evaluate_refuses_data_the_model_was_not_trained_on() -> None:

@@ -1,4 +1,4 @@
-"""End-of-job summaries: a table of metrics and where the job's files are."""
+"""End-of-job summaries: a table of metrics and where the job's files are (only files that exist)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,40 @@ from rich.table import Table
 
 
 def print_metrics(metrics: dict[str, float], title: str, paths: dict[str, object]) -> None:
-    """The metrics as a table (sorted by name), then one `name: path` line per path."""
+    """The metrics as a table (sorted by name), then one `name: path` line per path, never wrapped.
+
+    Paths go through plain `print`: rich wraps at 80 columns when stdout is not a terminal (a log
+    file, a pipe), which would break a path copied from there.
+    """
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in sorted(metrics):
         table.add_row(k, f"{metrics[k]:.4f}")
-    console = Console()
-    console.print(table)
+    Console().print(table)
     for name, path in paths.items():
-        console.print(f"{name}: {path}")
+        print(f"{name}: {path}", flush=True)
+
+
+def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path]:
+    """The files a run left that a user looks for next: checkpoints, metrics.csv, TensorBoard logs, media, results."""
+    run_dir = Path(run_dir)
+    paths: dict[str, Path] = {}
+    cb = trainer.checkpoint_callback if trainer is not None else None
+    if cb is not None and cb.best_model_path and Path(cb.best_model_path).is_file():
+        paths["best checkpoint"] = Path(cb.best_model_path)
+    last = Path(cb.dirpath) / "last.ckpt" if cb is not None and cb.dirpath else run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        paths["last checkpoint"] = last
+    for name, rel in (("metrics", "metrics.csv"), ("results", "results.json"), ("TensorBoard logs", "tensorboard"),
+                      ("media", "media"), ("W&B", "wandb")):
+        if (run_dir / rel).exists():
+            paths[name] = run_dir / rel
+    paths["run folder"] = run_dir
+    return paths
 
 
 def print_summary(metrics: dict[str, float], run_dir: Path, trainer: L.Trainer) -> None:
-    """Print test metrics (validation ones when there was no test) and the run's paths."""
+    """Print test metrics (validation ones when there was no test) and the run's files that exist."""
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or {k: v for k, v in metrics.items() if k.startswith("val/")}
-    paths: dict[str, object] = {}
-    cb = trainer.checkpoint_callback
-    if cb is not None:
-        paths["best checkpoint"] = cb.best_model_path or "-"
-        paths["last checkpoint"] = Path(cb.dirpath) / "last.ckpt" if cb.dirpath else "-"
-    paths["run folder (config, metrics.csv, logs)"] = run_dir
-    print_metrics(shown, "jointcap: final metrics", paths)
+    print_metrics(shown, "jointcap: final metrics", run_paths(run_dir, trainer))

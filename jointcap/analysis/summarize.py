@@ -8,7 +8,9 @@ and `synthetic_cam model.loss.cam_weight=0` are one setting — and writes into 
 * `jobs.csv`: one row per job (setting, seed, folder, overrides, every metric);
 * `<x>.png` (default x: λ = model.loss.cam_weight) when x varies: every test metric against x,
   mean ± std over seeds, one line per other setting; single-x settings (e.g. the classifier
-  alone) are drawn as dashed reference lines.
+  alone) are drawn as dashed reference lines. Panels are titled in words, the figure says what
+  the error bars are, scores in [0, 1] get a y-range of at least 0.1 (a 0.992–1.000 axis would
+  make noise look like an effect), and `cider` is left out where `cider_d` is drawn.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ from jointcap.runtime.tracking import RESULTS_FILE
 LAMBDA = "model.loss.cam_weight"
 # config keys that follow from others (or are bookkeeping) and never define a setting
 IGNORED_KEYS = ("seed", "objective", "objective_mode", "ckpt_path", "model.monitor")
+# panel titles in words (metric names without the stage prefix)
+METRIC_TITLES = {
+    "acc1": "top-1 accuracy", "acc5": "top-5 accuracy", "acc_per_class": "mean per-class accuracy",
+    "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "rouge_l": "ROUGE-L",
+    "cider": "CIDEr", "cider_d": "CIDEr-D", "meteor": "METEOR", "loss": "loss",
+    "disagreement": "CAM–attention disagreement", "peak_agreement": "CAM and attention peak in the same cell",
+    "cam_pointing_class": "pointing game, CAM (class parts)", "attn_pointing_class": "pointing game, attention (class parts)",
+    "cam_pointing_object": "pointing game, CAM (whole bird)", "attn_pointing_object": "pointing game, attention (whole bird)",
+    "cam_iou_class": "mask IoU, CAM (class parts)", "attn_iou_class": "mask IoU, attention (class parts)",
+    "cam_iou_object": "mask IoU, CAM (whole bird)", "attn_iou_object": "mask IoU, attention (whole bird)",
+    "word_grounding": "word grounding (attention on the named part)",
+    "attr_f1": "attribute F1 of captions", "class_attr_f1": "class-attribute F1 of captions",
+    "distinct_captions": "distinct captions", "rep3": "repeated 3-grams",
+}
+UNBOUNDED = ("loss", "cider", "cider_d", "len", "vocab")  # scores not confined to [0, 1]
+MIN_SPAN = 0.1  # the least y-range of a [0, 1] score's panel
 MAIN_METRICS = ("acc1", "acc_per_class", "cider_d", "bleu4", "rouge_l", "disagreement", "cam_pointing_class",
                 "attn_pointing_class", "cam_iou_class", "attn_iou_class", "peak_agreement", "word_grounding")
 
@@ -166,6 +184,34 @@ def write_jobs_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
                         *(job.metrics.get(n, "") for n in names)])
 
 
+def metric_title(name: str) -> str:
+    """`test/cider_d` → `CIDEr-D (test)`; unknown names with spaces for underscores."""
+    stage, _, bare = name.rpartition("/")
+    words = METRIC_TITLES.get(bare, bare.replace("_", " "))
+    return f"{words} ({stage})" if stage else words
+
+
+def panel_metrics(names: list[str]) -> list[str]:
+    """The metrics worth a panel: `cider` dropped where `cider_d` of the same stage is there (near duplicates)."""
+    return [n for n in names if not (n.rsplit("/", 1)[-1] == "cider" and n[: -len("cider")] + "cider_d" in names)]
+
+
+def honest_ylim(ax: Any, name: str) -> None:
+    """A [0, 1] score's axis spans at least MIN_SPAN (inside [0, 1]); no offset notation on any axis."""
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    if name.rsplit("/", 1)[-1] in UNBOUNDED:
+        return
+    lo, hi = ax.get_ylim()
+    if hi - lo < MIN_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+        if hi > 1.0:
+            lo, hi = max(0.0, 1.0 - MIN_SPAN), 1.0 + 0.005
+        if lo < 0.0:
+            lo, hi = -0.005, min(1.0, MIN_SPAN)
+        ax.set_ylim(lo, hi)
+
+
 def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | None = None) -> Path | None:
     """Each metric against `x_key` (mean ± std over seeds), one line per other setting; None if x does not vary."""
     import matplotlib
@@ -175,7 +221,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
 
     if len({repr(j.config.get(x_key)) for j in jobs}) < 2:
         return None
-    metrics = metrics or metric_names(jobs)
+    metrics = panel_metrics(metrics or metric_names(jobs))
     lines: dict[tuple, dict[float, list[Job]]] = {}
     for job in jobs:
         rest = tuple((k, v) for k, v in job.setting if k != x_key)
@@ -196,9 +242,10 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
             means = [m for m, _, _ in stats]
             stds = [s if math.isfinite(s) else 0.0 for _, s, _ in stats]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i}", label=tag)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("λ (cam_weight)" if x_key == LAMBDA else x_key, fontsize=8)
+        ax.set_title(metric_title(name), fontsize=9)
+        ax.set_xlabel("λ (weight of the CAM disagreement loss)" if x_key == LAMBDA else x_key, fontsize=8)
         ax.tick_params(labelsize=7)
+        honest_ylim(ax, name)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     legend = {}
@@ -208,7 +255,11 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
     handles, labels = list(legend.values()), list(legend)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
+    seeds = sorted({n for by_x in lines.values() for js in by_x.values() for n in [len(js)]})
+    n_text = f"n = {seeds[0]}" if len(seeds) == 1 else f"n = {seeds[0]}–{seeds[-1]}"
+    fig.suptitle(f"Points: mean over seeds; error bars: ± 1 sample standard deviation ({n_text} seeds per point); "
+                 "dashed: settings without this axis", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

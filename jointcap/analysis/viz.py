@@ -1,7 +1,11 @@
 """Figures of where the model looks: an image with its CAM, mean caption attention and per-word attention.
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot state, no display needed).
-Shared by `jointcap.predict` (one figure per image) and the media callback (a grid of images).
+Shared by `jointcap.predict` (one figure per image), `jointcap.evaluate`'s HTML report and the
+media callback (a grid of images). Every overlay is drawn the same way: the map bilinearly
+upsampled to the image (whatever its aspect ratio), min-max normalised per map to [0, 1], in one
+perceptually uniform colour map at one opacity; figures carry a colour bar saying so.
+Figures save as PNG, PDF or SVG (by the file's suffix).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from matplotlib.figure import Figure
 
 from jointcap.metrics.localisation import normalise_map, upsample
 
-CMAP = "jet"
-ALPHA = 0.45
+CMAP = "inferno"  # perceptually uniform, prints in grey
+ALPHA = 0.55
+NORMALISATION = "per-map min–max (0 = least, 1 = most weight)"
+BAR_LABEL = "weight (min–max per map)"
+FORMATS = ("png", "pdf", "svg")
 
 
 @dataclass
@@ -35,16 +42,17 @@ def wrap_lines(text: str, width: int) -> str:
     return "\n".join(w for line in text.split("\n") for w in (textwrap.wrap(line, width) or [""]))
 
 
-def heat_to_image(heat: torch.Tensor, size: int) -> np.ndarray:
-    """(h, w) map → (size, size) float in [0, 1], bilinearly upsampled then min-max normalised."""
-    return normalise_map(upsample(heat.detach().float().cpu()[None], (size, size)))[0].numpy()
+def heat_to_image(heat: torch.Tensor, size: int | tuple[int, int]) -> np.ndarray:
+    """(h, w) map → (H, W) float in [0, 1] (size = S or (H, W)), bilinearly upsampled then min-max normalised."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    return normalise_map(upsample(heat.detach().float().cpu()[None], hw))[0].numpy()
 
 
 def draw_panel(ax: Axes, image: np.ndarray, panel: Panel, fontsize: float = 8) -> None:
-    """Image (S, S, 3) uint8 with the panel's heat map overlaid through the colormap."""
+    """Image (H, W, 3) uint8 with the panel's heat map overlaid through the colour map, stretched to the image."""
     ax.imshow(image, interpolation="bilinear")
     if panel.heat is not None:
-        ax.imshow(heat_to_image(panel.heat, image.shape[0]), cmap=CMAP, alpha=ALPHA, vmin=0, vmax=1, interpolation="bilinear")
+        ax.imshow(heat_to_image(panel.heat, image.shape[:2]), cmap=CMAP, alpha=ALPHA, vmin=0, vmax=1, interpolation="bilinear")
     ax.set_title(panel.title, fontsize=fontsize)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -63,26 +71,43 @@ def explanation_panels(cam: torch.Tensor | None, mean_attn: torch.Tensor | None,
     return panels
 
 
-def image_figure(image: np.ndarray, panels: list[Panel], suptitle: str, columns: int = 6, inch: float = 1.9) -> Figure:
-    """One image explained: its panels on a grid `columns` wide, the suptitle (class, caption) on top."""
+def image_figure(image: np.ndarray, panels: list[Panel], suptitle: str, columns: int = 6, inch: float = 1.9,
+                 colorbar: bool = True) -> Figure:
+    """One image explained: its panels on a grid `columns` wide (each keeps the image's aspect ratio), the suptitle
+    (class, caption) on top, and a colour bar stating the maps' normalisation when any panel has a map."""
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(cols * inch, rows * inch + 0.7))
+    aspect = image.shape[0] / image.shape[1]  # H / W
+    bar = colorbar and any(p.heat is not None for p in panels)
+    title_h = 0.25 + 0.16 * wrap_lines(suptitle, int(24 * cols * inch / 1.9)).count("\n") if suptitle else 0.0
+    fig = Figure(figsize=(cols * inch + (1.0 if bar else 0), rows * inch * aspect + 0.3 * rows + title_h), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         draw_panel(ax, image, panel)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    fig.suptitle(wrap_lines(suptitle, 24 * cols), fontsize=9)
-    fig.tight_layout()
+    if suptitle:
+        fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=9)
+    if bar:
+        add_colorbar(fig, list(axes.flat))
     return fig
 
 
+def add_colorbar(fig: Figure, axes: list[Axes], fontsize: float = 7) -> None:
+    """One colour bar for every overlay of the figure, labelled with the normalisation."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), ax=axes, fraction=0.03, pad=0.015, shrink=0.9, aspect=15)
+    cb.set_label(BAR_LABEL, fontsize=fontsize)
+    cb.ax.tick_params(labelsize=fontsize)
+
+
 def grid_figure(images: list[np.ndarray], rows: list[list[Panel]], captions: list[str], inch: float = 1.8) -> Figure:
-    """Several images, one row each (image, CAM, attention …), a caption text under each row."""
+    """Several images, one row each (image, CAM, attention …), a caption text beside each row, one colour bar."""
     cols = max(len(r) for r in rows)
-    fig = Figure(figsize=(cols * inch + 3.2, len(rows) * inch))
+    fig = Figure(figsize=(cols * inch + 3.8, len(rows) * inch + 0.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), cols + 1, squeeze=False, gridspec_kw={"width_ratios": [1] * cols + [1.8]})
     for r, (image, panels, text) in enumerate(zip(images, rows, captions)):
@@ -93,7 +118,14 @@ def grid_figure(images: list[np.ndarray], rows: list[list[Panel]], captions: lis
                 axes[r, c].axis("off")
         axes[r, cols].axis("off")
         axes[r, cols].text(0, 0.5, wrap_lines(text, 38), fontsize=6.5, va="center", family="monospace")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    if any(p.heat is not None for r in rows for p in r):
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), cax=fig.add_axes((0.945, 0.1, 0.012, 0.8)))
+        cb.set_label(BAR_LABEL, fontsize=6.5)
+        cb.ax.tick_params(labelsize=6)
     return fig
 
 
@@ -105,8 +137,27 @@ def figure_array(fig: Figure) -> np.ndarray:
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
-    """Write the figure as a PNG (parent folders created)."""
+    """Write the figure in the format its suffix names (png, pdf, svg; none → png), parent folders created."""
     path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") or "png"
+    if fmt not in FORMATS:
+        raise ValueError(f"{path}: figure format must be one of {FORMATS}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    fig.savefig(path, dpi=dpi, format=fmt, bbox_inches="tight", pad_inches=0.04)
     return path
+
+
+def figure_bytes(fig: Figure, dpi: int = 90, fmt: str = "png") -> bytes:
+    """The figure as PNG or JPEG bytes (for embedding in an HTML page: JPEG is ~5× smaller for photos with overlays)."""
+    import io
+
+    if fmt == "png":
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=dpi, format="png")
+        return buf.getvalue()
+    from PIL import Image
+
+    fig.set_dpi(dpi)
+    buf = io.BytesIO()
+    Image.fromarray(figure_array(fig)).save(buf, format="JPEG", quality=88)
+    return buf.getvalue()

@@ -22,7 +22,7 @@ import numpy as np
 
 from jointcap.data import realdata
 from jointcap.data.captions import TEXT_FOLDER, join_captions, read_class_list
-from jointcap.data.download import DataFileError, Remote, default_root, ensure_extracted, expand_root
+from jointcap.data.download import DataFileError, Remote, default_root, ensure_extracted, expand_root, gather_missing
 
 VERSION = 1  # bump whenever the cached content for the same arguments changes
 SPLIT_MODES = ("official", "zeroshot")
@@ -162,8 +162,9 @@ class CUBSource:
     def prepare_files(self) -> tuple[Path, Path]:
         """Fetch/verify/extract what is missing; return the CUB and the Reed caption folders."""
         self.root.mkdir(parents=True, exist_ok=True)
-        cub = ensure_extracted(self.images, self.root / self.images.filename, self.images_folder, self.download)
-        reed = ensure_extracted(self.captions, self.root / self.captions.filename, self.captions_folder, self.download)
+        cub, reed = gather_missing(  # every missing file named at once
+            lambda: ensure_extracted(self.images, self.root / self.images.filename, self.images_folder, self.download),
+            lambda: ensure_extracted(self.captions, self.root / self.captions.filename, self.captions_folder, self.download))
         return cub, reed
 
     def records(self, cub: Path, reed: Path) -> tuple[CUBTables, list[realdata.Record], list]:

@@ -29,12 +29,14 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable, TypeVar
 
 from filelock import FileLock
 from torchvision.datasets.utils import calculate_md5, download_file_from_google_drive, download_url
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DataFileError(RuntimeError):
@@ -371,6 +373,21 @@ def ensure_extracted(remote: Remote, archive: Path, folder: str, download: bool)
         tmp.write_text(json.dumps(_archive_stamp(archive, remote.md5)))
         os.replace(tmp, stamp)
         return target
+
+
+def gather_missing(*steps: Callable[[], T]) -> list[T]:
+    """Run every step; if some raise MissingFileError, raise one naming all the missing files (not just the first)."""
+    results, missing = [], []
+    for step in steps:
+        try:
+            results.append(step())
+        except MissingFileError as e:
+            missing.append(str(e))
+    if len(missing) == 1:
+        raise MissingFileError(missing[0])
+    if missing:
+        raise MissingFileError(f"{len(missing)} dataset files are missing:\n  - " + "\n  - ".join(missing))
+    return results
 
 
 def default_root() -> Path:

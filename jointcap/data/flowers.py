@@ -20,7 +20,7 @@ import numpy as np
 
 from jointcap.data import realdata
 from jointcap.data.captions import TEXT_FOLDER, join_captions, read_class_list
-from jointcap.data.download import DataFileError, Remote, default_root, ensure_extracted, ensure_file, expand_root
+from jointcap.data.download import DataFileError, Remote, default_root, ensure_extracted, ensure_file, expand_root, gather_missing
 
 VERSION = 1  # bump whenever the cached content for the same arguments changes
 SPLIT_MODES = ("official", "zeroshot")
@@ -115,10 +115,10 @@ class FlowersSource:
         """Fetch/verify/extract what is missing; return the flowers-102 and the Reed caption folders."""
         base = self.root / self.folder
         base.mkdir(parents=True, exist_ok=True)
-        ensure_extracted(self.images, base / self.images.filename, "jpg", self.download)
-        for remote in (self.labels, self.setid):
-            ensure_file(remote, base / remote.filename, self.download)
-        reed = ensure_extracted(self.captions, self.root / self.captions.filename, self.captions_folder, self.download)
+        *_, reed = gather_missing(  # every missing file named at once
+            lambda: ensure_extracted(self.images, base / self.images.filename, "jpg", self.download),
+            *(lambda r=remote: ensure_file(r, base / r.filename, self.download) for remote in (self.labels, self.setid)),
+            lambda: ensure_extracted(self.captions, self.root / self.captions.filename, self.captions_folder, self.download))
         return base, reed
 
     def split_ids(self, base: Path, labels: np.ndarray, reed: Path) -> dict[str, list[int]]:

@@ -1,15 +1,21 @@
 """Experiment tracking for sweeps: W&B runs that never prompt, and each job's `results.json`.
 
-* `wandb_logger(...)` is `logger=wandb`'s target: a Lightning `WandbLogger` named by the job's
-  overrides and grouped by its multirun folder. Without credentials (no `WANDB_API_KEY`, no
-  `~/.netrc` entry for the W&B host) it runs offline; it never calls `wandb.login()`.
-* `log_config(loggers, cfg)` records the full resolved config in every W&B run.
+* `wandb_logger(...)` is `logger=wandb`'s target: a `JointcapWandbLogger` named by the job's
+  meaningful overrides and grouped by its multirun folder. Without credentials (no
+  `WANDB_API_KEY`, no `~/.netrc` entry for the W&B host) it runs offline; it never calls
+  `wandb.login()`. Checkpoints become artifacts (`log_model`) online and offline alike, so a
+  cluster run synced later still has its model.
+* `log_config(loggers, cfg)` hands every W&B logger the resolved config (once, `_target_`s
+  left out), its tags and job type before its run starts; Lightning's own hyper-parameter
+  logging (the module's arguments again, as `loss.*` beside `model.loss.*`) is dropped.
 * `finish_wandb()` closes the job's W&B run (called in `jointcap.run`'s `finally`, so the next
   sweep job starts a run of its own) and prints how to upload an offline one.
 * `write_results(run_dir, ...)` writes the final metrics that `jointcap.analysis.summarize` reads;
   `finished_results(run_dir)` reads them back (a resumable study's rerun skips such a job).
-* the `jointcap.dirname` resolver names sweep job folders (`conf/config.yaml`): the overrides,
-  with `/` made safe and capped in length (many overrides would exceed the file-name limit).
+* the `jointcap.dirname` resolver names sweep job folders (`conf/config.yaml`): the overrides as
+  `key-value` pairs joined by `__`, keys shortened to their last part, every character outside
+  `[A-Za-z0-9._-]` replaced, capped in length, so a job folder passes back through Hydra's
+  command line unquoted (the full overrides stay in `.hydra/overrides.yaml`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import math
 import netrc
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -32,14 +39,47 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 WANDB_MODES = ("online", "offline", "disabled")
 DIRNAME_LIMIT = 120
+# overrides that say where or how a job logs, not what it computes: left out of W&B run names
+UNNAMED_OVERRIDES = ("logger", "hydra", "ckpt_path", "trainer.enable_progress_bar", "data.num_workers", "callbacks.media")
+
+
+def split_overrides(override_dirname: str) -> list[tuple[str, str]]:
+    """(key, value) of each `key=value` in a `,`-joined override list (commas inside brackets or quotes kept)."""
+    items, depth, quote, current = [], 0, "", ""
+    for ch in str(override_dirname):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        current += ch
+    items.append(current)
+    return [(k, v) for k, _, v in (item.partition("=") for item in items if item)]
+
+
+def _safe(text: str) -> str:
+    """Only `[A-Za-z0-9._-]`: anything else becomes `-` (runs of it one `-`, none at the ends)."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]", "-", text)).strip("-")
 
 
 def short_dirname(override_dirname: str, limit: int = DIRNAME_LIMIT) -> str:
-    """A folder name from a job's override_dirname: `/` replaced, longer than `limit` cut and suffixed with a hash of the whole."""
-    name = str(override_dirname).replace("/", "_")
+    """A job folder name from its overrides: `experiment-synthetic_cam__cam_weight-0.5`, safe for the command line.
+
+    Keys keep their last part (`+experiment` → `experiment`, `model.loss.cam_weight` → `cam_weight`);
+    names longer than `limit` are cut and suffixed with a hash of the whole override list.
+    """
+    pairs = [(_safe(k.lstrip("+~").rsplit(".", 1)[-1].replace("/", "-")), _safe(v)) for k, v in split_overrides(override_dirname)]
+    name = "__".join(f"{k}-{v}" if v else k for k, v in pairs) or "default"
     if len(name) <= limit:
         return name
-    return f"{name[:limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"{name[:limit - 9]}-{hashlib.sha1(str(override_dirname).encode()).hexdigest()[:8]}"
 
 
 if not OmegaConf.has_resolver("jointcap.dirname"):
@@ -70,42 +110,115 @@ def wandb_mode(requested: str | None, env: Mapping[str, str] = os.environ) -> st
     return mode
 
 
+def run_name(overrides: list[str]) -> str:
+    """A W&B run name from the meaningful overrides: `experiment=synthetic_cam cam_weight=1 seed=2` ("default" if none)."""
+    parts = []
+    for item in overrides:
+        key, _, value = str(item).partition("=")
+        bare = key.lstrip("+~")
+        if any(bare == u or bare.startswith(u + ".") or bare.startswith(u + "/") for u in UNNAMED_OVERRIDES):
+            continue
+        parts.append(f"{bare.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts) or "default"
+
+
 def job_identity() -> tuple[str, str | None]:
-    """(run name, group): the job's overrides, and its multirun folder (None outside a sweep)."""
+    """(run name, group): the job's meaningful overrides, and its multirun folder (None outside a sweep)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return "jointcap", None
     hc = HydraConfig.get()
-    name = ",".join(hc.overrides.task) or "default"
     group = "/".join(Path(hc.sweep.dir).parts[-2:]) if hc.mode == RunMode.MULTIRUN else None
-    return name, group
+    return run_name(list(hc.overrides.task)), group
+
+
+def readable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as nested dicts for W&B, without the `_target_`/`_convert_` plumbing."""
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items() if k not in ("_target_", "_convert_", "_partial_")}
+        return [clean(v) for v in node] if isinstance(node, list) else node
+
+    return clean(OmegaConf.to_container(cfg, resolve=True))
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """Tags that filter runs in the W&B table: dataset, task, λ on/off, and the experiment's name if one was chosen."""
+    from hydra.core.hydra_config import HydraConfig
+
+    tags = []
+    source = str(OmegaConf.select(cfg, "data.source._target_", default="") or "")
+    if source:
+        tags.append(source.rsplit(".", 1)[-1].removesuffix("Source").lower() or source)
+    task = OmegaConf.select(cfg, "model.task", default=None)
+    if task:
+        tags.append(str(task))
+        weight = OmegaConf.select(cfg, "model.loss.cam_weight", default=None)
+        if task == "joint" and weight is not None:
+            tags.append("cam" if float(weight) > 0 else "nocam")
+    if HydraConfig.initialized():
+        tags += [f"experiment:{o.split('=', 1)[1]}" for o in HydraConfig.get().overrides.task if o.lstrip("+").startswith("experiment=")]
+    if cfg.get("debug_run"):
+        tags.append("debug")
+    return tags
+
+
+def _wandb_logger_class():
+    """JointcapWandbLogger, defined on first use (importing wandb costs seconds)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    class JointcapWandbLogger(WandbLogger):
+        """A WandbLogger whose run gets the job's config, tags and job type once, before it starts."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None; wandb warns about the setting
+
+        def configure(self, config: dict[str, Any], tags: list[str], job_type: str) -> None:
+            """Config, tags and job type for the run (set at its start when it has not started yet)."""
+            if self._experiment is None:
+                self._wandb_init["config"] = config
+                self._wandb_init["tags"] = sorted({*(self._wandb_init.get("tags") or []), *tags})
+                if self._wandb_init.get("job_type") is None:
+                    self._wandb_init["job_type"] = job_type
+            else:
+                self.experiment.config.update(config, allow_val_change=True)
+
+        def log_hyperparams(self, params: Any) -> None:
+            """Dropped: `log_config` already gave the run the whole config (Lightning would add the module's again)."""
+
+    return JointcapWandbLogger
 
 
 def wandb_logger(project: str = "jointcap", save_dir: str = ".", entity: str | None = None, name: str | None = None,
                  group: str | None = None, tags: list[str] | None = None, mode: str | None = None,
-                 log_model: bool | str = False, **kwargs: Any):
-    """A Lightning WandbLogger that never prompts: named by the job's overrides, grouped per sweep, offline without credentials."""
+                 log_model: bool | str = True, job_type: str | None = None, **kwargs: Any):
+    """A W&B logger that never prompts: named by the job's overrides, grouped per sweep, offline without credentials.
+
+    `log_model` (true: the best and last checkpoints at the end of a successful fit; all: every
+    save) works offline too: the artifacts upload with `wandb sync`.
+    """
     import wandb
-    from lightning.pytorch.loggers import WandbLogger
 
     os.environ.setdefault("WANDB_SILENT", "true")
     mode = wandb_mode(mode)
     auto_name, auto_group = job_identity()
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, entity=entity, name=name or auto_name, group=group or auto_group,
-                       tags=list(tags or []), mode=mode, log_model=log_model if mode == "online" else False,
-                       settings=wandb.Settings(silent=True), **kwargs)
+    return _wandb_logger_class()(project=project, save_dir=save_dir, entity=entity, name=name or auto_name,
+                                 group=group or auto_group, tags=list(tags or []), mode=mode,
+                                 log_model=log_model if mode != "disabled" else False, job_type=job_type,
+                                 settings=wandb.Settings(silent=True), **kwargs)
 
 
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
-    """Record the full resolved config in each W&B logger's run (other loggers keep the module's hyper-parameters)."""
-    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    """Give each W&B logger's run the resolved config (once, readable), tags and job type (train | debug)."""
+    wandb_loggers = [lg for lg in loggers if hasattr(lg, "configure")]
     if wandb_loggers:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        config, tags = readable_config(cfg), run_tags(cfg)
         for lg in wandb_loggers:
-            lg.log_hyperparams(resolved)
+            lg.configure(config, tags, "debug" if cfg.get("debug_run") else "train")
 
 
 def finish_wandb(exit_code: int = 0) -> None:

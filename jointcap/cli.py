@@ -1,0 +1,141 @@
+"""What the entry points (`run`, `evaluate`, `predict`) share: user errors printed as one message, checkpoint paths.
+
+* `user_errors` wraps a `@hydra.main` task function: a mistake the user can fix (a bad config
+  value, missing data files, a missing or unsafe checkpoint, an unreadable image, a missing
+  mandatory option) prints `error: <message>` on stderr and exits with status 2, without a
+  traceback, and removes the job's output folder when the job left nothing in it but Hydra's
+  bookkeeping. `HYDRA_FULL_ERROR=1`, `JOINTCAP_DEBUG=1` or `--debug` on the command line
+  re-raise instead (the full traceback).
+* `find_checkpoint(path, prefer)` accepts a checkpoint file or a run folder (its best or last
+  checkpoint, logged which).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from omegaconf.errors import MissingMandatoryValue
+
+from jointcap.config import ConfigError
+from jointcap.data.cache import CacheError
+from jointcap.data.captions import CaptionError
+from jointcap.data.download import DataFileError
+from jointcap.runtime.callbacks.guards import EmptyTrainingError, NonFiniteLossError
+from jointcap.runtime.checkpoint import CheckpointError
+from jointcap.runtime.distributed import SweepStrategyError
+
+log = logging.getLogger("jointcap")
+DEBUG_FLAG = "--debug"
+EXIT_USER_ERROR = 2
+# what a Hydra job leaves in its folder before it has done anything: the folder may go when the job fails
+BOOKKEEPING = {".hydra"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(RuntimeError):
+    """A problem with the request (paths, options) that the user can fix; printed without a traceback."""
+
+
+# DataFileError covers MissingFileError, ChecksumError, ArchiveError and ImageDecodeError
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, DataFileError, CaptionError, CacheError,
+                                                CheckpointError, SweepStrategyError, MissingMandatoryValue,
+                                                NonFiniteLossError, EmptyTrainingError)
+
+
+def debugging(env: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1, JOINTCAP_DEBUG=1 or --debug)."""
+    return env.get("HYDRA_FULL_ERROR") == "1" or env.get("JOINTCAP_DEBUG") == "1"
+
+
+def strip_debug_flag(argv: list[str] = sys.argv) -> None:
+    """Take `--debug` out of the command line (Hydra would refuse it) and remember it in the environment."""
+    if DEBUG_FLAG in argv[1:]:
+        argv[:] = [a for a in argv if a != DEBUG_FLAG]
+        os.environ["JOINTCAP_DEBUG"] = "1"  # inherited by DDP ranks that re-run the command line
+
+
+def message(error: BaseException) -> str:
+    """One readable line (or block) for a user error."""
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", "") or str(error).split("\n")[0]
+        return f"{key} is required: give it on the command line ({key}=…); see --help"
+    return str(error)
+
+
+def remove_if_empty(folder: Path | None) -> bool:
+    """Delete a job folder that holds only Hydra's bookkeeping and its log (nothing a user wants); True if removed."""
+    if folder is None or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if any(p.name not in BOOKKEEPING and not (p.is_file() and p.suffix == ".log") for p in entries):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _close_logs_in(folder: Path) -> None:
+    """Detach and close the log file handlers writing inside `folder` (so it can be removed, and stays removed)."""
+    for logger in [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]:
+        for h in list(logger.handlers):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(folder.resolve()):
+                logger.removeHandler(h)
+                h.close()
+
+
+def _output_dir() -> Path | None:
+    """The Hydra job's output folder, when there is one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - no job folder to tidy (a config without a runtime section)
+        return None
+
+
+def user_errors(task: F) -> F:
+    """Decorate a Hydra task function: user errors → `error: …` on stderr, exit 2, no traceback, no empty folder."""
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except USER_ERRORS as e:
+            if debugging():
+                raise
+            folder = _output_dir()
+            if folder is not None:
+                _close_logs_in(folder)
+                remove_if_empty(folder)
+            print(f"error: {message(e)}", file=sys.stderr)
+            print("(HYDRA_FULL_ERROR=1 or --debug shows the traceback)", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A checkpoint file as given, or a run folder's best (`prefer="best"`) or last checkpoint; UserError if none.
+
+    A run folder is one with `checkpoints/` (its `best-*.ckpt` and `last.ckpt`), or that folder itself.
+    """
+    p = Path(str(path)).expanduser()
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise UserError(f"ckpt_path={path}: no such file or folder")
+    folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    best = sorted(folder.glob("best*.ckpt"), key=lambda f: f.stat().st_mtime)
+    last = folder / "last.ckpt"
+    order = [*best[-1:], last] if prefer == "best" else [last, *best[-1:]]
+    found = next((c for c in order if c.is_file()), None)
+    if found is None:
+        raise UserError(f"ckpt_path={path}: a folder without checkpoints (looked for {folder}/best*.ckpt and last.ckpt)")
+    kind = "last" if found == last else "best"
+    log.info("ckpt_path=%s is a folder: using its %s checkpoint %s", path, kind, found)
+    return found
