@@ -36,7 +36,7 @@ from jointcap.runtime.checkpoint import load_module
 from jointcap.runtime.run_config import load_run_data_config
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
-from jointcap.analysis.report import print_metrics
+from jointcap.analysis.report import checkpoint_epoch, print_metrics, print_samples
 
 log = logging.getLogger("jointcap.evaluate")
 SPLITS = ("val", "test")
@@ -180,7 +180,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     rows = [collector.rows[i] for i in sorted(collector.rows)]
     per_class = per_class_accuracy(rows, dm.info.get("class_names") or [], dm.num_classes)
     beam = module.decode_cfg["test_beam_size" if cfg.split == "test" else "beam_size"]
-    report = {"checkpoint": str(ckpt.resolve()), "split": cfg.split, "dataset": dm.info.get("name"), "n_images": len(rows),
+    report = {"checkpoint": str(ckpt.resolve()), "epoch": checkpoint_epoch(ckpt), "split": cfg.split, "dataset": dm.info.get("name"), "n_images": len(rows),
               "task": module.hparams.task, "beam_size": beam, "metrics": metrics,
               "per_class_accuracy": [c["accuracy"] for c in per_class]}
     paths = write_report(out_dir, report, per_class, rows)
@@ -188,7 +188,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     paths["report.html"] = html_report.write_html(out_dir / "report.html", report, per_class, items)
     if cfg.wandb.enabled:
         log_to_wandb(cfg, report, per_class, rows, items, paths)
-    print_metrics(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} ({len(rows)} images)", paths)
+    if "captions" in module.eval_metrics[stage := "test" if cfg.split == "test" else "val"]:
+        print_samples(module.eval_metrics[stage]["captions"].last_predictions, dm.references(cfg.split), list(split.keys))
+    print_metrics(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} (epoch {report['epoch']}, {len(rows)} images, "
+                  f"beam {beam})", paths)
     return report
 
 

@@ -23,7 +23,7 @@ from jointcap import cli
 from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.config import validate
 from jointcap.runtime.distributed import sweep_safe
-from jointcap.analysis.report import print_summary
+from jointcap.analysis.report import checkpoint_epoch, print_samples, print_summary
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
@@ -76,14 +76,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_config(trainer.loggers, cfg)  # the full resolved config in each W&B run
     trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg, run_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    source = ""
     if cfg.test_after_fit:
-        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        cb = trainer.checkpoint_callback
+        ckpt = cb.best_model_path if cb is not None and getattr(cb, "monitor", None) else None
+        epoch = checkpoint_epoch(ckpt) if ckpt else trainer.current_epoch - 1
+        source = (f"test split, the best checkpoint by {cb.monitor}: epoch {epoch} of 0–{trainer.max_epochs - 1}" if ckpt
+                  else f"test split, the last epoch ({epoch})")
         results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+        metrics["test/epoch"] = float(epoch)
     if trainer.is_global_zero:
         if not cfg.get("debug_run"):  # a debug run's numbers must never reach a summary
             write_results(run_dir, metrics, cfg.objective)  # what jointcap.analysis.summarize tabulates
-        print_summary(metrics, run_dir, trainer)
+        if cfg.test_after_fit and "captions" in model.eval_metrics["test"]:
+            print_samples(model.eval_metrics["test"]["captions"].last_predictions, datamodule.references("test"),
+                          list(datamodule.splits["test"].keys))
+        print_summary(metrics, run_dir, trainer, source)
     return metrics
 
 

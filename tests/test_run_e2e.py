@@ -24,6 +24,8 @@ def test_default_run_end_to_end(tmp_path: Path) -> None:
     assert ckpt["jointcap"]["tokenizer"], "the tokenizer must travel inside the checkpoint"
     assert ckpt["hyper_parameters"]["num_classes"] == 6
     assert "last checkpoint" in out and str(run_dir) in out
+    assert "sample captions (generated | first reference):" in out  # the words, not only the scores
+    assert "the best checkpoint by val/cider_d: epoch" in out  # where the reported numbers come from
 
 
 @pytest.mark.slow

@@ -25,6 +25,29 @@ def print_metrics(metrics: dict[str, float], title: str, paths: dict[str, object
         print(f"{name}: {path}", flush=True)
 
 
+def checkpoint_epoch(path: Path | str | None) -> int | None:
+    """The epoch a checkpoint was saved at (0-based, as its file name and metrics.csv count), or None."""
+    if not path or not Path(path).is_file():
+        return None
+    from jointcap.runtime.checkpoint import load_checkpoint
+
+    epoch = load_checkpoint(path, mmap=True).get("epoch")
+    return int(epoch) if epoch is not None else None
+
+
+def print_samples(predictions: dict[int, str], references: list[list[str]], keys: list[str] | None = None,
+                  n: int = 8) -> None:
+    """A handful of generated captions next to a reference, so a person reads the words and not only the scores."""
+    if not predictions:
+        return
+    chosen = sorted(predictions)[:: max(1, len(predictions) // n)][:n]  # spread over the split
+    print("sample captions (generated | first reference):", flush=True)
+    for i in chosen:
+        name = keys[i] if keys is not None and i < len(keys) else str(i)
+        ref = references[i][0] if i < len(references) and references[i] else ""
+        print(f"  {name}: {predictions[i]} | {ref}", flush=True)
+
+
 def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path]:
     """The files a run left that a user looks for next: checkpoints, metrics.csv, TensorBoard logs, media, results."""
     run_dir = Path(run_dir)
@@ -43,7 +66,8 @@ def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path
     return paths
 
 
-def print_summary(metrics: dict[str, float], run_dir: Path, trainer: L.Trainer) -> None:
-    """Print test metrics (validation ones when there was no test) and the run's files that exist."""
+def print_summary(metrics: dict[str, float], run_dir: Path, trainer: L.Trainer, source: str = "") -> None:
+    """Print test metrics (validation ones when there was no test), where they come from, and the run's files."""
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or {k: v for k, v in metrics.items() if k.startswith("val/")}
-    print_metrics(shown, "jointcap: final metrics", run_paths(run_dir, trainer))
+    title = "jointcap: final metrics" + (f" ({source})" if source else "")
+    print_metrics(shown, title, run_paths(run_dir, trainer))
