@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> Path:
         ax.imshow(data.images[i], interpolation="nearest")
         title = names[data.labels[i]].replace(" ", "\n", 2) + "\n" + textwrap.fill(data.captions[i][0], 34)
         ax.set_title(title, fontsize=7)
-    fig.suptitle(f"synthetic_hard: {args.n} training images at {args.size} px (class attributes, caption 0)", fontsize=10)
+    fig.suptitle(
+        f"synthetic_hard: {args.n} training images at {args.size} px (class attributes, caption 0)", fontsize=10
+    )
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

@@ -43,9 +43,18 @@ class UserError(RuntimeError):
 
 
 # DataFileError covers MissingFileError, ChecksumError, ArchiveError and ImageDecodeError
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, DataFileError, CaptionError, CacheError,
-                                                CheckpointError, SweepStrategyError, MissingMandatoryValue,
-                                                NonFiniteLossError, EmptyTrainingError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError,
+    ConfigError,
+    DataFileError,
+    CaptionError,
+    CacheError,
+    CheckpointError,
+    SweepStrategyError,
+    MissingMandatoryValue,
+    NonFiniteLossError,
+    EmptyTrainingError,
+)
 
 
 def debugging(env: dict[str, str] | os._Environ = os.environ) -> bool:
@@ -81,7 +90,10 @@ def remove_if_empty(folder: Path | None) -> bool:
 
 def _close_logs_in(folder: Path) -> None:
     """Detach and close the log file handlers writing inside `folder` (so it can be removed, and stays removed)."""
-    for logger in [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]:
+    for logger in [
+        logging.getLogger(),
+        *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]:
         for h in list(logger.handlers):
             if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(folder.resolve()):
                 logger.removeHandler(h)
@@ -135,7 +147,9 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     order = [*best[-1:], last] if prefer == "best" else [last, *best[-1:]]
     found = next((c for c in order if c.is_file()), None)
     if found is None:
-        raise UserError(f"ckpt_path={path}: a folder without checkpoints (looked for {folder}/best*.ckpt and last.ckpt)")
+        raise UserError(
+            f"ckpt_path={path}: a folder without checkpoints (looked for {folder}/best*.ckpt and last.ckpt)"
+        )
     kind = "last" if found == last else "best"
     log.info("ckpt_path=%s is a folder: using its %s checkpoint %s", path, kind, found)
     return found

@@ -305,18 +305,24 @@ def validate(cfg: DictConfig) -> None:
     for group in ("callbacks", "logger"):
         for name, entry in (cfg.get(group) or {}).items():
             if entry is not None:
-                errors += _target_key_errors(entry, f"{group}.{name}") + _annotation_errors(entry, f"{group}.{name}", set())
+                errors += _target_key_errors(entry, f"{group}.{name}") + _annotation_errors(
+                    entry, f"{group}.{name}", set()
+                )
     if errors:
         errors = list(dict.fromkeys(errors))
-        raise ConfigError(f"invalid configuration ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  - " + "\n  - ".join(errors))
+        raise ConfigError(
+            f"invalid configuration ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  - " + "\n  - ".join(errors)
+        )
 
 
 def _batch_errors(data: DictConfig, source: DictConfig) -> list[str]:
     """A training batch larger than a training split whose size the config states: training would see nothing."""
     n_train, batch = _resolved(source).get("n_train"), _resolved(data).get("batch_size")
     if all(isinstance(v, int) and not isinstance(v, bool) for v in (n_train, batch)) and 0 < n_train < batch:
-        return [f"data.batch_size={batch}: larger than the training split (data.source.n_train={n_train}); "
-                "no full training batch (the last partial one is dropped)"]
+        return [
+            f"data.batch_size={batch}: larger than the training split (data.source.n_train={n_train}); "
+            "no full training batch (the last partial one is dropped)"
+        ]
     return []
 
 
@@ -324,8 +330,11 @@ def _top_level_errors(cfg: DictConfig) -> list[str]:
     """Unknown top-level keys, and the typed run settings."""
     declared = _declared_top_level()
     known = declared | set(GROUPS) | {f.name for f in dataclasses.fields(RunConfig)}
-    errors = [f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); declare new ones in conf/config.yaml"
-              for key in cfg if key not in known]
+    errors = [
+        f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); declare new ones in conf/config.yaml"
+        for key in cfg
+        if key not in known
+    ]
     run = {k: cfg[k] for k in (f.name for f in dataclasses.fields(RunConfig)) if k in cfg}
     errors += _value_errors(run, RunConfig, "")
     ckpt = cfg.get("ckpt_path")
@@ -361,7 +370,9 @@ def _resolved(section: DictConfig, errors: list[str] | None = None, prefix: str 
     for key in section:
         try:
             node = section[key]
-            out[key] = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+            out[key] = (
+                OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+            )
         except OmegaConfBaseException as e:
             raw = OmegaConf.to_container(section, resolve=False).get(key)
             if errors is not None and "${hydra:" not in str(raw):  # also inside a nested section (a profiler)
@@ -369,7 +380,9 @@ def _resolved(section: DictConfig, errors: list[str] | None = None, prefix: str 
     return out
 
 
-def _annotation_errors(section: DictConfig, prefix: str, skip: set[str], values: dict[str, Any] | None = None) -> list[str]:
+def _annotation_errors(
+    section: DictConfig, prefix: str, skip: set[str], values: dict[str, Any] | None = None
+) -> list[str]:
     """Values (outside `skip`) that do not fit the type annotation of the `_target_`'s argument of that name."""
     hints = _target_hints(section.get("_target_", None))
     errors = []
@@ -436,7 +449,9 @@ def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str
         nested = _dataclass_of(fields[key].type)
         if nested is not None and value is not None:
             if not isinstance(value, dict):
-                errors.append(f"{dotted}{key}={value!r}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(nested))}")
+                errors.append(
+                    f"{dotted}{key}={value!r}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(nested))}"
+                )
             else:
                 errors += _value_errors(value, nested, f"{dotted}{key}")
             continue

@@ -50,18 +50,38 @@ class EvaluateError(cli.UserError):
 class PredictionCollector(L.Callback):
     """Per-image rows from the records `JointCaptionModule._eval_step` returns."""
 
-    def __init__(self, keys: list[str], references: list[list[str]], class_names: list[str],
-                 class_parts: list[int] | None, part_radius: float) -> None:
+    def __init__(
+        self,
+        keys: list[str],
+        references: list[list[str]],
+        class_names: list[str],
+        class_parts: list[int] | None,
+        part_radius: float,
+    ) -> None:
         self.keys, self.references, self.class_names = keys, references, class_names
         self.class_parts, self.part_radius = class_parts, part_radius
         self.rows: dict[int, dict[str, Any]] = {}
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.add(pl_module, outputs, batch)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.add(pl_module, outputs, batch)
 
     def _name(self, k: int) -> str:
@@ -72,10 +92,20 @@ class PredictionCollector(L.Callback):
         hits = self.pointing(record, batch)
         for b, index in enumerate(record["index"].tolist()):
             label = int(record["label"][b])
-            row: dict[str, Any] = {"index": index, "key": self.keys[index], "true_label": label, "true_class": self._name(label)}
+            row: dict[str, Any] = {
+                "index": index,
+                "key": self.keys[index],
+                "true_label": label,
+                "true_class": self._name(label),
+            }
             if "pred" in record:
                 pred = int(record["pred"][b])
-                row.update(pred_label=pred, pred_class=self._name(pred), prob=round(float(record["prob"][b]), 6), correct=int(pred == label))
+                row.update(
+                    pred_label=pred,
+                    pred_class=self._name(pred),
+                    prob=round(float(record["prob"][b]), 6),
+                    correct=int(pred == label),
+                )
             if "tokens" in record:
                 row["caption"] = module.tokenizer.decode(record["tokens"][b].tolist())
             refs = self.references[index]
@@ -117,11 +147,15 @@ def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 def check_compatible(module: JointCaptionModule, dm: Any, ckpt: Path) -> None:
     """The data must be what the model was trained on: same class count and tokenizer."""
     if module.hparams.num_classes != dm.num_classes:
-        raise EvaluateError(f"{ckpt}: the model has {module.hparams.num_classes} classes, the data {dm.num_classes}; "
-                            "pass the data config it was trained with (data=… and its overrides)")
+        raise EvaluateError(
+            f"{ckpt}: the model has {module.hparams.num_classes} classes, the data {dm.num_classes}; "
+            "pass the data config it was trained with (data=… and its overrides)"
+        )
     if module.tokenizer is not None and module.tokenizer.model_proto != dm.tokenizer.model_proto:
-        raise EvaluateError(f"{ckpt}: the data's tokenizer differs from the one inside the checkpoint; "
-                            "pass the data config it was trained with (data.vocab_size, data.source…)")
+        raise EvaluateError(
+            f"{ckpt}: the data's tokenizer differs from the one inside the checkpoint; "
+            "pass the data config it was trained with (data.vocab_size, data.source…)"
+        )
 
 
 def per_class_accuracy(rows: list[dict[str, Any]], class_names: list[str], num_classes: int) -> list[dict[str, Any]]:
@@ -130,11 +164,20 @@ def per_class_accuracy(rows: list[dict[str, Any]], class_names: list[str], num_c
     for k in range(num_classes):
         mine = [r for r in rows if r["true_label"] == k and "correct" in r]
         acc = sum(r["correct"] for r in mine) / len(mine) if mine else None
-        out.append({"label": k, "class": class_names[k] if k < len(class_names) else str(k), "n_images": len(mine), "accuracy": acc})
+        out.append(
+            {
+                "label": k,
+                "class": class_names[k] if k < len(class_names) else str(k),
+                "n_images": len(mine),
+                "accuracy": acc,
+            }
+        )
     return out
 
 
-def write_report(out_dir: Path, report: dict[str, Any], per_class: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Path]:
+def write_report(
+    out_dir: Path, report: dict[str, Any], per_class: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, Path]:
     """report.json, report.csv, per_class.csv and predictions.csv in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("report.json", "report.csv", "per_class.csv", "predictions.csv")}
@@ -159,7 +202,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.split not in SPLITS:
         raise EvaluateError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.ckpt_path is None:
-        raise EvaluateError("ckpt_path is required: python -m jointcap.evaluate ckpt_path=<file.ckpt or run folder> (see --help)")
+        raise EvaluateError(
+            "ckpt_path is required: python -m jointcap.evaluate ckpt_path=<file.ckpt or run folder> (see --help)"
+        )
     ckpt = cli.find_checkpoint(cfg.ckpt_path, prefer="best")
     module = load_module(ckpt)
     chosen = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if v is not None}
@@ -171,8 +216,13 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     dm.setup(cfg.split)
     check_compatible(module, dm, ckpt)
     split = dm.splits[cfg.split]
-    collector = PredictionCollector(list(split.keys), dm.references(cfg.split), dm.info.get("class_names") or [],
-                                    dm.info.get("class_parts"), float(module.metrics_cfg["part_radius"]))
+    collector = PredictionCollector(
+        list(split.keys),
+        dm.references(cfg.split),
+        dm.info.get("class_names") or [],
+        dm.info.get("class_parts"),
+        float(module.metrics_cfg["part_radius"]),
+    )
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[collector], enable_checkpointing=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
     results = run(module, datamodule=dm, verbose=False)
@@ -180,33 +230,60 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     rows = [collector.rows[i] for i in sorted(collector.rows)]
     per_class = per_class_accuracy(rows, dm.info.get("class_names") or [], dm.num_classes)
     beam = module.decode_cfg["test_beam_size" if cfg.split == "test" else "beam_size"]
-    report = {"checkpoint": str(ckpt.resolve()), "epoch": checkpoint_epoch(ckpt), "split": cfg.split, "dataset": dm.info.get("name"), "n_images": len(rows),
-              "task": module.hparams.task, "beam_size": beam, "metrics": metrics,
-              "per_class_accuracy": [c["accuracy"] for c in per_class]}
+    report = {
+        "checkpoint": str(ckpt.resolve()),
+        "epoch": checkpoint_epoch(ckpt),
+        "split": cfg.split,
+        "dataset": dm.info.get("name"),
+        "n_images": len(rows),
+        "task": module.hparams.task,
+        "beam_size": beam,
+        "metrics": metrics,
+        "per_class_accuracy": [c["accuracy"] for c in per_class],
+    }
     paths = write_report(out_dir, report, per_class, rows)
     items = gallery_items(module, split, rows, dm.references(cfg.split), int(cfg.report.gallery), cfg.beam_size)
     paths["report.html"] = html_report.write_html(out_dir / "report.html", report, per_class, items)
     if cfg.wandb.enabled:
         log_to_wandb(cfg, report, per_class, rows, items, paths)
     if "captions" in module.eval_metrics[stage := "test" if cfg.split == "test" else "val"]:
-        print_samples(module.eval_metrics[stage]["captions"].last_predictions, dm.references(cfg.split), list(split.keys))
-    print_metrics(metrics, f"jointcap: {cfg.split} metrics of {ckpt.name} (epoch {report['epoch']}, {len(rows)} images, "
-                  f"beam {beam})", paths)
+        print_samples(
+            module.eval_metrics[stage]["captions"].last_predictions, dm.references(cfg.split), list(split.keys)
+        )
+    print_metrics(
+        metrics,
+        f"jointcap: {cfg.split} metrics of {ckpt.name} (epoch {report['epoch']}, {len(rows)} images, beam {beam})",
+        paths,
+    )
     return report
 
 
-def gallery_items(module: JointCaptionModule, split: Any, rows: list[dict[str, Any]], references: list[list[str]],
-                  n: int, beam_size: int | None) -> list[html_report.GalleryItem]:
+def gallery_items(
+    module: JointCaptionModule,
+    split: Any,
+    rows: list[dict[str, Any]],
+    references: list[list[str]],
+    n: int,
+    beam_size: int | None,
+) -> list[html_report.GalleryItem]:
     """The report's gallery: the `n` worst rows (errors first), explained and drawn."""
     chosen = [rows[i] for i in html_report.gallery_order(rows)[: max(0, n)]]
     if not chosen:
         return []
-    images = torch.from_numpy(split.images[[r["index"] for r in chosen]]).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+    images = (
+        torch.from_numpy(split.images[[r["index"] for r in chosen]]).permute(0, 3, 1, 2).contiguous()
+    )  # (N, 3, S, S)
     return html_report.gallery(module, images, chosen, references, beam_size)
 
 
-def log_to_wandb(cfg: DictConfig, report: dict[str, Any], per_class: list[dict[str, Any]], rows: list[dict[str, Any]],
-                 items: list[html_report.GalleryItem], paths: dict[str, Path]) -> None:
+def log_to_wandb(
+    cfg: DictConfig,
+    report: dict[str, Any],
+    per_class: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    items: list[html_report.GalleryItem],
+    paths: dict[str, Path],
+) -> None:
     """One W&B run (job type evaluate): metrics as its summary, per-class and prediction tables (gallery images), the files."""
     import io
 
@@ -216,20 +293,40 @@ def log_to_wandb(cfg: DictConfig, report: dict[str, Any], per_class: list[dict[s
     from jointcap.runtime.tracking import finish_wandb, wandb_mode
 
     w = cfg.wandb
-    run = wandb.init(project=w.project, entity=w.entity, mode=wandb_mode(w.mode), job_type="evaluate",
-                     name=w.name or f"evaluate {Path(report['checkpoint']).parent.parent.name} {report['split']}",
-                     dir=str(paths["report.json"].parent), tags=[report.get("dataset") or "data", report["split"]],
-                     config={k: report[k] for k in ("checkpoint", "split", "dataset", "n_images", "task", "beam_size")},
-                     settings=wandb.Settings(silent=True))
+    run = wandb.init(
+        project=w.project,
+        entity=w.entity,
+        mode=wandb_mode(w.mode),
+        job_type="evaluate",
+        name=w.name or f"evaluate {Path(report['checkpoint']).parent.parent.name} {report['split']}",
+        dir=str(paths["report.json"].parent),
+        tags=[report.get("dataset") or "data", report["split"]],
+        config={k: report[k] for k in ("checkpoint", "split", "dataset", "n_images", "task", "beam_size")},
+        settings=wandb.Settings(silent=True),
+    )
     try:
         run.summary.update({f"{report['split']}/{k}": v for k, v in report["metrics"].items()})
-        run.log({"per_class": wandb.Table(columns=["class", "n_images", "accuracy"],
-                                          data=[[c["class"], c["n_images"], c["accuracy"]] for c in per_class])})
+        run.log(
+            {
+                "per_class": wandb.Table(
+                    columns=["class", "n_images", "accuracy"],
+                    data=[[c["class"], c["n_images"], c["accuracy"]] for c in per_class],
+                )
+            }
+        )
         columns = ["key", "true_class", "pred_class", "prob", "correct", "caption", "references", "explanation"]
         table = wandb.Table(columns=columns)
         for it in items:
-            table.add_data(it.key, it.true_class, it.pred_class, it.prob, it.correct, it.caption, " | ".join(it.references[:5]),
-                           wandb.Image(Image.open(io.BytesIO(it.jpeg))))
+            table.add_data(
+                it.key,
+                it.true_class,
+                it.pred_class,
+                it.prob,
+                it.correct,
+                it.caption,
+                " | ".join(it.references[:5]),
+                wandb.Image(Image.open(io.BytesIO(it.jpeg))),
+            )
         run.log({"predictions": table, "report": wandb.Html(paths["report.html"].read_text(encoding="utf-8"))})
         artifact = wandb.Artifact(f"evaluation-{run.id}", type="evaluation")
         for path in paths.values():

@@ -19,8 +19,15 @@ from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.caption_metric import CaptionScores
 from jointcap.metrics.cider_reward import CiderReward
 from jointcap.metrics.correctness import FactReader
-from jointcap.metrics.localisation import (BoxAccuracy, LocalisationScores, gt_known_loc, part_pointing, upsample,
-                                           word_attention, word_grounding)
+from jointcap.metrics.localisation import (
+    BoxAccuracy,
+    LocalisationScores,
+    gt_known_loc,
+    part_pointing,
+    upsample,
+    word_attention,
+    word_grounding,
+)
 from jointcap.models.joint import JointModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,24 +45,61 @@ class JointCaptionModule(L.LightningModule):
     (both are then stored in the hyper-parameters, so checkpoints rebuild it directly).
     """
 
-    def __init__(self, task: str = "joint", encoder: dict | None = None, embedding: dict | None = None,
-                 classifier: dict | None = None, captioner: dict | None = None, loss: dict | None = None,
-                 optim: dict | None = None, decode: dict | None = None, channels_last: bool = False,
-                 monitor: str = "val/acc1", num_classes: int | None = None, vocab_size: int | None = None,
-                 metrics: dict | None = None, compile: bool = False) -> None:
+    def __init__(
+        self,
+        task: str = "joint",
+        encoder: dict | None = None,
+        embedding: dict | None = None,
+        classifier: dict | None = None,
+        captioner: dict | None = None,
+        loss: dict | None = None,
+        optim: dict | None = None,
+        decode: dict | None = None,
+        channels_last: bool = False,
+        monitor: str = "val/acc1",
+        num_classes: int | None = None,
+        vocab_size: int | None = None,
+        metrics: dict | None = None,
+        compile: bool = False,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.loss_cfg = {"caption_weight": 1.0, "cam_weight": 1.0, "divergence": "js", "grad_to": "both",
-                         "warmup_epochs": 1.0, "doubly_stochastic": 0.0, "label_smoothing": 0.0,
-                         "attention_words": "all", "scst_epochs": 0.0, "scst_samples": 5, **(loss or {})}
+        self.loss_cfg = {
+            "caption_weight": 1.0,
+            "cam_weight": 1.0,
+            "divergence": "js",
+            "grad_to": "both",
+            "warmup_epochs": 1.0,
+            "doubly_stochastic": 0.0,
+            "label_smoothing": 0.0,
+            "attention_words": "all",
+            "scst_epochs": 0.0,
+            "scst_samples": 5,
+            **(loss or {}),
+        }
         if self.loss_cfg["attention_words"] not in losses.ATTENTION_WORDS:
-            raise ValueError(f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
-                             f"got {self.loss_cfg['attention_words']!r}")
-        self.optim_cfg = {"lr": 1e-3, "weight_decay": 1e-4, "encoder_lr_mult": 1.0, "warmup_steps": 100, "scheduler": "cosine", **(optim or {})}
+            raise ValueError(
+                f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
+                f"got {self.loss_cfg['attention_words']!r}"
+            )
+        self.optim_cfg = {
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "encoder_lr_mult": 1.0,
+            "warmup_steps": 100,
+            "scheduler": "cosine",
+            **(optim or {}),
+        }
         self.decode_cfg = {"beam_size": 1, "max_len": 24, "length_penalty": 0.0, "test_beam_size": 3, **(decode or {})}
         # meteor: pycocoevalcap's Java METEOR; part_radius: part-pointing radius as a fraction of the image side;
         # cam_threshold: GT-known Loc's CAM threshold; box_stages: where the (costly) box metrics run
-        self.metrics_cfg = {"meteor": False, "part_radius": 0.07, "cam_threshold": 0.2, "box_stages": ["test"], **(metrics or {})}
+        self.metrics_cfg = {
+            "meteor": False,
+            "part_radius": 0.07,
+            "cam_threshold": 0.2,
+            "box_stages": ["test"],
+            **(metrics or {}),
+        }
         if self.loss_cfg["cam_weight"] < 0:
             raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg['cam_weight']}")
         self.disagreement = losses.DisagreementLoss(self.loss_cfg["divergence"], self.loss_cfg["grad_to"])
@@ -75,8 +119,16 @@ class JointCaptionModule(L.LightningModule):
     # -- construction ----------------------------------------------------------------------
     def _build(self, num_classes: int, vocab_size: int) -> None:
         hp = self.hparams
-        self.model = JointModel(num_classes, vocab_size, hp.task, hp.encoder, hp.embedding, hp.classifier, hp.captioner,
-                                special_ids={"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID})
+        self.model = JointModel(
+            num_classes,
+            vocab_size,
+            hp.task,
+            hp.encoder,
+            hp.embedding,
+            hp.classifier,
+            hp.captioner,
+            special_ids={"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID},
+        )
         if hp.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(num_classes, s) for s in EVAL_STAGES})
@@ -89,9 +141,14 @@ class JointCaptionModule(L.LightningModule):
             m["acc5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
             m["acc_per_class"] = MulticlassAccuracy(num_classes, top_k=1, average="macro")
         if self.has_captioner:
-            m["captions"] = CaptionScores(decode=self._decode, references=self._references, max_len=self.decode_cfg["max_len"],
-                                          meteor=bool(self.metrics_cfg["meteor"]), facts=self._facts,
-                                          reader=FactReader.from_info(self.info))
+            m["captions"] = CaptionScores(
+                decode=self._decode,
+                references=self._references,
+                max_len=self.decode_cfg["max_len"],
+                meteor=bool(self.metrics_cfg["meteor"]),
+                facts=self._facts,
+                reader=FactReader.from_info(self.info),
+            )
             m["word_grounding"] = MeanMetric()  # attribute words whose attention peak is on their part (masks)
             m["attn_part_pointing"] = MeanMetric()  # annotated part locations (CUB `parts`)
         m["localisation"] = LocalisationScores(class_parts=self.info.get("class_parts"))
@@ -121,14 +178,18 @@ class JointCaptionModule(L.LightningModule):
             m["localisation"].class_parts = self.info.get("class_parts")
             if "captions" in m:
                 m["captions"].reader = FactReader.from_info(self.info)
-        self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(self.info.get("part_words", ()))
+        self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(
+            self.info.get("part_words", ())
+        )
 
     def set_metric_options(self, **options: Any) -> None:
         """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
         self.metrics_cfg.update(options)
         self.hparams.metrics = dict(self.metrics_cfg)
         if self.model is not None:
-            self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(self.hparams.num_classes, s) for s in EVAL_STAGES}).to(self.device)
+            self.eval_metrics = nn.ModuleDict(
+                {s: self._eval_metrics(self.hparams.num_classes, s) for s in EVAL_STAGES}
+            ).to(self.device)
 
     @property
     def has_classifier(self) -> bool:
@@ -165,8 +226,11 @@ class JointCaptionModule(L.LightningModule):
 
     # -- checkpoint extras: the tokenizer and dataset facts travel with the weights ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["jointcap"] = {"tokenizer": self.tokenizer.model_proto if self.tokenizer else None, "info": self.info,
-                                  "image_size": self.image_size}
+        checkpoint["jointcap"] = {
+            "tokenizer": self.tokenizer.model_proto if self.tokenizer else None,
+            "info": self.info,
+            "image_size": self.image_size,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("jointcap", {})
@@ -217,8 +281,9 @@ class JointCaptionModule(L.LightningModule):
         cap = self.model.captioner
         samples = cap.sample(out.emb, k, self.decode_cfg["max_len"])  # (B·k, T), image-major
         images = batch["index"].repeat_interleave(k).tolist()
-        reward = torch.tensor(self._reward(samples.cpu().numpy(), images), dtype=torch.float32,
-                              device=samples.device).view(-1, k)  # (B, k)
+        reward = torch.tensor(
+            self._reward(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
+        ).view(-1, k)  # (B, k)
         baseline = (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
         seq = torch.cat([torch.full_like(samples[:, :1], BOS_ID), samples], 1)  # (B·k, T+1)
         word_logits, alphas = cap(out.emb.repeat_interleave(k, dim=0), seq)
@@ -290,7 +355,11 @@ class JointCaptionModule(L.LightningModule):
         """Whether the loggers record this training step (every `log_every_n_steps`); the loss terms are logged
         only then: the loggers get the same rows, the progress bar shows terms refreshed at that pace."""
         connector = getattr(self._trainer, "_logger_connector", None)  # what Lightning's own LearningRateMonitor asks
-        return self._trainer is None or bool(getattr(connector, "should_update_logs", True)) or bool(self.trainer.fast_dev_run)
+        return (
+            self._trainer is None
+            or bool(getattr(connector, "should_update_logs", True))
+            or bool(self.trainer.fast_dev_run)
+        )
 
     def on_validation_epoch_start(self) -> None:
         self._eval_split("val")
@@ -340,7 +409,9 @@ class JointCaptionModule(L.LightningModule):
                 m["disagreement_js"].update(losses.divergence(p, attn, "js"))
         attn_map = attn.view(-1, *out.emb.shape[-2:]) if attn is not None else None  # (B, h, w)
         # a single-task model scores its one map (the agreement keys are then dropped)
-        m["localisation"].update(cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks"))
+        m["localisation"].update(
+            cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks")
+        )
         size = tuple(batch["image"].shape[-2:])
         if batch.get("parts") is not None:
             self._update_part_pointing(m, {"cam": cam, "attn": attn_map}, batch["parts"], size)
@@ -348,11 +419,18 @@ class JointCaptionModule(L.LightningModule):
             self._update_boxes(m, cam, batch["boxes"], size)
         if dec is not None and batch.get("masks") is not None and self.info.get("part_words"):
             self._update_word_grounding(m, dec, batch["masks"], tuple(out.emb.shape[-2:]))
-        record.update({k: v for k, v in (("tokens", dec.tokens if dec is not None else None), ("cam", cam), ("attn", attn_map)) if v is not None})
+        record.update(
+            {
+                k: v
+                for k, v in (("tokens", dec.tokens if dec is not None else None), ("cam", cam), ("attn", attn_map))
+                if v is not None
+            }
+        )
         return record
 
-    def _update_part_pointing(self, m: nn.ModuleDict, maps: dict[str, torch.Tensor | None], parts: torch.Tensor,
-                              size: tuple[int, int]) -> None:
+    def _update_part_pointing(
+        self, m: nn.ModuleDict, maps: dict[str, torch.Tensor | None], parts: torch.Tensor, size: tuple[int, int]
+    ) -> None:
         """Per image with a visible part: does the map's peak lie within part_radius of one? (parts (B, P, 3) x, y, visible)."""
         radius = float(self.metrics_cfg["part_radius"]) * max(size)
         for src, maps_ in maps.items():
@@ -374,7 +452,9 @@ class JointCaptionModule(L.LightningModule):
     def _update_word_grounding(self, m: nn.ModuleDict, dec: Any, masks: torch.Tensor, grid: tuple[int, int]) -> None:
         """Attribute words (e.g. "red") whose attention peaks on the part they describe ("crown"), masks (B, P, S, S)."""
         attn_words, words = word_attention(dec.tokens, dec.alphas, self.tokenizer, grid)  # (B, W, h, w)
-        hits, count = word_grounding(attn_words, words, self.info["part_words"], frozenset(self.info.get("attribute_words", ())), masks)
+        hits, count = word_grounding(
+            attn_words, words, self.info["part_words"], frozenset(self.info.get("attribute_words", ())), masks
+        )
         if count:
             m["word_grounding"].update(torch.tensor(hits / count, device=self.device), weight=count)
 

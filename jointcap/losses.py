@@ -17,9 +17,13 @@ ATTENTION_WORDS = ("all", "content")  # which generated words' attention Q avera
 _EPS = 1e-8
 
 
-def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0) -> torch.Tensor:
+def caption_loss(
+    logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Token-level cross-entropy, ignoring padding: logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id, label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id, label_smoothing=label_smoothing
+    )
 
 
 def cam_distribution(cam: torch.Tensor) -> torch.Tensor:

@@ -64,8 +64,13 @@ def expand(images: list[str]) -> list[Path]:
         if not p.is_dir():
             out.append(p)
             continue
-        found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        found = sorted(
+            f
+            for f in p.rglob("*")
+            if f.suffix.lower() in IMAGE_SUFFIXES
+            and f.is_file()
+            and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
         if not found:
             raise cli.UserError(f"{p}: no image files in this folder or below it ({', '.join(sorted(IMAGE_SUFFIXES))})")
         out += found
@@ -102,9 +107,11 @@ def domain_warning(module: JointCaptionModule) -> str | None:
     """A warning when the checkpoint's training data is unlike image files a user passes (synthetic drawings)."""
     name = str(module.info.get("name") or "")
     if name == "synthetic":
-        return ("this checkpoint was trained on jointcap's synthetic birds (procedural drawings of coloured parts): its "
-                "classes and captions describe those drawings only. On photographs or other images its output is "
-                "meaningless; use a checkpoint trained on data like yours (e.g. +experiment=cub_cam for bird photos).")
+        return (
+            "this checkpoint was trained on jointcap's synthetic birds (procedural drawings of coloured parts): its "
+            "classes and captions describe those drawings only. On photographs or other images its output is "
+            "meaningless; use a checkpoint trained on data like yours (e.g. +experiment=cub_cam for bird photos)."
+        )
     return None
 
 
@@ -143,9 +150,16 @@ def figure_path(out_dir: Path, path: Path, taken: set[Path], fmt: str = "png") -
     return target
 
 
-def predict_files(module: JointCaptionModule, paths: list[Path], out_dir: Path, size: int,
-                  beam_size: int | None = None, batch_size: int = 16, display_size: int = 320,
-                  fmt: str = "png") -> tuple[list[Prediction], list[str]]:
+def predict_files(
+    module: JointCaptionModule,
+    paths: list[Path],
+    out_dir: Path,
+    size: int,
+    beam_size: int | None = None,
+    batch_size: int = 16,
+    display_size: int = 320,
+    fmt: str = "png",
+) -> tuple[list[Prediction], list[str]]:
     """Predictions of the readable files (figures written) and an error line per unreadable one.
 
     The model sees each image squashed to `size`; the figures show it at its own aspect ratio
@@ -171,11 +185,17 @@ def predict_files(module: JointCaptionModule, paths: list[Path], out_dir: Path, 
             name, prob, title = describe(module, ex, b)
             words = ex.words[b]
             panels = viz.explanation_panels(
-                ex.cam[b] if ex.cam is not None else None, mean[b] if mean is not None else None, words,
-                ex.word_maps[b, : len(words)] if ex.word_maps is not None else None, class_title="CAM (predicted class)")
+                ex.cam[b] if ex.cam is not None else None,
+                mean[b] if mean is not None else None,
+                words,
+                ex.word_maps[b, : len(words)] if ex.word_maps is not None else None,
+                class_title="CAM (predicted class)",
+            )
             fig = viz.image_figure(shown.permute(1, 2, 0).numpy(), panels, title)
             figure = viz.save_figure(fig, figure_path(out_dir, p, taken, fmt))
-            preds.append(Prediction(p, name, prob, ex.captions[b], figure, confidence_note(prob, module.hparams.num_classes)))
+            preds.append(
+                Prediction(p, name, prob, ex.captions[b], figure, confidence_note(prob, module.hparams.num_classes))
+            )
     return preds, errors
 
 
@@ -186,7 +206,16 @@ def write_csv(path: Path, preds: list[Prediction]) -> Path:
         w = csv.writer(f)
         w.writerow(["image", "class", "probability", "caption", "figure", "note"])
         for p in preds:
-            w.writerow([str(p.path), p.class_name or "", "" if p.prob is None else f"{p.prob:.6f}", p.caption, str(p.figure), p.note])
+            w.writerow(
+                [
+                    str(p.path),
+                    p.class_name or "",
+                    "" if p.prob is None else f"{p.prob:.6f}",
+                    p.caption,
+                    str(p.figure),
+                    p.note,
+                ]
+            )
     os.replace(tmp, path)
     return path
 
@@ -194,8 +223,10 @@ def write_csv(path: Path, preds: list[Prediction]) -> Path:
 def run(cfg: DictConfig, out_dir: Path) -> int:
     """Predict every image of cfg.images; print results; the exit status (0 ok, 1 some unreadable, 2 unusable request)."""
     if cfg.ckpt_path is None:
-        raise cli.UserError("ckpt_path is required: python -m jointcap.predict ckpt_path=<file.ckpt or run folder> "
-                            "images=[a.jpg,folder] (see --help)")
+        raise cli.UserError(
+            "ckpt_path is required: python -m jointcap.predict ckpt_path=<file.ckpt or run folder> "
+            "images=[a.jpg,folder] (see --help)"
+        )
     if cfg.images is None:
         raise cli.UserError("images is required: images=[a.jpg,b.png] or images=[a/folder] (see --help)")
     images = cfg.images if isinstance(cfg.images, (list, ListConfig)) else [cfg.images]

@@ -60,9 +60,11 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
         return None
     changed = hparams_mismatch(found, OmegaConf.to_container(cfg.model, resolve=True))
     if changed:
-        raise cli.UserError(f"ckpt_path={cfg.ckpt_path}: {found} was trained with another model configuration "
-                         f"({'; '.join(changed)}). Use a new run folder, or pass ckpt_path={found} to resume "
-                         "it with the new settings.")
+        raise cli.UserError(
+            f"ckpt_path={cfg.ckpt_path}: {found} was trained with another model configuration "
+            f"({'; '.join(changed)}). Use a new run folder, or pass ckpt_path={found} to resume "
+            "it with the new settings."
+        )
     log.info("resuming from %s", found)
     return str(found)
 
@@ -81,8 +83,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cb = trainer.checkpoint_callback
         ckpt = cb.best_model_path if cb is not None and getattr(cb, "monitor", None) else None
         epoch = checkpoint_epoch(ckpt) if ckpt else trainer.current_epoch - 1
-        source = (f"test split, the best checkpoint by {cb.monitor}: epoch {epoch} of 0–{trainer.max_epochs - 1}" if ckpt
-                  else f"test split, the last epoch ({epoch})")
+        source = (
+            f"test split, the best checkpoint by {cb.monitor}: epoch {epoch} of 0–{trainer.max_epochs - 1}"
+            if ckpt
+            else f"test split, the last epoch ({epoch})"
+        )
         results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         metrics["test/epoch"] = float(epoch)
@@ -90,8 +95,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not cfg.get("debug_run"):  # a debug run's numbers must never reach a summary
             write_results(run_dir, metrics, cfg.objective)  # what jointcap.analysis.summarize tabulates
         if cfg.test_after_fit and "captions" in model.eval_metrics["test"]:
-            print_samples(model.eval_metrics["test"]["captions"].last_predictions, datamodule.references("test"),
-                          list(datamodule.splits["test"].keys))
+            print_samples(
+                model.eval_metrics["test"]["captions"].last_predictions,
+                datamodule.references("test"),
+                list(datamodule.splits["test"].keys),
+            )
         print_summary(metrics, run_dir, trainer, source)
     return metrics
 
@@ -115,9 +123,13 @@ def main(cfg: DictConfig) -> float | None:
         return done.get("objective_value")
     try:
         metrics = train(cfg)
-    except SIGTERMException:  # pre-emption; in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt
-        log.warning("stopped by SIGTERM; resume with the same command and hydra.run.dir=%s",
-                    HydraConfig.get().runtime.output_dir)
+    except (
+        SIGTERMException
+    ):  # pre-emption; in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt
+        log.warning(
+            "stopped by SIGTERM; resume with the same command and hydra.run.dir=%s",
+            HydraConfig.get().runtime.output_dir,
+        )
         raise SystemExit(128 + 15) from None
     finally:
         finish_wandb(exit_code=1 if sys.exc_info()[0] else 0)  # the next sweep job must start a run of its own

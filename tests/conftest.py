@@ -15,10 +15,22 @@ pytest_plugins = ["tests.helpers.ckpt", "tests.helpers.realdata"]
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny synthetic data and a short fit: enough to exercise every path of a real run.
 TINY = [
-    "data.source.n_train=96", "data.source.n_val=32", "data.source.n_test=32", "data.source.n_classes=6",
-    "data.batch_size=16", "data.eval_batch_size=32", "data.num_workers=0", "data.vocab_size=120",
-    "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "model.optim.warmup_steps=2", "model.decode.max_len=12",
-    "model.encoder.stage=2", "model.embedding.dim=32", "model.captioner.hidden_dim=32", "model.captioner.embed_dim=16",
+    "data.source.n_train=96",
+    "data.source.n_val=32",
+    "data.source.n_test=32",
+    "data.source.n_classes=6",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "data.num_workers=0",
+    "data.vocab_size=120",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "model.optim.warmup_steps=2",
+    "model.decode.max_len=12",
+    "model.encoder.stage=2",
+    "model.embedding.dim=32",
+    "model.captioner.hidden_dim=32",
+    "model.captioner.embed_dim=16",
     "model.captioner.attn_dim=16",
 ]
 
@@ -30,10 +42,16 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, module: str = "jointcap.run", check: bool = True) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 300, module: str = "jointcap.run", check: bool = True
+) -> subprocess.CompletedProcess:
     """Run `python -m <module> args…` in a subprocess, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1")
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc

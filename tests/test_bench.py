@@ -10,9 +10,26 @@ import torch
 from jointcap.tools import bench
 from tests.conftest import TINY
 
-TINY_BENCH = ["--steps", "1", "--warmup", "1", "--repeats", "1", "--beam-images", "2", "--beam-repeats", "1",
-              "--caption-images", "20", "--caption-refs", "3", "--device", "cpu",
-              "--threads", "1"]  # one intra-op thread: steady on a busy machine
+TINY_BENCH = [
+    "--steps",
+    "1",
+    "--warmup",
+    "1",
+    "--repeats",
+    "1",
+    "--beam-images",
+    "2",
+    "--beam-repeats",
+    "1",
+    "--caption-images",
+    "20",
+    "--caption-refs",
+    "3",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]  # one intra-op thread: steady on a busy machine
 
 
 def test_bench_end_to_end(tmp_path: Path, capsys) -> None:
@@ -47,8 +64,18 @@ def test_paper_profile_composes_the_experiments_model(tmp_path: Path) -> None:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(bench.CONF_DIR), version_base="1.3"):
         exp = compose("config", overrides=[f"+experiment={bench.PAPER_EXPERIMENT}"])
-    for key in ("encoder.name", "encoder.stage", "encoder.output_stride", "embedding.dim", "captioner.hidden_dim",
-                "optim.encoder_lr_mult", "optim.warmup_steps", "decode.max_len", "channels_last", "loss.cam_weight"):
+    for key in (
+        "encoder.name",
+        "encoder.stage",
+        "encoder.output_stride",
+        "embedding.dim",
+        "captioner.hidden_dim",
+        "optim.encoder_lr_mult",
+        "optim.warmup_steps",
+        "decode.max_len",
+        "channels_last",
+        "loss.cam_weight",
+    ):
         a, b = (c.model for c in (cfg, exp))
         for part in key.split("."):
             a, b = a[part], b[part]
@@ -65,9 +92,22 @@ def test_paper_profile_composes_the_experiments_model(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_paper_profile_end_to_end(tmp_path: Path) -> None:
     """The paper profile at a tiny size produces every row, the torchvision ceiling too (~15 s: five ResNet-50s)."""
-    report = bench.main(["--profile", "paper", "--batch-size", "2", "--image-size", "32", *TINY_BENCH,
-                         "--out", str(tmp_path / "paper.md"), "data.num_workers=0", "data.vocab_size=120",
-                         "model.decode.max_len=8"])
+    report = bench.main(
+        [
+            "--profile",
+            "paper",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+            *TINY_BENCH,
+            "--out",
+            str(tmp_path / "paper.md"),
+            "data.num_workers=0",
+            "data.vocab_size=120",
+            "model.decode.max_len=8",
+        ]
+    )
     assert [r.name.split(".")[0] for r in report.rows] == ["1", "2", "3", "3b", "4", "5", "7"]
     for row in report.rows:
         assert math.isfinite(row.ratio) and row.ratio > 0, row

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _state(value: float) -> dict:
-    return {"state_dict": {"w": torch.full((256, 256), value)}, "global_step": int(value), "hyper_parameters": {"task": "joint"}}
+    return {
+        "state_dict": {"w": torch.full((256, 256), value)},
+        "global_step": int(value),
+        "hyper_parameters": {"task": "joint"},
+    }
 
 
 def _half_write_then(fail):
@@ -58,7 +62,9 @@ def test_sigkill_mid_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
         torch.save = _half_write_then(lambda: os.kill(os.getpid(), signal.SIGKILL))
         io.save_checkpoint(_state(2.0), {str(path)!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120
+    )
     assert proc.returncode == -9
     assert load_checkpoint(path)["global_step"] == 1
     leftovers = [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"]
@@ -88,11 +94,14 @@ def evil_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     return path, marker
 
 
-@pytest.mark.parametrize("loader", [
-    load_checkpoint,
-    load_module,
-    lambda p: AtomicCheckpointIO().load_checkpoint(p),  # what trainer.fit/test(ckpt_path=…) use
-])
+@pytest.mark.parametrize(
+    "loader",
+    [
+        load_checkpoint,
+        load_module,
+        lambda p: AtomicCheckpointIO().load_checkpoint(p),  # what trainer.fit/test(ckpt_path=…) use
+    ],
+)
 def test_pickled_objects_are_refused(evil_checkpoint: tuple[Path, Path], loader) -> None:
     path, marker = evil_checkpoint
     with pytest.raises(UnsafeCheckpointError, match="refusing to load"):
@@ -105,7 +114,9 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         AtomicCheckpointIO().load_checkpoint(tmp_path / "nope.ckpt")
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", None], ids=["zero-byte", "garbage", "truncated"])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage, not a checkpoint", None], ids=["zero-byte", "garbage", "truncated"]
+)
 @pytest.mark.parametrize("loader", ["load_checkpoint", "load_module", "io"])
 def test_unreadable_checkpoint_names_the_file(tmp_path: Path, content: bytes | None, loader: str) -> None:
     from jointcap.runtime import checkpoint
@@ -116,8 +127,13 @@ def test_unreadable_checkpoint_names_the_file(tmp_path: Path, content: bytes | N
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         path.write_bytes(content)
-    load = {"load_checkpoint": checkpoint.load_checkpoint, "load_module": checkpoint.load_module,
-            "io": AtomicCheckpointIO().load_checkpoint}[loader]
-    expected = checkpoint.CheckpointError if content else checkpoint.UnreadableCheckpointError  # garbage may parse as a pickle
+    load = {
+        "load_checkpoint": checkpoint.load_checkpoint,
+        "load_module": checkpoint.load_module,
+        "io": AtomicCheckpointIO().load_checkpoint,
+    }[loader]
+    expected = (
+        checkpoint.CheckpointError if content else checkpoint.UnreadableCheckpointError
+    )  # garbage may parse as a pickle
     with pytest.raises(expected, match=f"{path}: "):
         load(path)

@@ -20,10 +20,15 @@ from jointcap.config import ConfigError, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Where each schema lives in a composed config, and the data= choice that composes it.
-SECTIONS = [(schema.RunConfig, "", "synthetic"), (schema.ModelConfig, "model", "synthetic"),
-            (schema.DataConfig, "data", "synthetic"), (schema.TrainerConfig, "trainer", "synthetic"),
-            (schema.SyntheticSourceConfig, "data.source", "synthetic"), (schema.CUBSourceConfig, "data.source", "cub"),
-            (schema.FlowersSourceConfig, "data.source", "flowers")]
+SECTIONS = [
+    (schema.RunConfig, "", "synthetic"),
+    (schema.ModelConfig, "model", "synthetic"),
+    (schema.DataConfig, "data", "synthetic"),
+    (schema.TrainerConfig, "trainer", "synthetic"),
+    (schema.SyntheticSourceConfig, "data.source", "synthetic"),
+    (schema.CUBSourceConfig, "data.source", "cub"),
+    (schema.FlowersSourceConfig, "data.source", "flowers"),
+]
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,7 +74,11 @@ def _bad_values(f: dataclasses.Field, base: Any) -> list[tuple[str, Any]]:
         return [("scalar", 5)] + ([("bad item", ["zzz-no-such-choice"])] if "each" in meta else [])
     if base in (int, float):
         bad: list[tuple[str, Any]] = [("string", "abc")]
-        bad += [("fraction", 1.5)] if base is int else [("NaN", float("nan")), ("inf", float("inf")), ("-inf", float("-inf"))]
+        bad += (
+            [("fraction", 1.5)]
+            if base is int
+            else [("NaN", float("nan")), ("inf", float("inf")), ("-inf", float("-inf"))]
+        )
         if "choices" in meta:
             bad.append(("not a choice", max(meta["choices"]) + 1))
         if "min" in meta:
@@ -84,7 +93,11 @@ def _bad_values(f: dataclasses.Field, base: Any) -> list[tuple[str, Any]]:
     raise AssertionError(f"{f.name}: a field type the fuzz test does not know ({base}); teach it, and the validator")
 
 
-CASES = [(section, data, key, _bad_values(f, base)) for cls, section, data in SECTIONS for key, f, base in _fields(cls, section)]
+CASES = [
+    (section, data, key, _bad_values(f, base))
+    for cls, section, data in SECTIONS
+    for key, f, base in _fields(cls, section)
+]
 
 
 def _with(data: str, key: str, value: Any) -> DictConfig:
@@ -99,7 +112,9 @@ def test_the_composed_defaults_are_valid() -> None:
         validate(_composed(data))
 
 
-@pytest.mark.parametrize("section,data,key,bad", CASES, ids=[c[2] + (f"[{c[1]}]" if c[0] == "data.source" else "") for c in CASES])
+@pytest.mark.parametrize(
+    "section,data,key,bad", CASES, ids=[c[2] + (f"[{c[1]}]" if c[0] == "data.source" else "") for c in CASES]
+)
 def test_every_field_refuses_bad_values(section: str, data: str, key: str, bad: list[tuple[str, Any]]) -> None:
     for what, value in bad:
         with pytest.raises(ConfigError) as err:
@@ -120,7 +135,9 @@ def test_every_numeric_field_declares_its_range(cls: type, section: str, data: s
     """A new int/float field must say what is allowed (or declare `unbounded()`), so out-of-range values are caught."""
     for key, f, base in _fields(cls, section):
         if base in (int, float):
-            assert {"min", "above", "below", "max", "choices", "unbounded"} & set(f.metadata), f"{key}: no range declared"
+            assert {"min", "above", "below", "max", "choices", "unbounded"} & set(f.metadata), (
+                f"{key}: no range declared"
+            )
 
 
 @pytest.mark.parametrize("source", [schema.CUBSourceConfig, schema.FlowersSourceConfig, schema.SyntheticSourceConfig])

@@ -17,7 +17,12 @@ def _facts(caption: str) -> set[str]:
 
 def test_reader_maps_attribute_runs_to_the_next_part_noun() -> None:
     assert _facts("this bird has a red crown, blue striped wings and a long orange bill.") == {
-        "head red", "wing blue", "wing striped", "beak long", "beak orange"}
+        "head red",
+        "wing blue",
+        "wing striped",
+        "beak long",
+        "beak orange",
+    }
     assert _facts("a small bird with a mostly grey body") == {"body grey"}  # size words are no facts
     # a word between the attribute and the noun breaks the run: "red" describes the bird, not the wings
     assert _facts("a red bird with wings") == set()

@@ -14,6 +14,7 @@ from jointcap.data.cub import CUBSource, stratified_split, val_count
 from jointcap.data.download import MissingFileError
 from jointcap.data.realdata import ImageDecodeError, Record
 from tests.helpers.realdata import CUB_PARTS, cub_kwargs, make_cub
+
 SIZE = 32
 
 
@@ -140,7 +141,9 @@ def test_skip_bad_skips_and_counts(serve, tmp_path: Path, kind: str, caplog) -> 
 
 
 def test_wrong_images_md5(serve, cub_files, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="CUB_200_2011.tgz: md5 mismatch, expected 0{32}, got " + cub_files.md5["CUB_200_2011.tgz"]):
+    with pytest.raises(
+        Exception, match="CUB_200_2011.tgz: md5 mismatch, expected 0{32}, got " + cub_files.md5["CUB_200_2011.tgz"]
+    ):
         _build(tmp_path, serve(cub_files.dir), cub_files, images_md5="0" * 32)
     assert not list((tmp_path / "data").glob("CUB_200_2011*"))
 
@@ -148,7 +151,12 @@ def test_wrong_images_md5(serve, cub_files, tmp_path: Path) -> None:
 def test_cache_key_tracks_content_not_root() -> None:
     a = CUBSource("/x", image_size=224)
     assert a.cache_key() == CUBSource("/elsewhere", image_size=224).cache_key()
-    others = [CUBSource("/x", image_size=448), CUBSource("/x", split="zeroshot"), CUBSource("/x", val_fraction=0.2), CUBSource("/x", seed=1)]
+    others = [
+        CUBSource("/x", image_size=448),
+        CUBSource("/x", split="zeroshot"),
+        CUBSource("/x", val_fraction=0.2),
+        CUBSource("/x", seed=1),
+    ]
     assert len({a.cache_key(), *(o.cache_key() for o in others)}) == 5
     assert "cub" in a.cache_key()
 
@@ -202,11 +210,19 @@ def test_cache_key_tracks_skip_bad_and_the_files_read() -> None:
     assert a.cache_key() == CUBSource("/x", images_url="http://mirror.example/CUB_200_2011.tgz").cache_key()
 
 
-@pytest.mark.parametrize("kwargs,key", [
-    ({"download": "no"}, "download"), ({"skip_bad": "maybe"}, "skip_bad"), ({"min_captions": -1}, "min_captions"),
-    ({"image_size": "abc"}, "image_size"), ({"image_size": 0}, "image_size"), ({"val_fraction": float("nan")}, "val_fraction"),
-    ({"seed": 1.5}, "seed"), ({"workers": 0}, "workers"),
-])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"download": "no"}, "download"),
+        ({"skip_bad": "maybe"}, "skip_bad"),
+        ({"min_captions": -1}, "min_captions"),
+        ({"image_size": "abc"}, "image_size"),
+        ({"image_size": 0}, "image_size"),
+        ({"val_fraction": float("nan")}, "val_fraction"),
+        ({"seed": 1.5}, "seed"),
+        ({"workers": 0}, "workers"),
+    ],
+)
 def test_constructor_refuses_bad_values(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=f"CUBSource: {key}"):
         CUBSource("/x", **kwargs)

@@ -16,9 +16,16 @@ from tests.conftest import TINY, run_cli
 def test_failing_rank_brings_the_job_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     monkeypatch.setenv("JOINTCAP_DATA", str(data))
-    args = [*TINY, "++trainer.strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.precision=32-true",
-            "model._target_=tests.helpers.ddp.FailOnRankOne", "data.source._target_=tests.helpers.ddp.CountedSynthetic",
-            f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        *TINY,
+        "++trainer.strategy=ddp_spawn",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "model._target_=tests.helpers.ddp.FailOnRankOne",
+        "data.source._target_=tests.helpers.ddp.CountedSynthetic",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     try:
         proc = run_cli(args, cwd=tmp_path, check=False, timeout=240)
     except subprocess.TimeoutExpired:

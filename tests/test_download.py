@@ -11,6 +11,8 @@ import pytest
 from jointcap.data import download as dl
 from jointcap.data.download import ArchiveError, ChecksumError, MissingFileError, Remote, UnsafeArchiveError
 from tests.helpers.realdata import add_text, md5_of, write_tar
+
+
 @pytest.fixture
 def archive_dir(tmp_path: Path) -> Path:
     """A served folder holding one good archive `pack.tgz` with top-level folder `pack/`."""
@@ -58,7 +60,13 @@ def test_offline_missing_file_names_url_md5_and_place(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError) as err:
         dl.ensure_extracted(remote, tmp_path / "pack.tgz", "pack", download=False)
     msg = str(err.value)
-    for part in ("pack.tgz", "https://example.org/data/pack.tgz", "ab" * 16, str(tmp_path / "pack.tgz"), str(tmp_path / "pack")):
+    for part in (
+        "pack.tgz",
+        "https://example.org/data/pack.tgz",
+        "ab" * 16,
+        str(tmp_path / "pack.tgz"),
+        str(tmp_path / "pack"),
+    ):
         assert part in msg
 
 
@@ -149,8 +157,11 @@ def test_symlink_chain_out_is_refused(tmp_path: Path) -> None:
     assert sorted(p.name for p in work.iterdir()) == ["pack.tgz"]
 
 
-@pytest.mark.parametrize("member", [_member("pack/sub/link", tarfile.SYMTYPE, "../ok.txt"),
-                                    _member("pack/hard", tarfile.LNKTYPE, "pack/ok.txt")], ids=["symlink", "hardlink"])
+@pytest.mark.parametrize(
+    "member",
+    [_member("pack/sub/link", tarfile.SYMTYPE, "../ok.txt"), _member("pack/hard", tarfile.LNKTYPE, "pack/ok.txt")],
+    ids=["symlink", "hardlink"],
+)
 def test_links_inside_are_refused_too(tmp_path: Path, member: tarfile.TarInfo) -> None:
     """The real archives hold no links; any link, even one pointing inside, is refused."""
     archive = _tar_with(tmp_path / "pack.tgz", member)

@@ -18,16 +18,25 @@ from tests.conftest import run_cli
 from tests.helpers.ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py
 
 S, GRID = 64, 8  # image side and embedding grid of the hand-made module (stage 2, stride 8)
-CAPTIONS = ["a bird with a red crown and blue wings", "a small bird with a blue crown and red wings",
-            "the bird has a red head", "this bird has blue wings and a red crown"] * 4
+CAPTIONS = [
+    "a bird with a red crown and blue wings",
+    "a small bird with a blue crown and red wings",
+    "the bird has a red head",
+    "this bird has blue wings and a red crown",
+] * 4
 
 
 def _module() -> tuple[JointCaptionModule, Tokenizer]:
     """A tiny joint module with a tokenizer and synthetic-like dataset facts."""
     tok = Tokenizer.train(CAPTIONS, vocab_size=40)
-    m = JointCaptionModule(encoder={"name": "resnet18", "weights": None, "stage": 2, "output_stride": 8},
-                           embedding={"dim": 16}, captioner={"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8},
-                           decode={"max_len": 32, "test_beam_size": 1}, num_classes=3, vocab_size=tok.vocab_size)
+    m = JointCaptionModule(
+        encoder={"name": "resnet18", "weights": None, "stage": 2, "output_stride": 8},
+        embedding={"dim": 16},
+        captioner={"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8},
+        decode={"max_len": 32, "test_beam_size": 1},
+        num_classes=3,
+        vocab_size=tok.vocab_size,
+    )
     m.tokenizer = tok
     m.info = {"part_words": {"crown": 0, "head": 0, "wings": 1}, "attribute_words": ["red", "blue"]}
     return m.eval(), tok
@@ -48,11 +57,14 @@ def test_box_and_part_metrics_on_hand_made_cams() -> None:
     module.model.cam = lambda emb, classes: cams.to(emb.dtype)
     batch = {
         "image": torch.zeros(2, 3, S, S) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-        "label": torch.tensor([0, 1]), "index": torch.tensor([0, 1]),
+        "label": torch.tensor([0, 1]),
+        "index": torch.tensor([0, 1]),
         "tokens": torch.tensor([tok.encode(CAPTIONS[0], 32)] * 2),
         # x, y, w, h; image 0's bicubically upsampled spike spans pixels 21..34 at the CAM threshold 0.2
         "boxes": torch.tensor([[20.0, 20.0, 16.0, 16.0], [40.0, 40.0, 20.0, 20.0]]),
-        "parts": torch.tensor([[[27.0, 27.0, 1.0], [0.0, 0.0, 0.0]], [[50.0, 50.0, 1.0], [60.0, 5.0, 1.0]]]),  # x, y, visible
+        "parts": torch.tensor(
+            [[[27.0, 27.0, 1.0], [0.0, 0.0, 0.0]], [[50.0, 50.0, 1.0], [60.0, 5.0, 1.0]]]
+        ),  # x, y, visible
     }
     with torch.no_grad():
         record = module._eval_step(batch, "test")
@@ -68,7 +80,7 @@ def test_box_and_part_metrics_on_hand_made_cams() -> None:
 
 
 def test_word_grounding_counts_attribute_words_on_their_part() -> None:
-    """"red crown": attention on the crown → hit; "blue wings": attention off the wings → miss."""
+    """ "red crown": attention on the crown → hit; "blue wings": attention off the wings → miss."""
     module, tok = _module()
     ids = tok.encode("a bird with a red crown and blue wings", 32)[1:]  # generated ids start after BOS
     words = tok.word_steps(ids)
@@ -83,8 +95,13 @@ def test_word_grounding_counts_attribute_words_on_their_part() -> None:
     masks = torch.zeros(2, 2, S, S, dtype=torch.uint8)
     masks[:, 0, 24:32, 24:32] = 1  # the crown, under cell (3, 3)
     masks[:, 1, 40:60, 40:60] = 1  # the wings
-    batch = {"image": torch.zeros(2, 3, S, S), "label": torch.tensor([0, 1]), "index": torch.tensor([0, 1]),
-             "tokens": torch.tensor([tok.encode(CAPTIONS[0], 32)] * 2), "masks": masks}
+    batch = {
+        "image": torch.zeros(2, 3, S, S),
+        "label": torch.tensor([0, 1]),
+        "index": torch.tensor([0, 1]),
+        "tokens": torch.tensor([tok.encode(CAPTIONS[0], 32)] * 2),
+        "masks": masks,
+    }
     with torch.no_grad():
         module._eval_step(batch, "val")
     assert float(module.eval_metrics["val"]["word_grounding"].compute()) == pytest.approx(0.5)
@@ -97,8 +114,19 @@ def test_evaluate_writes_report_and_predictions(tiny_run: TinyRun, tmp_path: Pat
     assert "acc1" in proc.stdout and "cider_d" in proc.stdout, proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["split"] == "test" and report["n_images"] == 32 and report["dataset"] == "synthetic"
-    expected = {"acc1", "acc5", "acc_per_class", "bleu1", "bleu4", "rouge_l", "cider_d", "disagreement",
-                "peak_agreement", "cam_pointing_class", "attn_iou_object"}
+    expected = {
+        "acc1",
+        "acc5",
+        "acc_per_class",
+        "bleu1",
+        "bleu4",
+        "rouge_l",
+        "cider_d",
+        "disagreement",
+        "peak_agreement",
+        "cam_pointing_class",
+        "attn_iou_object",
+    }
     assert expected <= set(report["metrics"]), sorted(report["metrics"])
     assert len(report["per_class_accuracy"]) == 6 and len(report["per_class"]) == 6
     with open(out / "report.csv") as f:

@@ -14,6 +14,7 @@ from jointcap.data.download import ChecksumError, DataFileError, MissingFileErro
 from jointcap.data.flowers import FlowersSource
 from jointcap.data.realdata import ImageDecodeError
 from tests.helpers.realdata import flowers_kwargs, make_flowers
+
 SIZE = 24
 
 
@@ -68,7 +69,12 @@ def test_download_false_with_nothing_present(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError) as err:
         FlowersSource(tmp_path / "data", download=False).build(tmp_path / "out")
     msg = str(err.value)
-    for part in ("102flowers.tgz", flowers.URL_PREFIX + "102flowers.tgz", flowers.IMAGES_MD5, str(tmp_path / "data" / "flowers-102")):
+    for part in (
+        "102flowers.tgz",
+        flowers.URL_PREFIX + "102flowers.tgz",
+        flowers.IMAGES_MD5,
+        str(tmp_path / "data" / "flowers-102"),
+    ):
         assert part in msg
 
 
@@ -80,11 +86,16 @@ def test_gdrive_captions_offline_name_the_drive_file(serve, flowers_files, tmp_p
     shutil.rmtree(tmp_path / "data" / "cvpr2016_flowers")
     (tmp_path / "data" / "cvpr2016_flowers.tar.gz").unlink()
     kwargs = flowers_kwargs(server, flowers_files, captions_url=None, captions_gdrive_id="0B0ywwgffWnLLZHluQm5SRkdWTDQ")
-    with pytest.raises(MissingFileError, match=r"cvpr2016_flowers.tar.gz.*drive.google.com/uc\?id=0B0ywwgffWnLLZHluQm5SRkdWTDQ"):
+    with pytest.raises(
+        MissingFileError, match=r"cvpr2016_flowers.tar.gz.*drive.google.com/uc\?id=0B0ywwgffWnLLZHluQm5SRkdWTDQ"
+    ):
         FlowersSource(tmp_path / "data", image_size=SIZE, download=False, **kwargs).build(tmp_path / "out")
 
 
-@pytest.mark.parametrize("kind,error", [("short", CaptionError), ("latin1", CaptionError), ("missing", CaptionError), ("jpeg", ImageDecodeError)])
+@pytest.mark.parametrize(
+    "kind,error",
+    [("short", CaptionError), ("latin1", CaptionError), ("missing", CaptionError), ("jpeg", ImageDecodeError)],
+)
 def test_bad_input_names_the_file(serve, tmp_path: Path, kind: str, error: type) -> None:
     ds = make_flowers(tmp_path / "files", bad={"image_00005.jpg": kind})
     with pytest.raises(error, match="image_00005"):

@@ -32,8 +32,15 @@ class _Tiny(L.LightningModule):
 
 def _fit(module: L.LightningModule, tmp_path: Path, n: int = 8, batch: int = 2) -> L.Trainer:
     loader = DataLoader(TensorDataset(torch.ones(n, 1)), batch_size=batch, drop_last=True)
-    trainer = L.Trainer(max_epochs=2, callbacks=[FiniteLossGuard()], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[FiniteLossGuard()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=loader)
     return trainer
 

@@ -10,8 +10,15 @@ import pytest
 from tests.conftest import TINY, run_cli
 
 # ~240 optimizer steps on 384 tiny images of 6 classes (chance: 1/6): a minute or so on 2 CPU cores.
-LEARN = [*TINY, "data.source.n_train=384", "data.source.n_test=96", "trainer.max_epochs=10",
-         "model.optim.warmup_steps=20", "model.optim.lr=3e-3", "callbacks.media.every_n_epochs=0"]
+LEARN = [
+    *TINY,
+    "data.source.n_train=384",
+    "data.source.n_test=96",
+    "trainer.max_epochs=10",
+    "model.optim.warmup_steps=20",
+    "model.optim.lr=3e-3",
+    "callbacks.media.every_n_epochs=0",
+]
 
 
 def _results(run_dir: Path) -> dict[str, float]:

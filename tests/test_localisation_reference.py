@@ -7,8 +7,16 @@ import pytest
 import torch
 from scipy import ndimage
 
-from jointcap.metrics.localisation import (CHOE_THRESHOLDS, BoxAccuracy, _hole_boxes, boxes_from_map, gt_known_loc,
-                                           max_box_acc, normalise_map, upsample)
+from jointcap.metrics.localisation import (
+    CHOE_THRESHOLDS,
+    BoxAccuracy,
+    _hole_boxes,
+    boxes_from_map,
+    gt_known_loc,
+    max_box_acc,
+    normalise_map,
+    upsample,
+)
 from tests.helpers import wsol_reference as ref
 
 

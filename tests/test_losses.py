@@ -42,7 +42,9 @@ def test_disagreement_zero_when_attention_matches_cam() -> None:
     assert float(losses.DisagreementLoss("js")(cam, q.flip(-1))) > 0
 
 
-@pytest.mark.parametrize("grad_to,cam_grad,attn_grad", [("both", True, True), ("captioner", False, True), ("classifier", True, False)])
+@pytest.mark.parametrize(
+    "grad_to,cam_grad,attn_grad", [("both", True, True), ("captioner", False, True), ("classifier", True, False)]
+)
 def test_gradient_goes_only_where_configured(grad_to: str, cam_grad: bool, attn_grad: bool) -> None:
     torch.manual_seed(0)
     cam = torch.rand(2, 3, 3, requires_grad=True)

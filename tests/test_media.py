@@ -49,7 +49,9 @@ class _FakeWandb(WandbLogger):
     def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
         self.calls.append(("image", {"key": key, "images": images, **kwargs}))
 
-    def log_table(self, key: str, columns: list | None = None, data: list | None = None, dataframe=None, step=None) -> None:
+    def log_table(
+        self, key: str, columns: list | None = None, data: list | None = None, dataframe=None, step=None
+    ) -> None:
         self.calls.append(("table", {"key": key, "columns": columns, "data": data}))
 
 

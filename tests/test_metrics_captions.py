@@ -134,7 +134,7 @@ PTB_CASES = [
     "This bird has a white belly, and a black crown.",
     "The bird's wings are grey-brown; its beak is short!",
     "a small bird with a yellow-green back and a pointy bill...",
-    'This flower\'s petals aren\'t yellow? They\'re PINK & white: really "nice".',
+    "This flower's petals aren't yellow? They're PINK & white: really \"nice\".",
     "it has a 2.5 inch wingspan -- quite small",
     "the bird is 'cute' and `odd` e.g. a bird. u.s. birds",
     "I can't won't don't she'll we've I'd I'm",
@@ -160,7 +160,10 @@ def test_tokenize_matches_pycocoevalcap_ptb_tokenizer():
 
 
 def test_identical_captions_score_one_and_disjoint_zero():
-    refs = [[["a", "small", "red", "bird", "with", "black", "wings"]] * 3, [["the", "bird", "is", "tiny", "and", "blue"]] * 2]
+    refs = [
+        [["a", "small", "red", "bird", "with", "black", "wings"]] * 3,
+        [["the", "bird", "is", "tiny", "and", "blue"]] * 2,
+    ]
     hyps = [refs[0][0], refs[1][0]]
     assert bleu(hyps, refs) == pytest.approx([1.0] * 4, abs=1e-9)
     assert rouge_l(hyps, refs)[0] == pytest.approx(1.0)
@@ -252,8 +255,20 @@ def test_score_captions_tokenises_raw_text():
     hyps = {3: "A small RED bird.", 7: "the bird, is blue!"}
     refs = {3: ["a small red bird", "A red bird"], 7: ["The bird is blue.", "a blue bird"], 9: ["x"]}
     out = score_captions(hyps, refs)
-    assert set(out) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "cider",
-                        "distinct_captions", "rep2", "rep3", "mean_len", "vocab_used"}
+    assert set(out) == {
+        "bleu1",
+        "bleu2",
+        "bleu3",
+        "bleu4",
+        "rouge_l",
+        "cider_d",
+        "cider",
+        "distinct_captions",
+        "rep2",
+        "rep3",
+        "mean_len",
+        "vocab_used",
+    }
     clean = score_captions({3: "a small red bird", 7: "the bird is blue"}, refs)
     assert out == clean
     with pytest.raises(KeyError):
@@ -261,8 +276,14 @@ def test_score_captions_tokenises_raw_text():
 
 
 def test_tokenize_flat_equals_tokenize_per_caption():
-    cases = [["plain words", "", "  two   spaces ", "x"], ["A b.", "c  d", ""], ["plain words", "two\nlines"], [],
-             PTB_CASES, ["ONLY UPPER CASE", "mixed Case 42"]]
+    cases = [
+        ["plain words", "", "  two   spaces ", "x"],
+        ["A b.", "c  d", ""],
+        ["plain words", "two\nlines"],
+        [],
+        PTB_CASES,
+        ["ONLY UPPER CASE", "mixed Case 42"],
+    ]
     for caps in cases:
         words, lengths = tokenize_flat(caps)
         per = [tokenize(c) for c in caps] if not any("\n" in c for c in caps) else tokenize_many(caps)
@@ -286,8 +307,11 @@ def test_score_captions_of_raw_strings_equal_pycocoevalcap_and_the_nested_path()
     hyps[5], refs[9][0] = "", ""  # empty captions take part too
     gts, res = {i: list(refs[i]) for i in hyps}, {i: [hyps[i]] for i in hyps}
     ours = score_captions(hyps, refs)
-    theirs = [*pycoco_bleu.Bleu(4).compute_score(gts, res, verbose=0)[0],
-              pycoco_rouge.Rouge().compute_score(gts, res)[0], pycoco_cider.Cider().compute_score(gts, res)[0]]
+    theirs = [
+        *pycoco_bleu.Bleu(4).compute_score(gts, res, verbose=0)[0],
+        pycoco_rouge.Rouge().compute_score(gts, res)[0],
+        pycoco_cider.Cider().compute_score(gts, res)[0],
+    ]
     for key, value in zip(("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"), theirs):
         assert abs(ours[key] - value) < 1e-9, key
     nested = score_tokenised([tokenize(hyps[i]) for i in hyps], [[tokenize(r) for r in refs[i]] for i in hyps])
@@ -319,7 +343,9 @@ def test_meteor_skipped_with_warning_without_java(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_JAVA, reason="METEOR needs java")
 def test_meteor_with_java():
-    out = score_captions({0: "a small red bird", 1: "zz yy"}, {0: ["a small red bird"], 1: ["a blue bird"]}, meteor=True)
+    out = score_captions(
+        {0: "a small red bird", 1: "zz yy"}, {0: ["a small red bird"], 1: ["a blue bird"]}, meteor=True
+    )
     assert 0.0 < out["meteor"] < 1.0
 
 
@@ -328,7 +354,10 @@ def test_meteor_with_java():
 DATA_RNG = random.Random(42)
 N_ITEMS = 11
 # Token ids index VOCAB; dataset item i has these references and a "generated" caption.
-REFS = {i: [" ".join(DATA_RNG.choice(VOCAB) for _ in range(DATA_RNG.randint(2, 9))) + "." for _ in range(3)] for i in range(N_ITEMS)}
+REFS = {
+    i: [" ".join(DATA_RNG.choice(VOCAB) for _ in range(DATA_RNG.randint(2, 9))) + "." for _ in range(3)]
+    for i in range(N_ITEMS)
+}
 GEN = {i: [DATA_RNG.randrange(len(VOCAB)) for _ in range(DATA_RNG.randint(1, 8))] for i in range(N_ITEMS)}
 MAX_LEN = 8
 

@@ -13,8 +13,13 @@ B, K, V = 3, 5, 40
 @pytest.fixture(scope="module")
 def model() -> JointModel:
     torch.manual_seed(0)
-    return JointModel(K, V, encoder={"stage": 3, "output_stride": 8}, embedding={"dim": 32},
-                      captioner={"embed_dim": 16, "hidden_dim": 32, "attn_dim": 16}).eval()
+    return JointModel(
+        K,
+        V,
+        encoder={"stage": 3, "output_stride": 8},
+        embedding={"dim": 32},
+        captioner={"embed_dim": 16, "hidden_dim": 32, "attn_dim": 16},
+    ).eval()
 
 
 def test_shapes(model: JointModel) -> None:
@@ -27,9 +32,15 @@ def test_shapes(model: JointModel) -> None:
     assert torch.allclose(out.alphas.sum(-1), torch.ones(B, 6), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,stage,stride,size,expect", [
-    ("resnet18", 3, 8, 64, 8), ("resnet18", 4, 16, 224, 14), ("resnet18", 4, 32, 448, 14), ("resnet50", 4, 16, 224, 14),
-])
+@pytest.mark.parametrize(
+    "name,stage,stride,size,expect",
+    [
+        ("resnet18", 3, 8, 64, 8),
+        ("resnet18", 4, 16, 224, 14),
+        ("resnet18", 4, 32, 448, 14),
+        ("resnet50", 4, 16, 224, 14),
+    ],
+)
 def test_encoder_resolution(name: str, stage: int, stride: int, size: int, expect: int) -> None:
     enc = Encoder(name, None, stage, stride).eval()
     with torch.no_grad():
@@ -98,7 +109,9 @@ def test_beam_search_score_is_the_log_probability_of_its_caption(model: JointMod
         dec = model.captioner.beam_search(emb, beam_size=beam, max_len=6)
         for i in range(2):
             seq = dec.tokens[i, : int(dec.lengths[i])].tolist()
-            assert dec.scores[i].item() == pytest.approx(_sequence_logprob(model.captioner, emb[i : i + 1], seq), abs=1e-4)
+            assert dec.scores[i].item() == pytest.approx(
+                _sequence_logprob(model.captioner, emb[i : i + 1], seq), abs=1e-4
+            )
 
 
 def test_exhaustive_beam_finds_the_most_probable_caption() -> None:

@@ -14,10 +14,15 @@ from jointcap.analysis import paired
 def _job(root: Path, name: str, seed: int, cam_weight: float, p_correct: float, shortcut: bool = False) -> None:
     folder = root / f"{name}_s{seed}"
     (folder / ".hydra").mkdir(parents=True)
-    cfg = {"seed": seed, "model": {"task": "joint", "loss": {"cam_weight": cam_weight}},
-           "data": {"source": {"shortcut": shortcut, "per_class": 30}}}
+    cfg = {
+        "seed": seed,
+        "model": {"task": "joint", "loss": {"cam_weight": cam_weight}},
+        "data": {"source": {"shortcut": shortcut, "per_class": 30}},
+    }
     (folder / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
-    (folder / ".hydra" / "overrides.yaml").write_text(json.dumps([f"seed={seed}", f"model.loss.cam_weight={cam_weight}"]))
+    (folder / ".hydra" / "overrides.yaml").write_text(
+        json.dumps([f"seed={seed}", f"model.loss.cam_weight={cam_weight}"])
+    )
     rng = np.random.default_rng(seed * 100 + int(cam_weight * 10) + 7 * shortcut)
     correct = (rng.random(300) < p_correct).astype(int)
     metrics = {"test/acc1": float(correct.mean()), "test/cider_d": 0.5 + 0.01 * seed + 0.1 * cam_weight}
@@ -39,7 +44,12 @@ def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(files["paired_csv"])))
     get = {(r["family"], r["metric"]): r for r in rows}
     gain = get[("shortcut=False, per_class=30", "correct")]
-    assert gain["significant"] == "True" and float(gain["ci_low"]) > 0 and gain["n_seeds"] == "3" and gain["n_images"] == "300"
+    assert (
+        gain["significant"] == "True"
+        and float(gain["ci_low"]) > 0
+        and gain["n_seeds"] == "3"
+        and gain["n_images"] == "300"
+    )
     null = get[("shortcut=True, per_class=30", "correct")]
     assert null["significant"] == "False" and float(null["ci_low"]) < 0 < float(null["ci_high"])
     assert ("shortcut=True, per_class=30", "worst_group_acc") in get  # groups present → worst-group comparison

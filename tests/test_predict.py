@@ -56,8 +56,12 @@ def test_predict_cli_on_odd_inputs(tiny_run: TinyRun, tmp_path: Path) -> None:
     files = _odd_images(tmp_path / "in")
     out = tmp_path / "out"
     images = "[" + ",".join(str(p) for p in files.values()) + "]"
-    proc = run_cli([f"ckpt_path={tiny_run.ckpt}", f"images={images}", f"out_dir={out}"], cwd=tmp_path,
-                   module="jointcap.predict", check=False)
+    proc = run_cli(
+        [f"ckpt_path={tiny_run.ckpt}", f"images={images}", f"out_dir={out}"],
+        cwd=tmp_path,
+        module="jointcap.predict",
+        check=False,
+    )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)  # the text file is an error, the rest predicted
     assert "x.jpg" in proc.stderr and "cannot decode" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(str(tmp_path))]

@@ -8,8 +8,11 @@ import pytest
 
 from tests.conftest import ROOT, TINY, run_cli
 from tests.helpers.realdata import cub_kwargs, flowers_kwargs, make_cub, make_flowers
+
 # TINY without the synthetic source's own arguments; batches small enough for 10 images.
-MODEL_TINY = [a for a in TINY if not a.startswith(("data.source.", "data.batch_size", "data.eval_batch_size", "data.vocab_size"))]
+MODEL_TINY = [
+    a for a in TINY if not a.startswith(("data.source.", "data.batch_size", "data.eval_batch_size", "data.vocab_size"))
+]
 DATA_TINY = ["data.batch_size=2", "data.eval_batch_size=4", "data.vocab_size=60", "data.source.image_size=32"]
 
 

@@ -13,7 +13,12 @@ from torch.utils.data import Dataset
 
 from jointcap.runtime.loggers import ResumableCSVLogger
 from jointcap.data.sampling import EpochSampler, ResumableLoader
-from jointcap.runtime.callbacks.checkpointing import PreemptionCheckpoint, StepCheckpoint, collect_rng_states, set_rng_states
+from jointcap.runtime.callbacks.checkpointing import (
+    PreemptionCheckpoint,
+    StepCheckpoint,
+    collect_rng_states,
+    set_rng_states,
+)
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.tools.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, logged_rows, start
 
@@ -95,15 +100,26 @@ class _RecordingStepCheckpoint(StepCheckpoint):
 
 
 @pytest.mark.parametrize("val_batches,expected", [(2, [2, 4, 8, 10]), (0, [2, 4, 6, 8, 10, 12])])
-def test_step_checkpoint_skips_the_step_before_a_validation(tmp_path: Path, val_batches: int, expected: list[int]) -> None:
+def test_step_checkpoint_skips_the_step_before_a_validation(
+    tmp_path: Path, val_batches: int, expected: list[int]
+) -> None:
     """A checkpoint taken just before a validation would make Lightning resume past that validation."""
     import lightning as L
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     cb = _RecordingStepCheckpoint(dirpath=tmp_path, monitor=None, save_top_k=0, save_last=True, every_n_train_steps=2)
     cb.steps = []
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=6, limit_val_batches=val_batches, callbacks=[cb], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=6,
+        limit_val_batches=val_batches,
+        callbacks=[cb],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
     trainer.fit(BoringModel())
     assert cb.steps == expected
 
@@ -114,7 +130,9 @@ def test_sigterm_during_validation_saves_nothing(tmp_path: Path) -> None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     saved = []
-    trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), validating=True, sanity_checking=False, save_checkpoint=saved.append)
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(fn="fit"), validating=True, sanity_checking=False, save_checkpoint=saved.append
+    )
     cb = PreemptionCheckpoint(str(tmp_path))
     cb.on_exception(trainer, None, SIGTERMException())
     assert saved == [], "a checkpoint taken mid-validation cannot resume exactly"
@@ -139,7 +157,14 @@ def test_csv_logger_keeps_rows_before_the_resume_point(tmp_path: Path) -> None:
     resumed.save()
     rows = logged_rows(tmp_path)
     assert [(r["step"], r["train/loss"]) for r in rows if r["train/loss"]] == [
-        ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "3.0"), ("4", "14.0"), ("5", "15.0"), ("6", "16.0")]
+        ("0", "0.0"),
+        ("1", "1.0"),
+        ("2", "2.0"),
+        ("3", "3.0"),
+        ("4", "14.0"),
+        ("5", "15.0"),
+        ("6", "16.0"),
+    ]
     assert [r["val/acc1"] for r in rows if r["val/acc1"]] == ["0.5"] and rows[-1]["test/acc1"] == "0.25"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"], "no temporary file is left behind"
 

@@ -9,8 +9,14 @@ from omegaconf import OmegaConf
 
 from jointcap.runtime.run_config import RunConfigError, load_run_data_config
 
-GOOD = {"data": {"_target_": "jointcap.data.datamodule.JointDataModule", "cache_root": "/tmp/c", "batch_size": 4,
-                 "source": {"_target_": "jointcap.data.synthetic.SyntheticSource", "n_train": 8, "n_classes": 3}}}
+GOOD = {
+    "data": {
+        "_target_": "jointcap.data.datamodule.JointDataModule",
+        "cache_root": "/tmp/c",
+        "batch_size": 4,
+        "source": {"_target_": "jointcap.data.synthetic.SyntheticSource", "n_train": 8, "n_classes": 3},
+    }
+}
 
 
 def _write(tmp_path: Path, cfg: dict) -> Path:
@@ -25,8 +31,10 @@ def test_a_good_run_config_is_loaded(tmp_path: Path) -> None:
     assert data.source.n_train == 8 and data.batch_size == 4
 
 
-@pytest.mark.parametrize("where,target", [("data", "torch.load"), ("source", "os.system"),
-                                          ("source", "jointcap.data.synthetic.SyntheticSource.__init__")])
+@pytest.mark.parametrize(
+    "where,target",
+    [("data", "torch.load"), ("source", "os.system"), ("source", "jointcap.data.synthetic.SyntheticSource.__init__")],
+)
 def test_unknown_targets_are_refused_before_anything_runs(tmp_path: Path, where: str, target: str) -> None:
     cfg = OmegaConf.to_container(OmegaConf.create(GOOD))
     (cfg["data"] if where == "data" else cfg["data"]["source"])["_target_"] = target

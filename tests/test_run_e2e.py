@@ -29,10 +29,13 @@ def test_default_run_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,present,absent", [
-    ("classifier", "test/acc1", "test/cider_d"),
-    ("captioner", "test/cider_d", "test/acc1"),
-])
+@pytest.mark.parametrize(
+    "model,present,absent",
+    [
+        ("classifier", "test/acc1", "test/cider_d"),
+        ("captioner", "test/cider_d", "test/acc1"),
+    ],
+)
 def test_single_task_baselines(tmp_path: Path, model: str, present: str, absent: str) -> None:
     proc = run_cli([*TINY, f"model={model}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert present in proc.stdout and absent not in proc.stdout

@@ -13,7 +13,9 @@ from jointcap.tools import soak
 
 
 def test_a_kill_after_the_run_ended_is_not_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(soak, "start", lambda run_dir, overrides, env=None: subprocess.Popen([sys.executable, "-c", "pass"]))
+    monkeypatch.setattr(
+        soak, "start", lambda run_dir, overrides, env=None: subprocess.Popen([sys.executable, "-c", "pass"])
+    )
     cycle = soak.kill_and_resume(tmp_path / "run", [], [(signal.SIGKILL, 0.2)], timeout=30)
     assert cycle.kills == ["no SIGKILL: run had already ended→0"] and cycle.exit_code == 0
 

@@ -13,14 +13,24 @@ from torch.utils.data import DataLoader
 from jointcap.data import cache
 from jointcap.lit_module import JointCaptionModule, _trim
 
-SMALL = {"encoder": {"stage": 2, "output_stride": 8}, "embedding": {"dim": 16},
-         "captioner": {"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8}, "num_classes": 4, "vocab_size": 30}
+SMALL = {
+    "encoder": {"stage": 2, "output_stride": 8},
+    "embedding": {"dim": 16},
+    "captioner": {"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8},
+    "num_classes": 4,
+    "vocab_size": 30,
+}
 
 
 def _split(tmp_path: Path) -> cache.SplitData:
     images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
-    data = cache.SplitData(images, np.zeros(50, np.int64), [["a bird"]] * 50, [str(i) for i in range(50)],
-                           masks=np.ones((50, 5, 32, 32), np.uint8))
+    data = cache.SplitData(
+        images,
+        np.zeros(50, np.int64),
+        [["a bird"]] * 50,
+        [str(i) for i in range(50)],
+        masks=np.ones((50, 5, 32, 32), np.uint8),
+    )
     cache.write_split(tmp_path / "train", data)
     return cache.read_split(tmp_path / "train")
 
@@ -60,21 +70,39 @@ def test_compile_knob_wraps_the_backbone_in_place(flag: bool) -> None:
     keys = list(module.state_dict())
     module.configure_model()
     module.configure_model()  # idempotent
-    compiled = [getattr(m, "_compiled_call_impl", None) is not None for m in (module.model.encoder, module.model.embedding)]
+    compiled = [
+        getattr(m, "_compiled_call_impl", None) is not None for m in (module.model.encoder, module.model.embedding)
+    ]
     assert compiled == [flag, flag]
     assert list(module.state_dict()) == keys
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("JOINTCAP_TEST_COMPILE"),
-                    reason="torch.compile's cold compile takes 40-80 s on the 2-core CPU; set JOINTCAP_TEST_COMPILE=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("JOINTCAP_TEST_COMPILE"),
+    reason="torch.compile's cold compile takes 40-80 s on the 2-core CPU; set JOINTCAP_TEST_COMPILE=1 to run it",
+)
 def test_compiled_model_trains_two_steps() -> None:
     torch.manual_seed(0)
     module = JointCaptionModule(**SMALL, optim={"scheduler": "none"}, compile=True)
-    batches = [{"image": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), "label": torch.randint(0, 4, (4,)),
-                "tokens": torch.randint(4, 30, (4, 6)), "index": torch.arange(4)} for _ in range(2)]
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
+    batches = [
+        {
+            "image": torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+            "label": torch.randint(0, 4, (4,)),
+            "tokens": torch.randint(4, 30, (4, 6)),
+            "index": torch.arange(4),
+        }
+        for _ in range(2)
+    ]
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, DataLoader(batches, batch_size=None))
     assert trainer.global_step == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())

@@ -31,22 +31,43 @@ def test_test_predictions_rows(tmp_path: Path) -> None:
     trainer, module = _trainer([0, 1, 1, 0]), SimpleNamespace(tokenizer=_Tok())
     cb.on_test_epoch_start(trainer, module)
     for idx in ([2, 3], [0, 1]):  # batches in any order; rows come out by index
-        out = {"index": torch.tensor(idx), "label": torch.tensor([1, 2]), "pred": torch.tensor([1, 0]),
-               "prob": torch.tensor([0.9, 0.4]), "tokens": torch.tensor([[5, 6, 0], [7, 0, 0]]),
-               "cam": torch.zeros(2, 3, 3), "caption_f1": torch.tensor([0.5, 1.0])}
+        out = {
+            "index": torch.tensor(idx),
+            "label": torch.tensor([1, 2]),
+            "pred": torch.tensor([1, 0]),
+            "prob": torch.tensor([0.9, 0.4]),
+            "tokens": torch.tensor([[5, 6, 0], [7, 0, 0]]),
+            "cam": torch.zeros(2, 3, 3),
+            "caption_f1": torch.tensor([0.5, 1.0]),
+        }
         cb.on_test_batch_end(trainer, module, out, None, 0)
     cb.on_test_end(trainer, module)
     rows = list(csv.DictReader(open(tmp_path / "test_predictions.csv")))
     assert [r["key"] for r in rows] == [f"test_{i:06d}" for i in range(4)]
-    assert rows[0] == {"index": "0", "key": "test_000000", "label": "1", "pred": "1", "correct": "1", "prob": "0.9",
-                       "caption": "w5 w6", "group": "0", "caption_f1": "0.5"}
+    assert rows[0] == {
+        "index": "0",
+        "key": "test_000000",
+        "label": "1",
+        "pred": "1",
+        "correct": "1",
+        "prob": "0.9",
+        "caption": "w5 w6",
+        "group": "0",
+        "caption_f1": "0.5",
+    }
     assert rows[1]["correct"] == "0" and rows[1]["group"] == "1" and "cam" not in rows[1]
 
 
 def test_test_predictions_without_classifier_or_groups(tmp_path: Path) -> None:
     cb = PerImagePredictions(str(tmp_path), filename="p.csv")
     trainer, module = _trainer(None), SimpleNamespace(tokenizer=_Tok())
-    cb.on_test_batch_end(trainer, module, {"index": torch.tensor([0]), "label": torch.tensor([3]), "tokens": torch.tensor([[4]])}, None, 0)
+    cb.on_test_batch_end(
+        trainer,
+        module,
+        {"index": torch.tensor([0]), "label": torch.tensor([3]), "tokens": torch.tensor([[4]])},
+        None,
+        0,
+    )
     cb.on_test_end(trainer, module)
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert rows == [{"index": "0", "key": "test_000000", "label": "3", "caption": "w4"}]
@@ -64,7 +85,9 @@ def test_finished_results(tmp_path: Path) -> None:
 def test_skip_if_done_returns_before_training(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "results.json").write_text(json.dumps({"objective": "val/acc1", "objective_value": 0.25, "metrics": {"val/acc1": 0.25}}))
+    (run_dir / "results.json").write_text(
+        json.dumps({"objective": "val/acc1", "objective_value": 0.25, "metrics": {"val/acc1": 0.25}})
+    )
     proc = run_cli([*TINY, "skip_if_done=true", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert "skipping this job" in proc.stdout + proc.stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
@@ -77,8 +100,13 @@ def test_hard_experiments_with_study_budget_compose_and_validate(experiment: str
     from jointcap.config import validate
     from tests.test_configs import CONF
 
-    overrides = [f"+experiment={experiment}", "+budget=study_hard", "skip_if_done=true", "data.source.shortcut=true",
-                 "data.source.per_class=15"]
+    overrides = [
+        f"+experiment={experiment}",
+        "+budget=study_hard",
+        "skip_if_done=true",
+        "data.source.shortcut=true",
+        "data.source.per_class=15",
+    ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     validate(cfg)

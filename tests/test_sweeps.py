@@ -38,8 +38,15 @@ def _cli(args: list[str], cwd: Path, timeout: float = 300, **env_changes: str | 
     env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1")
     for k, v in env_changes.items():
         env.pop(k, None) if v is None else env.__setitem__(k, v)
-    proc = subprocess.run([sys.executable, "-m", "jointcap.run", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jointcap.run", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -56,8 +63,15 @@ def test_ladder_rungs_for_every_dataset(dataset: str) -> None:
     assert len({OmegaConf.to_yaml(c.model.encoder) for c in rungs.values()}) == 1  # same backbone on every rung
 
 
-@pytest.mark.parametrize("name,key", [("ladder", "+experiment"), ("lambda", "model.loss.cam_weight"),
-                                      ("divergence", "model.loss.divergence"), ("grad_to", "model.loss.grad_to")])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("ladder", "+experiment"),
+        ("lambda", "model.loss.cam_weight"),
+        ("divergence", "model.loss.divergence"),
+        ("grad_to", "model.loss.grad_to"),
+    ],
+)
 def test_sweep_configs(name: str, key: str) -> None:
     params = _compose([f"+sweep={name}"], hydra=True).hydra.sweeper.params
     assert key in params and len(str(params[key]).split(",")) >= 3 and len(str(params.seed).split(",")) >= 3
@@ -111,8 +125,16 @@ def test_plain_ddp_relaunches_the_command_line(monkeypatch: pytest.MonkeyPatch) 
     assert not distributed.relaunches_command_line(_trainer(devices=2, strategy="ddp_spawn"))
     assert not distributed.relaunches_command_line(_trainer(devices=1, strategy="ddp"))
     # under SLURM srun has started the ranks: Lightning does not re-launch, plain ddp stays
-    for k, v in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "jc", "SLURM_JOB_ID": "1",
-                 "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "n1"}.items():
+    for k, v in {
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_JOB_NAME": "jc",
+        "SLURM_JOB_ID": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "n1",
+    }.items():
         monkeypatch.setenv(k, v)
     assert not distributed.relaunches_command_line(_trainer(devices=2, strategy="ddp"))
 
@@ -122,8 +144,17 @@ class PopenOnlyStrategy(DDPStrategy):
 
 
 def test_sweep_guard_switches_plain_ddp_to_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 2,
-                                        "strategy": "ddp", "logger": False}})
+    cfg = OmegaConf.create(
+        {
+            "trainer": {
+                "_target_": "lightning.pytorch.Trainer",
+                "accelerator": "cpu",
+                "devices": 2,
+                "strategy": "ddp",
+                "logger": False,
+            }
+        }
+    )
     assert distributed.sweep_safe(cfg) is cfg  # a single run: Lightning's re-launch is fine
     monkeypatch.setattr(distributed, "in_multirun", lambda: True)
     assert distributed.sweep_safe(cfg).trainer.strategy == "ddp_spawn" and cfg.trainer.strategy == "ddp"
@@ -152,11 +183,19 @@ def test_summary_groups_settings_over_seeds(tmp_path: Path) -> None:
     for lam in (0.0, 1.0, 2.0):
         for seed in (1, 2, 3):
             cfg = {"seed": seed, "model": {"task": "joint", "monitor": "val/acc1", "loss": {"cam_weight": lam}}}
-            _fake_job(sweep / f"{n}_x", [f"model.loss.cam_weight={lam}", f"seed={seed}"], cfg,
-                      {"test/acc1": 0.5 + 0.1 * lam + 0.01 * seed, "test/cider_d": 1.0, "val/acc1": 0.4})
+            _fake_job(
+                sweep / f"{n}_x",
+                [f"model.loss.cam_weight={lam}", f"seed={seed}"],
+                cfg,
+                {"test/acc1": 0.5 + 0.1 * lam + 0.01 * seed, "test/cider_d": 1.0, "val/acc1": 0.4},
+            )
             n += 1
-    _fake_job(sweep / "other" / "9_cls", ["+experiment=synthetic_classifier", "seed=1"],
-              {"seed": 1, "model": {"task": "classifier", "monitor": "val/acc1", "loss": {"cam_weight": 0.0}}}, {"test/acc1": 0.3})
+    _fake_job(
+        sweep / "other" / "9_cls",
+        ["+experiment=synthetic_classifier", "seed=1"],
+        {"seed": 1, "model": {"task": "classifier", "monitor": "val/acc1", "loss": {"cam_weight": 0.0}}},
+        {"test/acc1": 0.3},
+    )
     files = summarize.summarize([sweep], tmp_path / "out", "Test")
     md = files["summary"].read_text()
     assert md.count("* **S") == 4 and "cam_weight=0, task=classifier" in md
@@ -171,8 +210,14 @@ def test_summary_groups_settings_over_seeds(tmp_path: Path) -> None:
 def test_wandb_sweep_gives_one_offline_run_per_job_and_a_summary(tmp_path: Path) -> None:
     """A 2-job multirun with logger=wandb, no credentials and stdin closed: two offline runs, then a table."""
     sweep = tmp_path / "sweep"
-    proc = _cli(["-m", *TINY, *QUIET, "logger=wandb", "model.loss.cam_weight=0,1", f"hydra.sweep.dir={sweep}"], tmp_path,
-                timeout=400, WANDB_MODE=None, WANDB_API_KEY=None, HOME=str(tmp_path))
+    proc = _cli(
+        ["-m", *TINY, *QUIET, "logger=wandb", "model.loss.cam_weight=0,1", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        timeout=400,
+        WANDB_MODE=None,
+        WANDB_API_KEY=None,
+        HOME=str(tmp_path),
+    )
     jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert len(jobs) == 2 and proc.stdout.count("wandb sync") == 2
     runs = []
@@ -223,8 +268,14 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     processes each see half (the distributed sampler splits 32 images evenly, every metric
     syncs its states across ranks, caption scores de-duplicate by image index).
     """
-    _cli([*TINY, *QUIET, "trainer=ddp_cpu", "logger=wandb", "trainer.precision=32-true"], tmp_path, timeout=400,
-         WANDB_MODE=None, WANDB_API_KEY=None, HOME=str(tmp_path))
+    _cli(
+        [*TINY, *QUIET, "trainer=ddp_cpu", "logger=wandb", "trainer.precision=32-true"],
+        tmp_path,
+        timeout=400,
+        WANDB_MODE=None,
+        WANDB_API_KEY=None,
+        HOME=str(tmp_path),
+    )
     runs = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
     assert len(runs) == 1, f"the ranks must share one run folder, got {runs}"
     run = runs[0]
@@ -232,8 +283,15 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert 0 <= metrics["test/acc1"] <= 1 and 0 <= metrics["test/bleu1"] <= 1 and metrics["test/loss"] > 0
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # rank 1 logs nothing of its own
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", DDP_EVAL, str(run)], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", DDP_EVAL, str(run)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     one, two = json.loads(proc.stdout.split("RESULTS", 1)[1]).values()
     assert one.keys() == two.keys() and "test/cider_d" in one
@@ -245,8 +303,21 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
 def test_ddp_under_multirun_runs_each_job_once_with_spawn(tmp_path: Path) -> None:
     """`-m trainer=ddp_cpu`: the guard swaps plain ddp for ddp_spawn, so the sweep runs once, not once per rank."""
     sweep = tmp_path / "sweep"
-    proc = _cli(["-m", *TINY, *QUIET, "trainer=ddp_cpu", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-                 "test_after_fit=false", "seed=1", f"hydra.sweep.dir={sweep}"], tmp_path, timeout=300)
+    proc = _cli(
+        [
+            "-m",
+            *TINY,
+            *QUIET,
+            "trainer=ddp_cpu",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "test_after_fit=false",
+            "seed=1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+        timeout=300,
+    )
     assert "using ddp_spawn for this sweep job" in proc.stdout + proc.stderr
     jobs = [p for p in sweep.iterdir() if p.is_dir()]
     assert len(jobs) == 1 and (jobs[0] / "results.json").is_file()

@@ -191,8 +191,16 @@ def test_source_builds_a_complete_cache(tmp_path):
     assert isinstance(src, Source) and src.name == "synthetic"
     key = src.cache_key()
     assert key.startswith(f"synthetic-v{sy.GENERATOR_VERSION}-c12-s64-n20-6-10-seed1")
-    assert sy.SyntheticSource(n_classes=12, n_train=20, n_val=6, n_test=10, seed=2, captions_per_image=4).cache_key() != key
-    assert sy.SyntheticSource(n_classes=12, n_train=20, n_val=6, n_test=10, seed=1, clutter=0.5, captions_per_image=4).cache_key() != key
+    assert (
+        sy.SyntheticSource(n_classes=12, n_train=20, n_val=6, n_test=10, seed=2, captions_per_image=4).cache_key()
+        != key
+    )
+    assert (
+        sy.SyntheticSource(
+            n_classes=12, n_train=20, n_val=6, n_test=10, seed=1, clutter=0.5, captions_per_image=4
+        ).cache_key()
+        != key
+    )
     out = tmp_path / key
     src.build(out)
     assert cache.dataset_complete(out)

@@ -113,22 +113,41 @@ def test_shortcut_split_groups():
 def test_source_cache_key_changes_with_every_argument():
     base = sh.HardSyntheticSource()
     assert isinstance(base, Source)
-    changed = dict(n_classes=100, image_size=128, per_class=15, val_per_class=4, test_per_class=10, seed=1, captions_per_image=5,
-                   clutter=0.5, occlusion=0.1, lighting=0.05, shortcut=True)
+    changed = dict(
+        n_classes=100,
+        image_size=128,
+        per_class=15,
+        val_per_class=4,
+        test_per_class=10,
+        seed=1,
+        captions_per_image=5,
+        clutter=0.5,
+        occlusion=0.1,
+        lighting=0.05,
+        shortcut=True,
+    )
     keys = {base.cache_key()} | {sh.HardSyntheticSource(**{k: v}).cache_key() for k, v in changed.items()}
     assert len(keys) == len(changed) + 1
-    assert sh.HardSyntheticSource(shortcut=True, shortcut_p=0.9).cache_key() != sh.HardSyntheticSource(shortcut=True).cache_key()
+    assert (
+        sh.HardSyntheticSource(shortcut=True, shortcut_p=0.9).cache_key()
+        != sh.HardSyntheticSource(shortcut=True).cache_key()
+    )
     assert f"-v{sh.GENERATOR_VERSION}-" in base.cache_key()
     with pytest.raises(ValueError, match="per_class"):
         sh.HardSyntheticSource(per_class=0)
 
 
 def test_build_writes_low_data_shortcut_cache(tmp_path):
-    src = sh.HardSyntheticSource(n_classes=12, image_size=64, per_class=3, val_per_class=2, test_per_class=4, shortcut=True,
-                                 captions_per_image=2)
+    src = sh.HardSyntheticSource(
+        n_classes=12, image_size=64, per_class=3, val_per_class=2, test_per_class=4, shortcut=True, captions_per_image=2
+    )
     src.build(tmp_path)
     info = json.loads((tmp_path / "info.json").read_text())
-    assert info["num_classes"] == 12 and info["part_words"]["wingbars"] == sh.WINGBAR and info["class_parts"] == list(sh.CLASS_PARTS)
+    assert (
+        info["num_classes"] == 12
+        and info["part_words"]["wingbars"] == sh.WINGBAR
+        and info["class_parts"] == list(sh.CLASS_PARTS)
+    )
     assert len(info["shortcut"]["class_colors"]) == 12
     train, test = cache.read_split(tmp_path / "train"), cache.read_split(tmp_path / "test")
     assert len(train) == 36 and len(test) == 48 and len(train.extra["facts"]) == 36 and len(test.extra["group"]) == 48

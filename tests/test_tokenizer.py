@@ -2,7 +2,9 @@
 
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
-CAPTIONS = [f"this bird has a {c} crown and {w} striped wings" for c in ("red", "blue", "green") for w in ("black", "white")] * 30
+CAPTIONS = [
+    f"this bird has a {c} crown and {w} striped wings" for c in ("red", "blue", "green") for w in ("black", "white")
+] * 30
 
 
 def test_round_trip_and_specials(tmp_path) -> None:
@@ -39,7 +41,10 @@ def test_default_tokenizer_keeps_words_whole_on_a_small_vocabulary() -> None:
     rng = random.Random(0)
     colours = ["red", "blue", "yellow", "green", "purple", "orange", "grey", "brown"]
     parts = ["head", "crown", "wings", "belly", "tail", "beak"]
-    caps = [f"this bird has a {rng.choice(colours)} {rng.choice(parts)} and a {rng.choice(colours)} {rng.choice(parts)}" for _ in range(3000)]
+    caps = [
+        f"this bird has a {rng.choice(colours)} {rng.choice(parts)} and a {rng.choice(colours)} {rng.choice(parts)}"
+        for _ in range(3000)
+    ]
     tok = Tokenizer.train(caps, vocab_size=1000)
     pieces = tok.sp.encode(caps[0], out_type=str)
     assert len(pieces) == len(caps[0].split()), pieces

@@ -48,8 +48,14 @@ def test_job_folder_names_pass_back_through_the_command_line() -> None:
 
 
 def test_wandb_run_names_skip_where_and_how_a_job_logs() -> None:
-    overrides = ["+experiment=synthetic_cam", "logger=wandb", "model.loss.cam_weight=1", "seed=2", "hydra/launcher=local",
-                 "trainer.enable_progress_bar=false"]
+    overrides = [
+        "+experiment=synthetic_cam",
+        "logger=wandb",
+        "model.loss.cam_weight=1",
+        "seed=2",
+        "hydra/launcher=local",
+        "trainer.enable_progress_bar=false",
+    ]
     assert tracking.run_name(overrides) == "experiment=synthetic_cam cam_weight=1 seed=2"
     assert tracking.run_name(["logger=wandb"]) == "default"
 
@@ -74,7 +80,9 @@ def test_wandb_logger_logs_config_once_with_tags_and_job_type(tmp_path: Path) ->
 
 
 # -- user errors -------------------------------------------------------------------------------
-def test_user_errors_print_one_message_and_exit_2(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_errors_print_one_message_and_exit_2(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.delenv("JOINTCAP_DEBUG", raising=False)
 
@@ -126,7 +134,9 @@ def test_checkpoint_from_a_run_folder(tmp_path: Path) -> None:
 def test_every_missing_dataset_file_is_named(tmp_path: Path) -> None:
     a, b = Remote("a.tgz", "0" * 32), Remote("b.tar.gz", None, gdrive_id="xyz")
     with pytest.raises(MissingFileError) as e:
-        gather_missing(lambda: ensure_file(a, tmp_path / a.filename, False), lambda: ensure_file(b, tmp_path / b.filename, False))
+        gather_missing(
+            lambda: ensure_file(a, tmp_path / a.filename, False), lambda: ensure_file(b, tmp_path / b.filename, False)
+        )
     assert "2 dataset files are missing" in str(e.value) and "a.tgz" in str(e.value) and "b.tar.gz" in str(e.value)
     assert gather_missing(lambda: 1, lambda: 2) == [1, 2]
 
@@ -145,7 +155,9 @@ def test_optuna_preset_searches_lambda_and_lr() -> None:
     cfg = _compose(["+sweep=optuna"], hydra=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert set(sweeper.params) == {"model.loss.cam_weight", "model.optim.lr"} and "log" in sweeper.params["model.optim.lr"]
+    assert (
+        set(sweeper.params) == {"model.loss.cam_weight", "model.optim.lr"} and "log" in sweeper.params["model.optim.lr"]
+    )
 
 
 # -- predict -------------------------------------------------------------------------------------
@@ -189,15 +201,22 @@ def test_figures_have_a_colour_bar_and_save_in_each_format(tmp_path: Path, fmt: 
 
 # -- report.html -----------------------------------------------------------------------------------
 def _rows() -> list[dict]:
-    return [{"index": 0, "key": "ok_sure", "true_class": "a", "pred_class": "a", "prob": 0.9, "correct": 1},
-            {"index": 1, "key": "wrong_unsure", "true_class": "a", "pred_class": "b", "prob": 0.4, "correct": 0},
-            {"index": 2, "key": "ok_unsure", "true_class": "b", "pred_class": "b", "prob": 0.5, "correct": 1},
-            {"index": 3, "key": "wrong_sure", "true_class": "b", "pred_class": "a", "prob": 0.8, "correct": 0}]
+    return [
+        {"index": 0, "key": "ok_sure", "true_class": "a", "pred_class": "a", "prob": 0.9, "correct": 1},
+        {"index": 1, "key": "wrong_unsure", "true_class": "a", "pred_class": "b", "prob": 0.4, "correct": 0},
+        {"index": 2, "key": "ok_unsure", "true_class": "b", "pred_class": "b", "prob": 0.5, "correct": 1},
+        {"index": 3, "key": "wrong_sure", "true_class": "b", "pred_class": "a", "prob": 0.8, "correct": 0},
+    ]
 
 
 def test_gallery_shows_worst_errors_first() -> None:
     rows = _rows()
-    assert [rows[i]["key"] for i in html_report.gallery_order(rows)] == ["wrong_sure", "wrong_unsure", "ok_unsure", "ok_sure"]
+    assert [rows[i]["key"] for i in html_report.gallery_order(rows)] == [
+        "wrong_sure",
+        "wrong_unsure",
+        "ok_unsure",
+        "ok_sure",
+    ]
     assert html_report.gallery_order([{"key": "x"}, {"key": "y"}]) == [0, 1]  # a captioner alone: as given
 
 
@@ -210,9 +229,19 @@ def test_report_html_is_self_contained_and_well_formed(tmp_path: Path) -> None:
     refs = [[f"a bird <{i}> & a crown"] for i in range(4)]  # by dataset index
     items = html_report.gallery(module, images, rows, refs, beam_size=1)
     assert len(items) == 4 and items[1].references == ["a bird <1> & a crown"] and items[0].jpeg[:2] == b"\xff\xd8"
-    report = {"checkpoint": "/x/last.ckpt", "split": "test", "dataset": "synthetic", "n_images": 4, "task": "joint",
-              "beam_size": 1, "metrics": {"acc1": 0.5, "cider_d": 0.25, "attr_f1": 0.7, "cam_pointing_class": 0.3}}
-    per_class = [{"label": 0, "class": "a", "n_images": 2, "accuracy": 0.5}, {"label": 1, "class": "b", "n_images": 0, "accuracy": None}]
+    report = {
+        "checkpoint": "/x/last.ckpt",
+        "split": "test",
+        "dataset": "synthetic",
+        "n_images": 4,
+        "task": "joint",
+        "beam_size": 1,
+        "metrics": {"acc1": 0.5, "cider_d": 0.25, "attr_f1": 0.7, "cam_pointing_class": 0.3},
+    }
+    per_class = [
+        {"label": 0, "class": "a", "n_images": 2, "accuracy": 0.5},
+        {"label": 1, "class": "b", "n_images": 0, "accuracy": None},
+    ]
     path = html_report.write_html(tmp_path / "report.html", report, per_class, items)
     text = path.read_text(encoding="utf-8")
     root = ET.fromstring(text.split("\n", 1)[1])  # well-formed (XHTML), after the doctype
@@ -227,27 +256,45 @@ def test_report_html_is_self_contained_and_well_formed(tmp_path: Path) -> None:
 
 
 # -- through the command line (no HYDRA_FULL_ERROR, as a user runs it) ------------------------
-def _user_cli(args: list[str], cwd: Path, module: str = "jointcap.run", timeout: float = 300) -> subprocess.CompletedProcess:
+def _user_cli(
+    args: list[str], cwd: Path, module: str = "jointcap.run", timeout: float = 300
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "JOINTCAP_DEBUG")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.slow
 def test_cli_user_errors_without_traceback_or_folders(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = _user_cli(["model.loss.cam_weight=-1", f"hydra.run.dir={run_dir}"], tmp_path)
-    assert proc.returncode == 2 and "model.loss.cam_weight=-1" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "model.loss.cam_weight=-1" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
     assert not run_dir.exists()
     ev = tmp_path / "ev"
     proc = _user_cli([f"hydra.run.dir={ev}"], tmp_path, module="jointcap.evaluate")
-    assert proc.returncode == 2 and "ckpt_path is required" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "ckpt_path is required" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
     assert not ev.exists()
     proc = _user_cli([f"ckpt_path={tmp_path}", f"hydra.run.dir={ev}"], tmp_path, module="jointcap.evaluate")
     assert proc.returncode == 2 and "without checkpoints" in proc.stderr and not ev.exists(), proc.stderr
     proc = _user_cli(["--help"], tmp_path, module="jointcap.evaluate")
-    assert proc.returncode == 0 and "report.html" in proc.stdout and "Examples" in proc.stdout and "model:" not in proc.stdout
+    assert (
+        proc.returncode == 0
+        and "report.html" in proc.stdout
+        and "Examples" in proc.stdout
+        and "model:" not in proc.stdout
+    )
 
 
 @pytest.mark.slow
@@ -268,7 +315,10 @@ def test_study_plots_titled_in_words_with_honest_axes() -> None:
 
     from jointcap.analysis import summarize
 
-    assert summarize.metric_title("test/cider_d") == "CIDEr-D (test)" and summarize.metric_title("test/new_thing") == "new thing (test)"
+    assert (
+        summarize.metric_title("test/cider_d") == "CIDEr-D (test)"
+        and summarize.metric_title("test/new_thing") == "new thing (test)"
+    )
     assert summarize.panel_metrics(["test/cider", "test/cider_d", "val/cider"]) == ["test/cider_d", "val/cider"]
     fig, ax = plt.subplots()
     ax.plot([0, 1, 2], [0.992, 0.998, 1.0])

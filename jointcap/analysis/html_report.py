@@ -26,10 +26,14 @@ if TYPE_CHECKING:
     from jointcap.lit_module import JointCaptionModule
 
 # metric families, by name fragment, in the order the page shows them
-FAMILIES = (("classification", ("acc", "loss_cls", "top")),
-            ("captions", ("bleu", "cider", "rouge", "meteor", "spice", "caption", "attr", "distinct", "rep", "vocab", "len")),
-            ("localisation and agreement", ("cam", "attn", "pointing", "iou", "box", "loc", "disagreement", "agreement",
-                                            "grounding", "part")))
+FAMILIES = (
+    ("classification", ("acc", "loss_cls", "top")),
+    ("captions", ("bleu", "cider", "rouge", "meteor", "spice", "caption", "attr", "distinct", "rep", "vocab", "len")),
+    (
+        "localisation and agreement",
+        ("cam", "attn", "pointing", "iou", "box", "loc", "disagreement", "agreement", "grounding", "part"),
+    ),
+)
 
 
 @dataclass
@@ -51,6 +55,7 @@ def gallery_order(rows: list[dict[str, Any]]) -> list[int]:
 
     Rows without a class prediction (a captioner alone) keep their order.
     """
+
     def rank(i: int) -> tuple:
         r = rows[i]
         if "correct" not in r:
@@ -61,8 +66,15 @@ def gallery_order(rows: list[dict[str, Any]]) -> list[int]:
     return sorted(range(len(rows)), key=rank)
 
 
-def gallery(module: "JointCaptionModule", images: torch.Tensor, rows: list[dict[str, Any]], references: list[list[str]],
-            beam_size: int | None = None, batch_size: int = 16, max_words: int = 14) -> list[GalleryItem]:
+def gallery(
+    module: "JointCaptionModule",
+    images: torch.Tensor,
+    rows: list[dict[str, Any]],
+    references: list[list[str]],
+    beam_size: int | None = None,
+    batch_size: int = 16,
+    max_words: int = 14,
+) -> list[GalleryItem]:
     """Explain `images` (N, 3, S, S) uint8, which belong to `rows`, and draw one figure each (first `max_words` words)."""
     items: list[GalleryItem] = []
     for start in range(0, len(rows), batch_size):
@@ -73,14 +85,25 @@ def gallery(module: "JointCaptionModule", images: torch.Tensor, rows: list[dict[
             row = rows[start + b]
             words = ex.words[b][:max_words]
             panels = viz.explanation_panels(
-                ex.cam[b] if ex.cam is not None else None, mean[b] if mean is not None else None, words,
-                ex.word_maps[b, : len(words)] if ex.word_maps is not None else None, class_title="CAM (predicted class)")
+                ex.cam[b] if ex.cam is not None else None,
+                mean[b] if mean is not None else None,
+                words,
+                ex.word_maps[b, : len(words)] if ex.word_maps is not None else None,
+                class_title="CAM (predicted class)",
+            )
             fig = viz.image_figure(chunk[b].permute(1, 2, 0).cpu().numpy(), panels, "", columns=6, inch=1.6)
-            items.append(GalleryItem(
-                key=str(row.get("key", "")), true_class=str(row.get("true_class", "")), pred_class=row.get("pred_class"),
-                prob=row.get("prob"), correct=bool(row["correct"]) if "correct" in row else None,
-                caption=ex.captions[b], references=list(references[row["index"]]) if row.get("index") is not None else [],
-                jpeg=viz.figure_bytes(fig, dpi=80, fmt="jpeg")))
+            items.append(
+                GalleryItem(
+                    key=str(row.get("key", "")),
+                    true_class=str(row.get("true_class", "")),
+                    pred_class=row.get("pred_class"),
+                    prob=row.get("prob"),
+                    correct=bool(row["correct"]) if "correct" in row else None,
+                    caption=ex.captions[b],
+                    references=list(references[row["index"]]) if row.get("index") is not None else [],
+                    jpeg=viz.figure_bytes(fig, dpi=80, fmt="jpeg"),
+                )
+            )
     return items
 
 
@@ -121,16 +144,30 @@ details summary{cursor:pointer;color:#345}
 """
 
 
-def render(report: dict[str, Any], per_class: list[dict[str, Any]], items: list[GalleryItem], n_references: int = 5) -> str:
+def render(
+    report: dict[str, Any], per_class: list[dict[str, Any]], items: list[GalleryItem], n_references: int = 5
+) -> str:
     """The page as an XHTML string."""
     metrics: dict[str, float] = report.get("metrics", {})
-    out = ['<!DOCTYPE html>', '<html xmlns="http://www.w3.org/1999/xhtml" lang="en">', "<head>", '<meta charset="utf-8" />',
-           '<meta name="viewport" content="width=device-width, initial-scale=1" />',
-           f"<title>jointcap report: {_e(report.get('dataset'))} {_e(report.get('split'))}</title>",
-           f"<style>{CSS}</style>", "</head>", "<body>",
-           f"<h1>jointcap evaluation: {_e(report.get('dataset') or 'dataset')}, {_e(report.get('split'))} split</h1>",
-           '<table class="meta">']
-    for label, key in (("checkpoint", "checkpoint"), ("task", "task"), ("images", "n_images"), ("beam size", "beam_size")):
+    out = [
+        "<!DOCTYPE html>",
+        '<html xmlns="http://www.w3.org/1999/xhtml" lang="en">',
+        "<head>",
+        '<meta charset="utf-8" />',
+        '<meta name="viewport" content="width=device-width, initial-scale=1" />',
+        f"<title>jointcap report: {_e(report.get('dataset'))} {_e(report.get('split'))}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>jointcap evaluation: {_e(report.get('dataset') or 'dataset')}, {_e(report.get('split'))} split</h1>",
+        '<table class="meta">',
+    ]
+    for label, key in (
+        ("checkpoint", "checkpoint"),
+        ("task", "task"),
+        ("images", "n_images"),
+        ("beam size", "beam_size"),
+    ):
         out.append(f"<tr><td>{label}</td><td>{_e(report.get(key, '–'))}</td></tr>")
     out.append("</table>")
 
@@ -152,28 +189,33 @@ def render(report: dict[str, Any], per_class: list[dict[str, Any]], items: list[
 
     rated = [c for c in per_class if c.get("accuracy") is not None]
     if rated:
-        out.append(f"<h2>Per-class accuracy <span class=\"note\">({len(rated)} classes, worst first)</span></h2>")
+        out.append(f'<h2>Per-class accuracy <span class="note">({len(rated)} classes, worst first)</span></h2>')
         out.append("<table><tr><th>class</th><th>images</th><th>accuracy</th><th></th></tr>")
         for c in sorted(rated, key=lambda c: (c["accuracy"], str(c["class"]))):
             width = int(round(160 * c["accuracy"]))
-            out.append(f'<tr><td>{_e(c["class"])}</td><td class="n">{_e(c["n_images"])}</td>'
-                       f'<td class="n">{c["accuracy"]:.3f}</td><td><span class="bar" style="width:{width}px"></span></td></tr>')
+            out.append(
+                f'<tr><td>{_e(c["class"])}</td><td class="n">{_e(c["n_images"])}</td>'
+                f'<td class="n">{c["accuracy"]:.3f}</td><td><span class="bar" style="width:{width}px"></span></td></tr>'
+            )
         out.append("</table>")
 
     if items:
         n_wrong = sum(1 for it in items if it.correct is False)
-        out.append(f"<h2>Gallery <span class=\"note\">({len(items)} images; {n_wrong} misclassified shown first, most "
-                   "confident errors first, then the least confident correct ones)</span></h2>")
-        out.append(f'<p class="note">Overlays: {_e(viz.NORMALISATION)}, colour map {_e(viz.CMAP)}. Panels: the image, the CAM '
-                   "of the predicted class, the attention averaged over the caption's words, then the attention at each word.</p>")
+        out.append(
+            f'<h2>Gallery <span class="note">({len(items)} images; {n_wrong} misclassified shown first, most '
+            "confident errors first, then the least confident correct ones)</span></h2>"
+        )
+        out.append(
+            f'<p class="note">Overlays: {_e(viz.NORMALISATION)}, colour map {_e(viz.CMAP)}. Panels: the image, the CAM '
+            "of the predicted class, the attention averaged over the caption's words, then the attention at each word.</p>"
+        )
         for it in items:
             state = "" if it.correct is None else (" right" if it.correct else " wrong")
             out.append(f'<div class="card{state}">')
             head = f"<b>{_e(it.key)}</b> · true: {_e(it.true_class)}"
             if it.pred_class is not None:
                 verdict = "correct" if it.correct else "wrong"
-                head += (f' · predicted: {_e(it.pred_class)} ({_num(it.prob)}) '
-                         f'<span class="tag{state}">{verdict}</span>')
+                head += f' · predicted: {_e(it.pred_class)} ({_num(it.prob)}) <span class="tag{state}">{verdict}</span>'
             out.append(f"<div>{head}</div>")
             data = base64.b64encode(it.jpeg).decode("ascii")
             out.append(f'<img alt="CAM and attention of {_e(it.key)}" src="data:image/jpeg;base64,{data}" />')
@@ -183,7 +225,11 @@ def render(report: dict[str, Any], per_class: list[dict[str, Any]], items: list[
                 refs = "".join(f"<li>{_e(r)}</li>" for r in it.references[:n_references])
                 out.append(f'<div>references:</div><ul class="refs">{refs}</ul>')
             out.append("</div>")
-    out += ['<p class="note">Written by jointcap.evaluate. Self-contained: open it offline in any browser.</p>', "</body>", "</html>"]
+    out += [
+        '<p class="note">Written by jointcap.evaluate. Self-contained: open it offline in any browser.</p>',
+        "</body>",
+        "</html>",
+    ]
     return "\n".join(out) + "\n"
 
 

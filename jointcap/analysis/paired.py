@@ -32,8 +32,16 @@ from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
 
 FAMILY_KEYS = ("data.source.shortcut", "data.source.per_class")
 NON_SCORES = {"index", "key", "label", "pred", "prob", "group", "caption"}
-RUN_METRICS = ("test/acc1", "test/cider_d", "test/bleu4", "test/disagreement", "test/cam_pointing_class",
-               "test/attn_pointing_class", "test/cam_iou_class", "test/word_grounding")
+RUN_METRICS = (
+    "test/acc1",
+    "test/cider_d",
+    "test/bleu4",
+    "test/disagreement",
+    "test/cam_pointing_class",
+    "test/attn_pointing_class",
+    "test/cam_iou_class",
+    "test/word_grounding",
+)
 
 
 @dataclass
@@ -99,7 +107,13 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
                 out.append((name, "images × seeds", paired_difference(a, b, n_boot=n_boot)))
             groups = [preds_a[0][k].get("group", "") for k in keys]
             if name == "correct" and all(g != "" for g in groups):
-                out.append(("worst_group_acc", "images × seeds", paired_difference(a, b, groups=np.array(groups), n_boot=n_boot)))
+                out.append(
+                    (
+                        "worst_group_acc",
+                        "images × seeds",
+                        paired_difference(a, b, groups=np.array(groups), n_boot=n_boot),
+                    )
+                )
     for name in RUN_METRICS:
         a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
         b = np.array([b_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
@@ -131,20 +145,30 @@ def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
 
 def markdown(rows: list[Row], title: str) -> str:
     """One table per family: metric, both means, Δ, 95 % CI, n, and the verdict."""
-    lines = [f"# {title}", "",
-             "Each setting against the joint model with λ = 0 of the same data option, on the seeds both ran. "
-             "Δ = setting − baseline; CI: 95 % percentile bootstrap, resampling seeds and (for per-image scores) test "
-             "images with replacement; **bold** = the interval excludes 0. `correct` is top-1 accuracy; "
-             "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "Each setting against the joint model with λ = 0 of the same data option, on the seeds both ran. "
+        "Δ = setting − baseline; CI: 95 % percentile bootstrap, resampling seeds and (for per-image scores) test "
+        "images with replacement; **bold** = the interval excludes 0. `correct` is top-1 accuracy; "
+        "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies.",
+        "",
+    ]
     for family in dict.fromkeys(r.family for r in rows):
-        lines += [f"## {family}", "", "| setting | metric | bootstrap over | setting | λ = 0 | Δ | 95 % CI | seeds | images | verdict |",
-                  "|---|---|---|---:|---:|---:|---|---:|---:|---|"]
+        lines += [
+            f"## {family}",
+            "",
+            "| setting | metric | bootstrap over | setting | λ = 0 | Δ | 95 % CI | seeds | images | verdict |",
+            "|---|---|---|---:|---:|---:|---|---:|---:|---|",
+        ]
         for r in (r for r in rows if r.family == family):
             c = r.result
             delta = f"{c.diff:+.4f}"
             verdict = f"**{c.verdict()}**" if c.significant else c.verdict()
-            lines.append(f"| {r.setting} | {r.metric} | {r.level} | {c.stat_a:.4f} | {c.stat_b:.4f} | {delta} | "
-                         f"[{c.low:+.4f}, {c.high:+.4f}] | {c.n_seeds} | {c.n_images if r.level != 'seeds' else '–'} | {verdict} |")
+            lines.append(
+                f"| {r.setting} | {r.metric} | {r.level} | {c.stat_a:.4f} | {c.stat_b:.4f} | {delta} | "
+                f"[{c.low:+.4f}, {c.high:+.4f}] | {c.n_seeds} | {c.n_images if r.level != 'seeds' else '–'} | {verdict} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -159,25 +183,38 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     mine = [r for r in rows if r.family == family and r.metric == metric]
     if not mine:
         return None
-    scale, unit = (100.0, "percentage points") if metric in ("correct", "worst_group_acc", "test/acc1") else (1.0, "score units")
+    scale, unit = (
+        (100.0, "percentage points") if metric in ("correct", "worst_group_acc", "test/acc1") else (1.0, "score units")
+    )
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(mine) + 1.6))
     for i, r in enumerate(mine):
         c = r.result
         color = "C0" if not c.significant else ("C2" if c.diff > 0 else "C3")
-        ax.errorbar(c.diff * scale, i, xerr=[[(c.diff - c.low) * scale], [(c.high - c.diff) * scale]], fmt="o", color=color, capsize=3)
+        ax.errorbar(
+            c.diff * scale,
+            i,
+            xerr=[[(c.diff - c.low) * scale], [(c.high - c.diff) * scale]],
+            fmt="o",
+            color=color,
+            capsize=3,
+        )
     ax.axvline(0, color="grey", lw=1, ls="--")
     ax.set_yticks(range(len(mine)), [r.setting for r in mine], fontsize=8)
     ax.invert_yaxis()
     name = {"correct": "test top-1 accuracy", "worst_group_acc": "worst-group test accuracy"}.get(metric, metric)
     ax.set_xlabel(f"Δ {name} vs joint λ = 0 ({unit})", fontsize=9)
-    ax.set_title(f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % bootstrap CI over {mine[0].level}", fontsize=9)
+    ax.set_title(
+        f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % bootstrap CI over {mine[0].level}", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def summarize_study(roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000) -> dict[str, Path]:
+def summarize_study(
+    roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000
+) -> dict[str, Path]:
     """The usual summary (summary.md, jobs.csv, λ plots) plus paired.md, paired.csv and forest plots; returns the files."""
     files = sm.summarize(roots, out, title)
     rows = paired_rows(sm.find_jobs(roots), n_boot)
@@ -186,12 +223,40 @@ def summarize_study(roots: list[Path], out: Path, title: str = "Hard-benchmark s
     files["paired_csv"] = out / "paired.csv"
     with open(files["paired_csv"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["family", "setting", "metric", "bootstrap_over", "setting_value", "baseline_value", "diff", "ci_low", "ci_high",
-                    "n_seeds", "n_images", "significant"])
+        w.writerow(
+            [
+                "family",
+                "setting",
+                "metric",
+                "bootstrap_over",
+                "setting_value",
+                "baseline_value",
+                "diff",
+                "ci_low",
+                "ci_high",
+                "n_seeds",
+                "n_images",
+                "significant",
+            ]
+        )
         for r in rows:
             c = r.result
-            w.writerow([r.family, r.setting, r.metric, r.level, c.stat_a, c.stat_b, c.diff, c.low, c.high, c.n_seeds, c.n_images,
-                        c.significant])
+            w.writerow(
+                [
+                    r.family,
+                    r.setting,
+                    r.metric,
+                    r.level,
+                    c.stat_a,
+                    c.stat_b,
+                    c.diff,
+                    c.low,
+                    c.high,
+                    c.n_seeds,
+                    c.n_images,
+                    c.significant,
+                ]
+            )
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")

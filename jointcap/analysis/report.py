@@ -35,8 +35,9 @@ def checkpoint_epoch(path: Path | str | None) -> int | None:
     return int(epoch) if epoch is not None else None
 
 
-def print_samples(predictions: dict[int, str], references: list[list[str]], keys: list[str] | None = None,
-                  n: int = 8) -> None:
+def print_samples(
+    predictions: dict[int, str], references: list[list[str]], keys: list[str] | None = None, n: int = 8
+) -> None:
     """A handful of generated captions next to a reference, so a person reads the words and not only the scores."""
     if not predictions:
         return
@@ -58,8 +59,13 @@ def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path
     last = Path(cb.dirpath) / "last.ckpt" if cb is not None and cb.dirpath else run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         paths["last checkpoint"] = last
-    for name, rel in (("metrics", "metrics.csv"), ("results", "results.json"), ("TensorBoard logs", "tensorboard"),
-                      ("media", "media"), ("W&B", "wandb")):
+    for name, rel in (
+        ("metrics", "metrics.csv"),
+        ("results", "results.json"),
+        ("TensorBoard logs", "tensorboard"),
+        ("media", "media"),
+        ("W&B", "wandb"),
+    ):
         if (run_dir / rel).exists():
             paths[name] = run_dir / rel
     paths["run folder"] = run_dir
@@ -68,6 +74,8 @@ def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path
 
 def print_summary(metrics: dict[str, float], run_dir: Path, trainer: L.Trainer, source: str = "") -> None:
     """Print test metrics (validation ones when there was no test), where they come from, and the run's files."""
-    shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or {k: v for k, v in metrics.items() if k.startswith("val/")}
+    shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or {
+        k: v for k, v in metrics.items() if k.startswith("val/")
+    }
     title = "jointcap: final metrics" + (f" ({source})" if source else "")
     print_metrics(shown, title, run_paths(run_dir, trainer))

@@ -91,8 +91,14 @@ def _replicate_stats(x: np.ndarray, cs: np.ndarray, ci: np.ndarray, groups: np.n
     return out
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> Comparison:
+def paired_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Comparison:
     """stat(a) − stat(b) for paired (seeds, images) scores, with a percentile bootstrap interval at `level`.
 
     Images with a non-finite score in either setting are left out (e.g. a caption score with no
@@ -125,5 +131,14 @@ def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = 
     alpha = (1 - level) / 2
     low, high = (float(np.quantile(d, q)) for q in (alpha, 1 - alpha)) if len(d) else (math.nan, math.nan)
     sa, sb = group_stat(a, groups), group_stat(b, groups)
-    return Comparison(diff=sa - sb, low=low, high=high, level=level, n_seeds=n_seeds, n_images=n_images, n_boot=n_boot,
-                      stat_a=sa, stat_b=sb)
+    return Comparison(
+        diff=sa - sb,
+        low=low,
+        high=high,
+        level=level,
+        n_seeds=n_seeds,
+        n_images=n_images,
+        n_boot=n_boot,
+        stat_a=sa,
+        stat_b=sb,
+    )

@@ -33,22 +33,50 @@ LAMBDA = "model.loss.cam_weight"
 IGNORED_KEYS = ("seed", "objective", "objective_mode", "ckpt_path", "model.monitor")
 # panel titles in words (metric names without the stage prefix)
 METRIC_TITLES = {
-    "acc1": "top-1 accuracy", "acc5": "top-5 accuracy", "acc_per_class": "mean per-class accuracy",
-    "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "rouge_l": "ROUGE-L",
-    "cider": "CIDEr", "cider_d": "CIDEr-D", "meteor": "METEOR", "loss": "loss",
-    "disagreement": "CAM–attention disagreement", "peak_agreement": "CAM and attention peak in the same cell",
-    "cam_pointing_class": "pointing game, CAM (class parts)", "attn_pointing_class": "pointing game, attention (class parts)",
-    "cam_pointing_object": "pointing game, CAM (whole bird)", "attn_pointing_object": "pointing game, attention (whole bird)",
-    "cam_iou_class": "mask IoU, CAM (class parts)", "attn_iou_class": "mask IoU, attention (class parts)",
-    "cam_iou_object": "mask IoU, CAM (whole bird)", "attn_iou_object": "mask IoU, attention (whole bird)",
+    "acc1": "top-1 accuracy",
+    "acc5": "top-5 accuracy",
+    "acc_per_class": "mean per-class accuracy",
+    "bleu1": "BLEU-1",
+    "bleu2": "BLEU-2",
+    "bleu3": "BLEU-3",
+    "bleu4": "BLEU-4",
+    "rouge_l": "ROUGE-L",
+    "cider": "CIDEr",
+    "cider_d": "CIDEr-D",
+    "meteor": "METEOR",
+    "loss": "loss",
+    "disagreement": "CAM–attention disagreement",
+    "peak_agreement": "CAM and attention peak in the same cell",
+    "cam_pointing_class": "pointing game, CAM (class parts)",
+    "attn_pointing_class": "pointing game, attention (class parts)",
+    "cam_pointing_object": "pointing game, CAM (whole bird)",
+    "attn_pointing_object": "pointing game, attention (whole bird)",
+    "cam_iou_class": "mask IoU, CAM (class parts)",
+    "attn_iou_class": "mask IoU, attention (class parts)",
+    "cam_iou_object": "mask IoU, CAM (whole bird)",
+    "attn_iou_object": "mask IoU, attention (whole bird)",
     "word_grounding": "word grounding (attention on the named part)",
-    "attr_f1": "attribute F1 of captions", "class_attr_f1": "class-attribute F1 of captions",
-    "distinct_captions": "distinct captions", "rep3": "repeated 3-grams",
+    "attr_f1": "attribute F1 of captions",
+    "class_attr_f1": "class-attribute F1 of captions",
+    "distinct_captions": "distinct captions",
+    "rep3": "repeated 3-grams",
 }
 UNBOUNDED = ("loss", "cider", "cider_d", "len", "vocab")  # scores not confined to [0, 1]
 MIN_SPAN = 0.1  # the least y-range of a [0, 1] score's panel
-MAIN_METRICS = ("acc1", "acc_per_class", "cider_d", "bleu4", "rouge_l", "disagreement", "cam_pointing_class",
-                "attn_pointing_class", "cam_iou_class", "attn_iou_class", "peak_agreement", "word_grounding")
+MAIN_METRICS = (
+    "acc1",
+    "acc_per_class",
+    "cider_d",
+    "bleu4",
+    "rouge_l",
+    "disagreement",
+    "cam_pointing_class",
+    "attn_pointing_class",
+    "cam_iou_class",
+    "attn_iou_class",
+    "peak_agreement",
+    "word_grounding",
+)
 
 
 @dataclass
@@ -121,7 +149,10 @@ def label(setting: tuple[tuple[str, Any], ...]) -> str:
     """`task=joint, cam_weight=1.0`: the keys' last parts (whole keys where those collide)."""
     short = [k.rsplit(".", 1)[-1] for k, _ in setting]
     names = short if len(set(short)) == len(short) else [k for k, _ in setting]
-    return ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, (_, v) in zip(names, setting)) or "all jobs"
+    return (
+        ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, (_, v) in zip(names, setting))
+        or "all jobs"
+    )
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -165,8 +196,11 @@ def markdown_table(jobs: list[Job], title: str = "Summary", sources: list[str] |
         seeds = ", ".join(str(j.seed) for j in groups[s])
         overrides = sorted({" ".join(o for o in j.overrides if not o.startswith("seed=")) for j in groups[s]})
         lines.append(f"* **S{i}** — {label(s)} — seeds {seeds} — overrides: " + "; ".join(f"`{o}`" for o in overrides))
-    lines += ["", "| metric | " + " | ".join(f"S{i}" for i in range(1, len(settings) + 1)) + " |",
-              "|---|" + "---:|" * len(settings)]
+    lines += [
+        "",
+        "| metric | " + " | ".join(f"S{i}" for i in range(1, len(settings) + 1)) + " |",
+        "|---|" + "---:|" * len(settings),
+    ]
     for name in metric_names(jobs):
         cells = [fmt(*mean_std([j.metrics.get(name, math.nan) for j in groups[s]])) for s in settings]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -180,8 +214,15 @@ def write_jobs_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
         w = csv.writer(f)
         w.writerow([*keys, "seed", "folder", "overrides", *names])
         for job in sorted(jobs, key=lambda j: (repr(j.setting), repr(j.seed))):
-            w.writerow([*(v for _, v in job.setting), job.seed, str(job.folder), " ".join(job.overrides),
-                        *(job.metrics.get(n, "") for n in names)])
+            w.writerow(
+                [
+                    *(v for _, v in job.setting),
+                    job.seed,
+                    str(job.folder),
+                    " ".join(job.overrides),
+                    *(job.metrics.get(n, "") for n in names),
+                ]
+            )
 
 
 def metric_title(name: str) -> str:
@@ -246,7 +287,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
         ax.set_xlabel("λ (weight of the CAM disagreement loss)" if x_key == LAMBDA else x_key, fontsize=8)
         ax.tick_params(labelsize=7)
         honest_ylim(ax, name)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     legend = {}
     for ax in axes.flat:  # every line once, whichever panel has it (single-task rungs lack some metrics)
@@ -257,8 +298,11 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     seeds = sorted({n for by_x in lines.values() for js in by_x.values() for n in [len(js)]})
     n_text = f"n = {seeds[0]}" if len(seeds) == 1 else f"n = {seeds[0]}–{seeds[-1]}"
-    fig.suptitle(f"Points: mean over seeds; error bars: ± 1 sample standard deviation ({n_text} seeds per point); "
-                 "dashed: settings without this axis", fontsize=9)
+    fig.suptitle(
+        f"Points: mean over seeds; error bars: ± 1 sample standard deviation ({n_text} seeds per point); "
+        "dashed: settings without this axis",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -269,7 +313,9 @@ def summarize(roots: list[Path], out: Path, title: str = "Summary", x_key: str =
     """Write summary.md, jobs.csv and the metric-vs-x plots for the jobs under `roots`; returns the files."""
     jobs = find_jobs(roots)
     if not jobs:
-        raise SystemExit(f"no finished jobs (folders with {RESULTS_FILE} and .hydra/) under {', '.join(map(str, roots))}")
+        raise SystemExit(
+            f"no finished jobs (folders with {RESULTS_FILE} and .hydra/) under {', '.join(map(str, roots))}"
+        )
     keys = assign_settings(jobs)
     out.mkdir(parents=True, exist_ok=True)
     files = {"summary": out / "summary.md", "jobs": out / "jobs.csv"}

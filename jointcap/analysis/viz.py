@@ -52,14 +52,21 @@ def draw_panel(ax: Axes, image: np.ndarray, panel: Panel, fontsize: float = 8) -
     """Image (H, W, 3) uint8 with the panel's heat map overlaid through the colour map, stretched to the image."""
     ax.imshow(image, interpolation="bilinear")
     if panel.heat is not None:
-        ax.imshow(heat_to_image(panel.heat, image.shape[:2]), cmap=CMAP, alpha=ALPHA, vmin=0, vmax=1, interpolation="bilinear")
+        ax.imshow(
+            heat_to_image(panel.heat, image.shape[:2]), cmap=CMAP, alpha=ALPHA, vmin=0, vmax=1, interpolation="bilinear"
+        )
     ax.set_title(panel.title, fontsize=fontsize)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def explanation_panels(cam: torch.Tensor | None, mean_attn: torch.Tensor | None, words: list[str],
-                       word_maps: torch.Tensor | None, class_title: str = "CAM") -> list[Panel]:
+def explanation_panels(
+    cam: torch.Tensor | None,
+    mean_attn: torch.Tensor | None,
+    words: list[str],
+    word_maps: torch.Tensor | None,
+    class_title: str = "CAM",
+) -> list[Panel]:
     """Image, CAM, mean attention, then one panel per generated word (word_maps (W, h, w))."""
     panels = [Panel("image")]
     if cam is not None:
@@ -71,8 +78,9 @@ def explanation_panels(cam: torch.Tensor | None, mean_attn: torch.Tensor | None,
     return panels
 
 
-def image_figure(image: np.ndarray, panels: list[Panel], suptitle: str, columns: int = 6, inch: float = 1.9,
-                 colorbar: bool = True) -> Figure:
+def image_figure(
+    image: np.ndarray, panels: list[Panel], suptitle: str, columns: int = 6, inch: float = 1.9, colorbar: bool = True
+) -> Figure:
     """One image explained: its panels on a grid `columns` wide (each keeps the image's aspect ratio), the suptitle
     (class, caption) on top, and a colour bar stating the maps' normalisation when any panel has a map."""
     cols = min(columns, len(panels))
@@ -80,12 +88,14 @@ def image_figure(image: np.ndarray, panels: list[Panel], suptitle: str, columns:
     aspect = image.shape[0] / image.shape[1]  # H / W
     bar = colorbar and any(p.heat is not None for p in panels)
     title_h = 0.25 + 0.16 * wrap_lines(suptitle, int(24 * cols * inch / 1.9)).count("\n") if suptitle else 0.0
-    fig = Figure(figsize=(cols * inch + (1.0 if bar else 0), rows * inch * aspect + 0.3 * rows + title_h), layout="constrained")
+    fig = Figure(
+        figsize=(cols * inch + (1.0 if bar else 0), rows * inch * aspect + 0.3 * rows + title_h), layout="constrained"
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         draw_panel(ax, image, panel)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     if suptitle:
         fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=9)

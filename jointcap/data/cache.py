@@ -91,7 +91,9 @@ class _MappedFile:
     def open(self) -> np.memmap:
         arr = np.load(self.path, mmap_mode="r")
         if tuple(arr.shape) != self.shape or str(arr.dtype) != self.dtype:
-            raise CacheError(f"{self.path}: changed on disk since it was opened ({arr.dtype} {arr.shape}, was {self.dtype} {self.shape})")
+            raise CacheError(
+                f"{self.path}: changed on disk since it was opened ({arr.dtype} {arr.shape}, was {self.dtype} {self.shape})"
+            )
         return arr
 
 
@@ -164,7 +166,9 @@ class SplitWriter:
         """Record the non-image fields; the split becomes visible when the `with` block exits."""
         assert self._tmp is not None and self.images is not None
         self.images.flush()
-        data = SplitData(self.images, np.asarray(labels, dtype=np.int64), captions, keys, masks, boxes, parts, extra or {})
+        data = SplitData(
+            self.images, np.asarray(labels, dtype=np.int64), captions, keys, masks, boxes, parts, extra or {}
+        )
         data.validate(str(self.directory))
         _write_optional_and_meta(self._tmp, data)
         self._finished = True
@@ -209,12 +213,23 @@ def read_split(directory: Path, mmap: bool = True) -> SplitData:
     try:
         images = np.load(directory / "images.npy", mmap_mode=mode)
         opt = {
-            name: (np.load(directory / f"{name}.npy", mmap_mode=mode if name == "masks" else None) if meta["has"][name] else None)
+            name: (
+                np.load(directory / f"{name}.npy", mmap_mode=mode if name == "masks" else None)
+                if meta["has"][name]
+                else None
+            )
             for name in ("masks", "boxes", "parts")
         }
     except (OSError, ValueError) as e:
         raise CacheError(f"{directory}: unreadable cache array ({e}); delete the folder to rebuild it") from e
-    data = SplitData(images, np.asarray(meta["labels"], dtype=np.int64), meta["captions"], meta["keys"], extra=meta.get("extra", {}), **opt)
+    data = SplitData(
+        images,
+        np.asarray(meta["labels"], dtype=np.int64),
+        meta["captions"],
+        meta["keys"],
+        extra=meta.get("extra", {}),
+        **opt,
+    )
     data.validate(str(directory))
     return data
 

@@ -48,8 +48,9 @@ class CUBTables:
 def read_rows(path: Path, ncols: int, maxsplit: int = -1) -> list[list[str]]:
     """Split a whitespace table into rows of at least `ncols` fields; errors name file and line."""
     if not path.is_file():
-        raise DataFileError(f"{path}: missing (is the CUB_200_2011 folder complete? delete it to extract it again "
-                            "from the archive)")
+        raise DataFileError(
+            f"{path}: missing (is the CUB_200_2011 folder complete? delete it to extract it again from the archive)"
+        )
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -134,13 +135,25 @@ class CUBSource:
     ) -> None:
         if split not in SPLIT_MODES:
             raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
-        realdata.check_arguments("CUBSource", image_size=image_size, download=download, skip_bad=skip_bad,
-                                 min_captions=min_captions, seed=seed, workers=workers)
+        realdata.check_arguments(
+            "CUBSource",
+            image_size=image_size,
+            download=download,
+            skip_bad=skip_bad,
+            min_captions=min_captions,
+            seed=seed,
+            workers=workers,
+        )
         if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
             raise ValueError(f"CUBSource: val_fraction must be a number in [0, 1), got {val_fraction!r}")
         self.root = expand_root(root) if root is not None else default_root()
         self.image_size, self.download, self.split = int(image_size), download, split
-        self.val_fraction, self.seed, self.skip_bad, self.min_captions = float(val_fraction), int(seed), skip_bad, min_captions
+        self.val_fraction, self.seed, self.skip_bad, self.min_captions = (
+            float(val_fraction),
+            int(seed),
+            skip_bad,
+            min_captions,
+        )
         self.images = Remote(images_archive, images_md5, images_url)
         self.images_folder = images_folder
         self.captions = Remote(captions_archive, captions_md5, captions_url, captions_gdrive_id)
@@ -164,7 +177,10 @@ class CUBSource:
         self.root.mkdir(parents=True, exist_ok=True)
         cub, reed = gather_missing(  # every missing file named at once
             lambda: ensure_extracted(self.images, self.root / self.images.filename, self.images_folder, self.download),
-            lambda: ensure_extracted(self.captions, self.root / self.captions.filename, self.captions_folder, self.download))
+            lambda: ensure_extracted(
+                self.captions, self.root / self.captions.filename, self.captions_folder, self.download
+            ),
+        )
         return cub, reed
 
     def records(self, cub: Path, reed: Path) -> tuple[CUBTables, list[realdata.Record], list]:

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 class CaptionedImages(Dataset):
     """Items of a cached split as uint8 tensors; training draws one caption per image per visit."""
 
-    def __init__(self, split: cache.SplitData, tokens: np.ndarray, train: bool, augment: bool = False, pad: int = 4) -> None:
+    def __init__(
+        self, split: cache.SplitData, tokens: np.ndarray, train: bool, augment: bool = False, pad: int = 4
+    ) -> None:
         self.split, self.tokens, self.train, self.augment, self.pad = split, tokens, train, augment, pad
         self.n_caps = np.array([len(c) for c in split.captions])
 
@@ -40,7 +42,12 @@ class CaptionedImages(Dataset):
                 image = _augment(image, self.pad, gen)
         else:
             j = 0  # evaluation: caption 0 for the loss; all captions serve as references
-        item = {"image": image, "label": torch.tensor(int(self.split.labels[i])), "tokens": torch.from_numpy(self.tokens[i, j]), "index": torch.tensor(i)}
+        item = {
+            "image": image,
+            "label": torch.tensor(int(self.split.labels[i])),
+            "tokens": torch.from_numpy(self.tokens[i, j]),
+            "index": torch.tensor(i),
+        }
         if not self.train:
             for name in ("masks", "boxes", "parts"):
                 arr = getattr(self.split, name)
@@ -64,10 +71,22 @@ def _augment(image: torch.Tensor, pad: int, gen: torch.Generator | None = None) 
 class JointDataModule(L.LightningDataModule):
     """Serves any `Source` through the decode-once cache, with captions tokenised once per split."""
 
-    def __init__(self, source: Source, cache_root: str, batch_size: int = 64, eval_batch_size: int | None = None,
-                 num_workers: int = 2, vocab_size: int = 1000, tokenizer_type: str = "bpe", max_caption_len: int = 32,
-                 augment: bool = True, pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
-                 prepare_data_per_node: bool = False) -> None:
+    def __init__(
+        self,
+        source: Source,
+        cache_root: str,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        vocab_size: int = 1000,
+        tokenizer_type: str = "bpe",
+        max_caption_len: int = 32,
+        augment: bool = True,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        prepare_data_per_node: bool = False,
+    ) -> None:
         super().__init__()
         # False: only global rank 0 builds the cache (a shared file system); True: local rank 0 of
         # every node does (node-local caches). Either way the other ranks wait, then read.
@@ -146,10 +165,13 @@ class JointDataModule(L.LightningDataModule):
     # -- loaders ---------------------------------------------------------------------------
     def _loader_kwargs(self) -> dict:
         workers = self.num_workers
-        return {"num_workers": workers, "pin_memory": self.pin_memory and torch.cuda.is_available(),
-                "persistent_workers": self.persistent_workers and workers > 0,
-                # worker seeds come from here, not from the global RNG (which dropout uses)
-                "generator": torch.Generator().manual_seed(self.seed)}
+        return {
+            "num_workers": workers,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.persistent_workers and workers > 0,
+            # worker seeds come from here, not from the global RNG (which dropout uses)
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
 
     def _eval_loader(self, split: str) -> DataLoader:
         """Every image of `split` once, in index order (training has its own resumable loader)."""
@@ -160,7 +182,9 @@ class JointDataModule(L.LightningDataModule):
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(self.datasets["train"], num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
-        loader = ResumableLoader(self.datasets["train"], batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+        loader = ResumableLoader(
+            self.datasets["train"], batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
+        )
         if self._train_loader_state is not None:
             loader.load_state_dict(self._train_loader_state)
             self._train_loader_state = None

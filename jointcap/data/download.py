@@ -247,8 +247,9 @@ def check_member(archive: Path, member: tarfile.TarInfo) -> None:
         # No link is ever needed (the real archives hold none), and resolving links safely is what
         # CVE-2025-4517 showed to be fragile: refuse them all rather than reason about where they lead.
         kind = "symlink" if member.issym() else "hard link"
-        raise UnsafeArchiveError(f"{archive}: {kind} {name!r} -> {member.linkname!r}; dataset archives hold no links, "
-                                 "refusing to extract")
+        raise UnsafeArchiveError(
+            f"{archive}: {kind} {name!r} -> {member.linkname!r}; dataset archives hold no links, refusing to extract"
+        )
     if not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"{archive}: member {name!r} is a device or fifo; refusing to extract")
 
@@ -266,12 +267,16 @@ def check_landing(archive: Path, member: tarfile.TarInfo, tmp: Path) -> None:
             continue
         here = here / piece
         if here.is_symlink() or (here.exists() and not here.is_dir()):
-            raise UnsafeArchiveError(f"{archive}: member {member.name!r} passes through {piece!r}, which is not a folder; "
-                                     "refusing to extract")
+            raise UnsafeArchiveError(
+                f"{archive}: member {member.name!r} passes through {piece!r}, which is not a folder; "
+                "refusing to extract"
+            )
     top = os.path.abspath(tmp)
     dest = os.path.abspath(os.path.join(top, member.name))
     if os.path.commonpath([top, dest]) != top:
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} resolves outside the target folder; refusing to extract")
+        raise UnsafeArchiveError(
+            f"{archive}: member {member.name!r} resolves outside the target folder; refusing to extract"
+        )
 
 
 def _extract_members(archive: Path, tmp: Path) -> None:
@@ -283,7 +288,9 @@ def _extract_members(archive: Path, tmp: Path) -> None:
                 check_member(archive, member)
                 check_landing(archive, member, tmp)
                 try:
-                    tar.extract(member, tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extract(member, tmp)
+                    tar.extract(member, tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extract(
+                        member, tmp
+                    )
                 except tarfile.FilterError as e:
                     raise UnsafeArchiveError(f"{archive}: member {member.name!r} refused ({e})") from e
                 bar.update(raw.tell() - bar.n)
@@ -363,8 +370,11 @@ def ensure_extracted(remote: Remote, archive: Path, folder: str, download: bool)
         if target.is_dir() and extracted_from(archive, folder, remote.md5):
             return target
         if target.is_dir():
-            log.warning("%s: not extracted from the current %s (replaced archive or no stamp); extracting it again",
-                        target, archive.name)
+            log.warning(
+                "%s: not extracted from the current %s (replaced archive or no stamp); extracting it again",
+                target,
+                archive.name,
+            )
         log.info("extracting %s", archive)
         _stamp(parent, folder).unlink(missing_ok=True)
         safe_extract(archive, parent, folder)

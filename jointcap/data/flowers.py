@@ -20,7 +20,15 @@ import numpy as np
 
 from jointcap.data import realdata
 from jointcap.data.captions import TEXT_FOLDER, join_captions, read_class_list
-from jointcap.data.download import DataFileError, Remote, default_root, ensure_extracted, ensure_file, expand_root, gather_missing
+from jointcap.data.download import (
+    DataFileError,
+    Remote,
+    default_root,
+    ensure_extracted,
+    ensure_file,
+    expand_root,
+    gather_missing,
+)
 
 VERSION = 1  # bump whenever the cached content for the same arguments changes
 SPLIT_MODES = ("official", "zeroshot")
@@ -41,8 +49,9 @@ def load_mat_vector(path: Path, key: str) -> np.ndarray:
     try:
         mat = loadmat(path, squeeze_me=True)
     except (OSError, ValueError, TypeError, MatReadError) as e:
-        raise DataFileError(f"{path}: unreadable .mat file ({type(e).__name__}: {e or 'empty file'}); delete it to "
-                            "download it again") from None
+        raise DataFileError(
+            f"{path}: unreadable .mat file ({type(e).__name__}: {e or 'empty file'}); delete it to download it again"
+        ) from None
     if key not in mat:
         raise DataFileError(f"{path}: no variable {key!r} (found {sorted(k for k in mat if not k.startswith('__'))})")
     return np.atleast_1d(np.asarray(mat[key])).astype(np.int64).ravel()
@@ -94,8 +103,14 @@ class FlowersSource:
     ) -> None:
         if split not in SPLIT_MODES:
             raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
-        realdata.check_arguments("FlowersSource", image_size=image_size, download=download, skip_bad=skip_bad,
-                                 min_captions=min_captions, workers=workers)
+        realdata.check_arguments(
+            "FlowersSource",
+            image_size=image_size,
+            download=download,
+            skip_bad=skip_bad,
+            min_captions=min_captions,
+            workers=workers,
+        )
         self.root = expand_root(root) if root is not None else default_root()
         self.image_size, self.download, self.split = int(image_size), download, split
         self.skip_bad, self.min_captions, self.folder = skip_bad, min_captions, folder
@@ -108,7 +123,9 @@ class FlowersSource:
 
     def cache_key(self) -> str:
         """Names the cache folder: everything that changes the cached content (`skip_bad` and which files included), not the root."""
-        files = realdata.files_digest(self.images, self.labels, self.setid, self.captions, self.captions_folder, self.folder)
+        files = realdata.files_digest(
+            self.images, self.labels, self.setid, self.captions, self.captions_folder, self.folder
+        )
         return f"flowers-{self.split}-s{self.image_size}-min{self.min_captions}-skip{int(self.skip_bad)}-{files}-v{VERSION}"
 
     def prepare_files(self) -> tuple[Path, Path]:
@@ -117,8 +134,14 @@ class FlowersSource:
         base.mkdir(parents=True, exist_ok=True)
         *_, reed = gather_missing(  # every missing file named at once
             lambda: ensure_extracted(self.images, base / self.images.filename, "jpg", self.download),
-            *(lambda r=remote: ensure_file(r, base / r.filename, self.download) for remote in (self.labels, self.setid)),
-            lambda: ensure_extracted(self.captions, self.root / self.captions.filename, self.captions_folder, self.download))
+            *(
+                lambda r=remote: ensure_file(r, base / r.filename, self.download)
+                for remote in (self.labels, self.setid)
+            ),
+            lambda: ensure_extracted(
+                self.captions, self.root / self.captions.filename, self.captions_folder, self.download
+            ),
+        )
         return base, reed
 
     def split_ids(self, base: Path, labels: np.ndarray, reed: Path) -> dict[str, list[int]]:

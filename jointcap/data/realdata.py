@@ -95,13 +95,22 @@ def orient_points(xy: np.ndarray, orientation: int, original: tuple[int, int]) -
     """(K, 2) x, y in the stored image's pixels → the same points in the upright image (EXIF orientation 1…8)."""
     w, h = original
     x, y = xy[:, 0], xy[:, 1]
-    out = {1: (x, y), 2: (w - x, y), 3: (w - x, h - y), 4: (x, h - y),
-           5: (y, x), 6: (h - y, x), 7: (h - y, w - x), 8: (y, w - x)}[orientation]
+    out = {
+        1: (x, y),
+        2: (w - x, y),
+        3: (w - x, h - y),
+        4: (x, h - y),
+        5: (y, x),
+        6: (h - y, x),
+        7: (h - y, w - x),
+        8: (y, w - x),
+    }[orientation]
     return np.stack(out, axis=1).astype(np.float32)
 
 
-def scale_annotations(record: Record, original: tuple[int, int], size: int,
-                      orientation: int = 1) -> tuple[np.ndarray | None, np.ndarray | None]:
+def scale_annotations(
+    record: Record, original: tuple[int, int], size: int, orientation: int = 1
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Box and part locations of `record` moved from original (stored, pre-EXIF) to cached pixels."""
     upright = (original[1], original[0]) if orientation >= 5 else original
     sx, sy = size / upright[0], size / upright[1]
@@ -128,7 +137,9 @@ def _decode_or_error(item: tuple[Path, int]) -> tuple[np.ndarray, tuple[int, int
         return e
 
 
-def _decoded(records: Sequence[Record], size: int, workers: int) -> Iterator[tuple[np.ndarray, tuple[int, int], int] | ImageDecodeError]:
+def _decoded(
+    records: Sequence[Record], size: int, workers: int
+) -> Iterator[tuple[np.ndarray, tuple[int, int], int] | ImageDecodeError]:
     """Decode images in order, on a few threads (PIL releases the GIL while decoding)."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
@@ -140,7 +151,9 @@ def _decoded(records: Sequence[Record], size: int, workers: int) -> Iterator[tup
 def _fill(images: np.ndarray, records: Sequence[Record], size: int, skip_bad: bool, workers: int, desc: str):
     """Write decoded images into `images` (compacted); return kept records, annotations, skipped."""
     kept, boxes, parts, skipped = [], [], [], []
-    for record, result in tqdm(zip(records, _decoded(records, size, workers)), total=len(records), desc=desc, leave=False):
+    for record, result in tqdm(
+        zip(records, _decoded(records, size, workers)), total=len(records), desc=desc, leave=False
+    ):
         if isinstance(result, ImageDecodeError):
             if not skip_bad:
                 raise result
@@ -171,11 +184,15 @@ class _Superseded(Exception):
     """Internal: the full-size writer was replaced by a smaller one after skipping images."""
 
 
-def write_records(directory: Path, records: Sequence[Record], size: int, skip_bad: bool = False, workers: int = 4) -> list[Skipped]:
+def write_records(
+    directory: Path, records: Sequence[Record], size: int, skip_bad: bool = False, workers: int = 4
+) -> list[Skipped]:
     """Cache one split; with `skip_bad`, undecodable images are left out and returned."""
     try:
         with cache.SplitWriter(directory, len(records), size) as writer:
-            kept, boxes, parts, skipped = _fill(writer.images, records, size, skip_bad, workers, f"cache {directory.name}")
+            kept, boxes, parts, skipped = _fill(
+                writer.images, records, size, skip_bad, workers, f"cache {directory.name}"
+            )
             if not skipped:
                 _finish(writer, kept, boxes, parts)
                 return skipped

@@ -29,7 +29,9 @@ class EpochSampler(DistributedSampler):
     `set_epoch` every epoch, and each rank draws its share of one (seed, epoch) permutation.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.skip = 0  # items to leave out at the start of the next pass only
 

@@ -58,10 +58,25 @@ BACKGROUND_RGB = np.array(  # (K, 3) muted foliage / sky / sand / bark tones
     dtype=np.float32,
 )
 
-PART_WORDS = {"head": 0, "crown": 0, "beak": 1, "bill": 1, "body": 2, "belly": 2, "breast": 2, "wing": 3, "wings": 3, "tail": 4}
+PART_WORDS = {
+    "head": 0,
+    "crown": 0,
+    "beak": 1,
+    "bill": 1,
+    "body": 2,
+    "belly": 2,
+    "breast": 2,
+    "wing": 3,
+    "wings": 3,
+    "tail": 4,
+}
 ATTRIBUTE_WORDS = list(COLOR_NAMES) + list(PATTERNS) + list(TAIL_SHAPES) + list(BEAK_LENGTHS)
-ATTRIBUTE_KINDS = {**dict.fromkeys(COLOR_NAMES, "colour"), **dict.fromkeys(PATTERNS, "pattern"),
-                   **dict.fromkeys(TAIL_SHAPES, "shape"), **dict.fromkeys(BEAK_LENGTHS, "length")}
+ATTRIBUTE_KINDS = {
+    **dict.fromkeys(COLOR_NAMES, "colour"),
+    **dict.fromkeys(PATTERNS, "pattern"),
+    **dict.fromkeys(TAIL_SHAPES, "shape"),
+    **dict.fromkeys(BEAK_LENGTHS, "length"),
+}
 CLASS_SLOTS = ("head colour", "wing colour", "wing pattern")  # what defines a class, as "PART KIND"
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "medium": ("", "", "medium sized"), "large": ("large", "big")}
 
@@ -116,7 +131,12 @@ def class_specs(n_classes: int) -> list[ClassSpec]:
         )
     n = len(HEAD_COLORS)
     pairs = sorted(((i, j) for i in range(n) for j in range(n)), key=lambda ij: (max(ij), ij[1] == max(ij), ij))
-    specs = [ClassSpec(HEAD_COLORS[i], WING_COLORS[j], p) for i, j in pairs if HEAD_COLORS[i] != WING_COLORS[j] for p in PATTERNS]
+    specs = [
+        ClassSpec(HEAD_COLORS[i], WING_COLORS[j], p)
+        for i, j in pairs
+        if HEAD_COLORS[i] != WING_COLORS[j]
+        for p in PATTERNS
+    ]
     return specs[:n_classes]
 
 
@@ -193,7 +213,11 @@ def _sample_params(rng: np.random.Generator, start: int, b: int, specs: list[Cla
     d_pattern = np.zeros((b, d), np.int64)  # only slots 1, 3 and 4 are patterned (patterns cost time)
     for j in range(2):
         d_kind[:, 2 * j], d_color[:, 2 * j] = 0, head_all[decoys[:, j]]
-        d_kind[:, 2 * j + 1], d_color[:, 2 * j + 1], d_pattern[:, 2 * j + 1] = 1, wing_all[decoys[:, j]], pat_all[decoys[:, j]]
+        d_kind[:, 2 * j + 1], d_color[:, 2 * j + 1], d_pattern[:, 2 * j + 1] = (
+            1,
+            wing_all[decoys[:, j]],
+            pat_all[decoys[:, j]],
+        )
     d_kind[:, 4], d_pattern[:, 4] = 1, rng.integers(0, len(PATTERNS), b)
     size = rng.uniform(0.06, 0.11, (b, d))
     stretch = rng.uniform(1.0, 1.6, (b, d))
@@ -224,9 +248,27 @@ def _sample_params(rng: np.random.Generator, start: int, b: int, specs: list[Cla
     tail = rng.integers(0, len(TAIL_SHAPES), b)
     bg_field = rng.random((b, 5, 5), dtype=np.float32)
     return _Params(
-        labels=labels, head=head, wing=wing, pattern=pattern, body=body, beak_color=beak_color, beak_long=beak_long,
-        tail=tail, scale=scale, facing=facing, tilt=tilt, cx=cx, cy=cy, d_active=d_active, d_kind=d_kind,
-        d_color=d_color, d_pattern=d_pattern, d_geom=geom, bg_pair=bg_pair, bg_field=bg_field, stripe=stripe,
+        labels=labels,
+        head=head,
+        wing=wing,
+        pattern=pattern,
+        body=body,
+        beak_color=beak_color,
+        beak_long=beak_long,
+        tail=tail,
+        scale=scale,
+        facing=facing,
+        tilt=tilt,
+        cx=cx,
+        cy=cy,
+        d_active=d_active,
+        d_kind=d_kind,
+        d_color=d_color,
+        d_pattern=d_pattern,
+        d_geom=geom,
+        bg_pair=bg_pair,
+        bg_field=bg_field,
+        stripe=stripe,
     )
 
 
@@ -333,7 +375,11 @@ def _shapes(p: _Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         fan & (t < TAIL_LEN - 0.09 * (1 - w / (0.8 * TAIL_HALF_W))),  # forked: notch cut from the end
         np.where(
             p.tail[:, None, None] == 1,
-            start & ((((t - 0.045) / (TAIL_LEN - 0.045)) ** 2 + (w / (0.85 * TAIL_HALF_W)) ** 2 <= 1.0) | (fan & (t <= 0.045))),
+            start
+            & (
+                (((t - 0.045) / (TAIL_LEN - 0.045)) ** 2 + (w / (0.85 * TAIL_HALF_W)) ** 2 <= 1.0)
+                | (fan & (t <= 0.045))
+            ),
             start & (w <= 0.75 * TAIL_HALF_W * (1 - t / (TAIL_LEN * 1.1))),  # pointed
         ),
     )
@@ -430,8 +476,13 @@ def _captions(r: random.Random, a: dict[str, str], n: int) -> list[str]:
         sized = f"{size} bird" if size else "bird"
         opener = r.choice(
             (
-                "this bird has {}", "the bird has {}", "a {} with {}", "this {} has {}", "this is a {} with {}",
-                "a {} that has {}", "{}",
+                "this bird has {}",
+                "the bird has {}",
+                "a {} with {}",
+                "this {} has {}",
+                "this is a {} with {}",
+                "a {} that has {}",
+                "{}",
             )
         )
         text = opener.format(sized, _join(phrases)) if opener.count("{}") == 2 else opener.format(_join(phrases))
@@ -462,9 +513,18 @@ def image_facts(a: dict[str, str]) -> tuple[list[str], list[str]]:
     half their wing mentions; "green wings" describes a plain green wing correctly), but
     naming a pattern the wing lacks is still wrong.
     """
-    facts = [f"head {a['head']}", f"wing {a['wing']}", f"wing {a['pattern']}", f"body {a['body']}",
-             f"beak {a['beak']}", f"beak {a['beak_color']}", f"tail {a['tail']}"]
-    required = [f"head {a['head']}", f"wing {a['wing']}"] + ([f"wing {a['pattern']}"] if a["pattern"] != "plain" else [])
+    facts = [
+        f"head {a['head']}",
+        f"wing {a['wing']}",
+        f"wing {a['pattern']}",
+        f"body {a['body']}",
+        f"beak {a['beak']}",
+        f"beak {a['beak_color']}",
+        f"tail {a['tail']}",
+    ]
+    required = [f"head {a['head']}", f"wing {a['wing']}"] + (
+        [f"wing {a['pattern']}"] if a["pattern"] != "plain" else []
+    )
     return facts, required
 
 
@@ -484,7 +544,9 @@ def generate_split(
     a shorter split is a prefix of a longer one with the same seed.
     """
     if n < 0 or image_size < 16 or captions_per_image < 1 or clutter < 0 or seed < 0:
-        raise ValueError(f"bad synthetic split arguments: n={n} image_size={image_size} captions={captions_per_image} clutter={clutter} seed={seed}")
+        raise ValueError(
+            f"bad synthetic split arguments: n={n} image_size={image_size} captions={captions_per_image} clutter={clutter} seed={seed}"
+        )
     specs = class_specs(n_classes)
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     masks = np.empty((n, len(PART_NAMES), image_size, image_size), np.uint8)
@@ -501,7 +563,9 @@ def generate_split(
             hi = min(m, lo + sub)
             part = _Params(*(getattr(p, k)[lo:hi] for k in p.__dataclass_fields__))
             noise_rng = np.random.default_rng([GENERATOR_VERSION, seed, start // BLOCK, lo])
-            images[start + lo : start + hi], masks[start + lo : start + hi] = _draw_block(noise_rng, part, image_size, clutter)
+            images[start + lo : start + hi], masks[start + lo : start + hi] = _draw_block(
+                noise_rng, part, image_size, clutter
+            )
         labels[start : start + m] = p.labels[:m]
         for i in range(m):
             a = _image_attributes(p, i)
@@ -513,7 +577,13 @@ def generate_split(
             attrs.setdefault("class_facts", []).append(required)
     keys = [f"{split}_{i:06d}" for i in range(n)]
     facts, class_facts = attrs.pop("facts", []), attrs.pop("class_facts", [])
-    extra = {"generator_version": GENERATOR_VERSION, "seed": seed, "attributes": attrs, "facts": facts, "class_facts": class_facts}
+    extra = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "attributes": attrs,
+        "facts": facts,
+        "class_facts": class_facts,
+    }
     data = cache.SplitData(images, labels, captions, keys, masks=masks, extra=extra)
     data.validate(f"synthetic {split}")
     return data
@@ -575,7 +645,13 @@ class SyntheticSource:
         out = Path(out)
         for split in cache.SPLITS:
             data = generate_split(
-                self.sizes[split], self.n_classes, self.image_size, self.split_seed(split), self.captions_per_image, self.clutter, split
+                self.sizes[split],
+                self.n_classes,
+                self.image_size,
+                self.split_seed(split),
+                self.captions_per_image,
+                self.clutter,
+                split,
             )
             cache.write_split(out / split, data)
         cache.write_info(out, dataset_info(self.n_classes))

@@ -30,9 +30,27 @@ from pathlib import Path
 import numpy as np
 
 from jointcap.data import cache
-from jointcap.data.synthetic import (BACKGROUND_RGB, BLOCK, BODY_AB, BODY_C, BODY_TILT, SUB_PIXELS, TAIL_ANCHOR,
-                                     TAIL_ANGLE, TAIL_HALF_W, TAIL_LEN, WING_AB, WING_C, WING_TILT, _article, _background,
-                                     _col, _join, _layer, _rotate)
+from jointcap.data.synthetic import (
+    BACKGROUND_RGB,
+    BLOCK,
+    BODY_AB,
+    BODY_C,
+    BODY_TILT,
+    SUB_PIXELS,
+    TAIL_ANCHOR,
+    TAIL_ANGLE,
+    TAIL_HALF_W,
+    TAIL_LEN,
+    WING_AB,
+    WING_C,
+    WING_TILT,
+    _article,
+    _background,
+    _col,
+    _join,
+    _layer,
+    _rotate,
+)
 
 GENERATOR_VERSION = 1
 PART_NAMES = ("crown", "eyering", "throat", "beak", "head", "body", "wing", "wingbar", "tail")
@@ -69,9 +87,25 @@ CLASS_VALUES: dict[str, tuple[str, ...]] = {
 }
 BEAK_COLORS = ("black", "grey", "orange", "yellow", "buff")
 ATTRIBUTE_WORDS = list(COLOR_NAMES) + list(BEAK_SHAPES) + list(TAIL_SHAPES)
-PART_WORDS = {"crown": CROWN, "cap": CROWN, "eyering": EYERING, "eyerings": EYERING, "throat": THROAT, "beak": BEAK,
-              "bill": BEAK, "head": HEAD, "face": HEAD, "body": BODY, "breast": BODY, "belly": BODY, "wing": WING,
-              "wings": WING, "wingbar": WINGBAR, "wingbars": WINGBAR, "tail": TAIL}
+PART_WORDS = {
+    "crown": CROWN,
+    "cap": CROWN,
+    "eyering": EYERING,
+    "eyerings": EYERING,
+    "throat": THROAT,
+    "beak": BEAK,
+    "bill": BEAK,
+    "head": HEAD,
+    "face": HEAD,
+    "body": BODY,
+    "breast": BODY,
+    "belly": BODY,
+    "wing": WING,
+    "wings": WING,
+    "wingbar": WINGBAR,
+    "wingbars": WINGBAR,
+    "tail": TAIL,
+}
 GROUP_NAMES = ("aligned", "conflicting")  # shortcut split: body/wing colours agree with the class's, or not
 EVAL_ALIGNED = 0.5  # shortcut split: share of val/test images drawn aligned (both groups well populated)
 
@@ -80,7 +114,11 @@ HEAD_C, HEAD_R = (0.16, -0.12), 0.105
 EYE_C, EYE_R, RING_R = (0.195, -0.135), 0.017, 0.037
 CROWN_CUT, THROAT_CUT = -0.4, 0.3  # crown: head above HEAD_C.y + CROWN_CUT·R; throat: below + THROAT_CUT·R, front half
 BEAK_BASE = (0.245, -0.105)
-BEAK_GEOM = {"short": (0.075, 0.042, 0.0), "long": (0.16, 0.026, 0.0), "hooked": (0.105, 0.04, 0.55)}  # len, half-w, droop
+BEAK_GEOM = {
+    "short": (0.075, 0.042, 0.0),
+    "long": (0.16, 0.026, 0.0),
+    "hooked": (0.105, 0.04, 0.55),
+}  # len, half-w, droop
 WINGBAR_U, WINGBAR_HALF = (-0.005, 0.06), 0.017  # two bars across the wing, in the wing's frame
 BIRD_X_EXTENT, BIRD_Y_EXTENT = 0.44, (-0.24, 0.2)
 SCALE_RANGE, TILT_RANGE = (0.7, 1.15), 0.35
@@ -125,7 +163,9 @@ def class_specs(n_classes: int) -> list[HardClassSpec]:
     A random half of the grid keeps most classes with neighbours that differ in one attribute only.
     """
     if not 1 <= n_classes <= max_classes():
-        raise ValueError(f"n_classes must be in [1, {max_classes()}] (the combinations of {', '.join(CLASS_VALUES)}), got {n_classes}")
+        raise ValueError(
+            f"n_classes must be in [1, {max_classes()}] (the combinations of {', '.join(CLASS_VALUES)}), got {n_classes}"
+        )
     grid = list(itertools.product(*CLASS_VALUES.values()))
     order = np.random.default_rng(20200611).permutation(len(grid))
     return [HardClassSpec(*grid[i]) for i in order[:n_classes]]
@@ -225,7 +265,9 @@ def _to_image(bx: np.ndarray, by: np.ndarray, cx, cy, scale, facing, angle) -> t
     return cx + u * c - v * s, cy + u * s + v * c
 
 
-def _place_away(rng: np.random.Generator, cx, cy, keep_out: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _place_away(
+    rng: np.random.Generator, cx, cy, keep_out: np.ndarray, radius: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres (B, K) for objects of `radius` (B, K) outside a disc of `keep_out` (B,) around (cx, cy); 16 tries, else inactive."""
     b, k = radius.shape
     cand = rng.random((b, k, 16, 2))
@@ -236,8 +278,17 @@ def _place_away(rng: np.random.Generator, cx, cy, keep_out: np.ndarray, radius: 
     return pick[..., 0], pick[..., 1], ok.any(-1)
 
 
-def _sample_params(rng: np.random.Generator, start: int, b: int, specs: list[HardClassSpec], clutter: float,
-                   occlusion: float, lighting: float, shortcut_p: float | None, pairs: np.ndarray | None) -> _Params:
+def _sample_params(
+    rng: np.random.Generator,
+    start: int,
+    b: int,
+    specs: list[HardClassSpec],
+    clutter: float,
+    occlusion: float,
+    lighting: float,
+    shortcut_p: float | None,
+    pairs: np.ndarray | None,
+) -> _Params:
     """Every per-image random choice of a block (labels balanced within the block)."""
     k = len(specs)
     labels = (np.arange(start, start + b) % k)[rng.permutation(b)]
@@ -268,7 +319,9 @@ def _sample_params(rng: np.random.Generator, start: int, b: int, specs: list[Har
     # Decoy heads: another class's crown/throat/eyering/beak on a nuisance-coloured head.
     h = N_HEAD_DECOYS
     dcls = (labels[:, None] + rng.integers(1, max(k, 2), (b, h))) % k  # (B, H), never the label
-    dh_colors = np.stack([np.zeros((b, h), np.int64), crown_all[dcls], throat_all[dcls], ring_all[dcls], np.zeros((b, h), np.int64)], -1)
+    dh_colors = np.stack(
+        [np.zeros((b, h), np.int64), crown_all[dcls], throat_all[dcls], ring_all[dcls], np.zeros((b, h), np.int64)], -1
+    )
     for j in range(h):
         dh_colors[:, j, 0] = _other(rng, [dh_colors[:, j, 1], dh_colors[:, j, 2], dh_colors[:, j, 3]], allc)
         dh_colors[:, j, 4] = _other(rng, [dh_colors[:, j, 0]], _color_index(BEAK_COLORS))
@@ -300,17 +353,55 @@ def _sample_params(rng: np.random.Generator, start: int, b: int, specs: list[Har
     o_size = scale[:, None] * rng.uniform(0.035, 0.065, (b, o))
     o_geom = np.stack([ox, oy, o_size * rng.uniform(1.3, 2.2, (b, o)), o_size, rng.uniform(0, np.pi, (b, o))], -1)
     o_active = rng.random((b, o)) < occlusion
-    gain = (1.0 + rng.uniform(-lighting, lighting, (b, 1)) + rng.uniform(-lighting / 3, lighting / 3, (b, 3))).astype(np.float32)
-    stripe = np.stack([(rng.random(b) < 0.5) * rng.uniform(10, 30, b) * clutter, rng.uniform(4, 12, b),
-                       rng.uniform(0, np.pi, b), rng.uniform(0, 2 * np.pi, b)], -1)
+    gain = (1.0 + rng.uniform(-lighting, lighting, (b, 1)) + rng.uniform(-lighting / 3, lighting / 3, (b, 3))).astype(
+        np.float32
+    )
+    stripe = np.stack(
+        [
+            (rng.random(b) < 0.5) * rng.uniform(10, 30, b) * clutter,
+            rng.uniform(4, 12, b),
+            rng.uniform(0, np.pi, b),
+            rng.uniform(0, 2 * np.pi, b),
+        ],
+        -1,
+    )
     return _Params(
-        labels=labels, crown=crown, eyering=ring, throat=throat, wingbar=bar, beak=beak, head=head, body=body, wing=wing,
-        beak_color=beak_color, tail=tail, group=group, scale=scale, facing=facing, tilt=tilt, cx=cx, cy=cy,
-        dh_active=dh_active, dh_colors=dh_colors, dh_beak=rng.integers(0, len(BEAK_SHAPES), (b, h)), dh_geom=dh_geom,
-        dh_facing=np.where(rng.random((b, h)) < 0.5, 1.0, -1.0), dw_active=dw_active, dw_colors=dw_colors, dw_geom=dw_geom,
-        s_active=s_active, s_kind=s_kind, s_color=rng.integers(0, len(COLOR_NAMES), (b, n)), s_geom=s_geom,
-        o_active=o_active, o_color=rng.integers(0, len(LEAF_RGB), (b, o)), o_geom=o_geom, gain=gain,
-        bg_pair=rng.integers(0, len(BACKGROUND_RGB), (b, 2)), bg_field=rng.random((b, 5, 5), dtype=np.float32), stripe=stripe,
+        labels=labels,
+        crown=crown,
+        eyering=ring,
+        throat=throat,
+        wingbar=bar,
+        beak=beak,
+        head=head,
+        body=body,
+        wing=wing,
+        beak_color=beak_color,
+        tail=tail,
+        group=group,
+        scale=scale,
+        facing=facing,
+        tilt=tilt,
+        cx=cx,
+        cy=cy,
+        dh_active=dh_active,
+        dh_colors=dh_colors,
+        dh_beak=rng.integers(0, len(BEAK_SHAPES), (b, h)),
+        dh_geom=dh_geom,
+        dh_facing=np.where(rng.random((b, h)) < 0.5, 1.0, -1.0),
+        dw_active=dw_active,
+        dw_colors=dw_colors,
+        dw_geom=dw_geom,
+        s_active=s_active,
+        s_kind=s_kind,
+        s_color=rng.integers(0, len(COLOR_NAMES), (b, n)),
+        s_geom=s_geom,
+        o_active=o_active,
+        o_color=rng.integers(0, len(LEAF_RGB), (b, o)),
+        o_geom=o_geom,
+        gain=gain,
+        bg_pair=rng.integers(0, len(BACKGROUND_RGB), (b, 2)),
+        bg_field=rng.random((b, 5, 5), dtype=np.float32),
+        stripe=stripe,
     )
 
 
@@ -321,7 +412,9 @@ def _frame(x, y, cx, cy, scale, facing, angle) -> tuple[np.ndarray, np.ndarray]:
     return u * _col(facing / scale), v * _col(1 / scale)
 
 
-def _draw_head(label: np.ndarray, bx: np.ndarray, by: np.ndarray, beak: np.ndarray, active: np.ndarray, first: int) -> None:
+def _draw_head(
+    label: np.ndarray, bx: np.ndarray, by: np.ndarray, beak: np.ndarray, active: np.ndarray, first: int
+) -> None:
     """In place: a head with beak, crown, throat, eyering and eye in layers first … first+5 (`_HEAD_LAYERS`)."""
     act = active[:, None, None]
     length, half, droop = (_col(np.array([BEAK_GEOM[BEAK_SHAPES[i]][j] for i in beak])) for j in range(3))
@@ -340,7 +433,9 @@ def _draw_head(label: np.ndarray, bx: np.ndarray, by: np.ndarray, beak: np.ndarr
     _layer(label, act & (r2 <= EYE_R**2), first + 5)
 
 
-def _wing_layers(label: np.ndarray, wu: np.ndarray, wv: np.ndarray, active: np.ndarray, wing_id: int, bar_id: int) -> None:
+def _wing_layers(
+    label: np.ndarray, wu: np.ndarray, wv: np.ndarray, active: np.ndarray, wing_id: int, bar_id: int
+) -> None:
     """In place: a wing ellipse (in its own frame) with two wingbars across it."""
     wing = active[:, None, None] & ((wu / WING_AB[0]) ** 2 + (wv / WING_AB[1]) ** 2 <= 1.0)
     _layer(label, wing, wing_id)
@@ -348,7 +443,9 @@ def _wing_layers(label: np.ndarray, wu: np.ndarray, wv: np.ndarray, active: np.n
     _layer(label, wing & bars, bar_id)
 
 
-def _ellipses(label: np.ndarray, x, y, geom: np.ndarray, active: np.ndarray, first: int, kind: np.ndarray | None = None) -> None:
+def _ellipses(
+    label: np.ndarray, x, y, geom: np.ndarray, active: np.ndarray, first: int, kind: np.ndarray | None = None
+) -> None:
     """In place: per slot k an ellipse (or disc / triangle by `kind`) of geometry (B, K, 5) in layer first + k."""
     for k in range(geom.shape[1]):
         if not active[:, k].any():
@@ -370,7 +467,9 @@ def _shapes(p: _Params, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
         g = p.dh_geom[:, j]
         bx, by = _frame(x, y, g[:, 0], g[:, 1], g[:, 2], p.dh_facing[:, j], g[:, 3])
         # centre the decoy on its head, not on a missing body
-        _draw_head(label, bx + HEAD_C[0], by + HEAD_C[1], p.dh_beak[:, j], p.dh_active[:, j], _D_HEAD0 + j * len(_HEAD_LAYERS))
+        _draw_head(
+            label, bx + HEAD_C[0], by + HEAD_C[1], p.dh_beak[:, j], p.dh_active[:, j], _D_HEAD0 + j * len(_HEAD_LAYERS)
+        )
     g = p.dw_geom
     wu, wv = _frame(x, y, g[:, 0], g[:, 1], g[:, 2], np.ones(b), g[:, 3])
     _wing_layers(label, wu, wv, p.dw_active, _D_WING, _D_WINGBAR)
@@ -422,7 +521,9 @@ def _part_masks(label: np.ndarray) -> np.ndarray:
     return np.stack([np.isin(label, ids[i]) for i in range(len(PART_NAMES))], 1)
 
 
-def _draw_block(rng: np.random.Generator, p: _Params, size: int, clutter: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _draw_block(
+    rng: np.random.Generator, p: _Params, size: int, clutter: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images uint8 (B, S, S, 3), visible part masks uint8 (B, P, S, S) and each part's visible share (B, P)."""
     b = len(p.labels)
     g = (np.arange(size, dtype=np.float32) + 0.5) / size
@@ -444,9 +545,14 @@ def _draw_block(rng: np.random.Generator, p: _Params, size: int, clutter: float)
 def _image_attributes(p: _Params, i: int) -> dict[str, list[str]]:
     """Every true attribute of image `i`, by part name (a part may have several: the beak's shape and colour)."""
     return {
-        "crown": [COLOR_NAMES[p.crown[i]]], "eyering": [COLOR_NAMES[p.eyering[i]]], "throat": [COLOR_NAMES[p.throat[i]]],
-        "beak": [BEAK_SHAPES[p.beak[i]], COLOR_NAMES[p.beak_color[i]]], "head": [COLOR_NAMES[p.head[i]]],
-        "body": [COLOR_NAMES[p.body[i]]], "wing": [COLOR_NAMES[p.wing[i]]], "wingbar": [COLOR_NAMES[p.wingbar[i]]],
+        "crown": [COLOR_NAMES[p.crown[i]]],
+        "eyering": [COLOR_NAMES[p.eyering[i]]],
+        "throat": [COLOR_NAMES[p.throat[i]]],
+        "beak": [BEAK_SHAPES[p.beak[i]], COLOR_NAMES[p.beak_color[i]]],
+        "head": [COLOR_NAMES[p.head[i]]],
+        "body": [COLOR_NAMES[p.body[i]]],
+        "wing": [COLOR_NAMES[p.wing[i]]],
+        "wingbar": [COLOR_NAMES[p.wingbar[i]]],
         "tail": [TAIL_SHAPES[p.tail[i]]],
     }
 
@@ -495,26 +601,47 @@ def _captions(r: random.Random, attrs: dict[str, list[str]], share: np.ndarray, 
         phrases += [_phrase(r, part, attrs[part]) for part in chosen if not (phrases and part == "wing")]
         r.shuffle(phrases)
         bird = f"{size_word} bird" if size_word else "bird"
-        opener = r.choice(("this bird has {}", "the bird has {}", "a {} with {}", "this {} has {}", "this is a {} with {}", "{}"))
+        opener = r.choice(
+            ("this bird has {}", "the bird has {}", "a {} with {}", "this {} has {}", "this is a {} with {}", "{}")
+        )
         text = opener.format(bird, _join(phrases)) if opener.count("{}") == 2 else opener.format(_join(phrases))
         out.append(text + ("." if r.random() < 0.5 else ""))
     return out
 
 
 # ----------------------------------------------------------------------------------- public API
-def generate_split(n: int, n_classes: int = 120, image_size: int = 96, seed: int = 0, captions_per_image: int = 10,
-                   clutter: float = 1.0, occlusion: float = 0.3, lighting: float = 0.1, shortcut_p: float | None = None,
-                   split: str = "train") -> cache.SplitData:
+def generate_split(
+    n: int,
+    n_classes: int = 120,
+    image_size: int = 96,
+    seed: int = 0,
+    captions_per_image: int = 10,
+    clutter: float = 1.0,
+    occlusion: float = 0.3,
+    lighting: float = 0.1,
+    shortcut_p: float | None = None,
+    split: str = "train",
+) -> cache.SplitData:
     """Generate `n` hard birds with labels, captions, keys f"{split}_{i:06d}", part masks and facts.
 
     `shortcut_p`: None draws body and wing colours freely; a probability gives them the class's
     shortcut pair (`shortcut_pairs`) that often, and stores the group of each image.
     Image i depends only on (seed, i), so a shorter split is a prefix of a longer one.
     """
-    if n < 0 or image_size < 32 or captions_per_image < 1 or clutter < 0 or seed < 0 or not 0 <= occlusion <= 1 \
-            or not 0 <= lighting < 1 or (shortcut_p is not None and not 0 <= shortcut_p <= 1):
-        raise ValueError(f"bad synthetic_hard split arguments: n={n} image_size={image_size} (≥ 32) captions={captions_per_image} "
-                         f"clutter={clutter} occlusion={occlusion} lighting={lighting} shortcut_p={shortcut_p} seed={seed}")
+    if (
+        n < 0
+        or image_size < 32
+        or captions_per_image < 1
+        or clutter < 0
+        or seed < 0
+        or not 0 <= occlusion <= 1
+        or not 0 <= lighting < 1
+        or (shortcut_p is not None and not 0 <= shortcut_p <= 1)
+    ):
+        raise ValueError(
+            f"bad synthetic_hard split arguments: n={n} image_size={image_size} (≥ 32) captions={captions_per_image} "
+            f"clutter={clutter} occlusion={occlusion} lighting={lighting} shortcut_p={shortcut_p} seed={seed}"
+        )
     specs = class_specs(n_classes)
     pairs = shortcut_pairs(specs) if shortcut_p is not None else None
     images = np.empty((n, image_size, image_size, 3), np.uint8)
@@ -536,7 +663,9 @@ def generate_split(n: int, n_classes: int = 120, image_size: int = 96, seed: int
             hi = min(m, lo + sub)
             part = _Params(*(getattr(p, k)[lo:hi] for k in p.__dataclass_fields__))
             noise_rng = np.random.default_rng([GENERATOR_VERSION, seed, start // BLOCK, lo, 11])
-            images[start + lo : start + hi], masks[start + lo : start + hi], share[lo:hi] = _draw_block(noise_rng, part, image_size, clutter)
+            images[start + lo : start + hi], masks[start + lo : start + hi], share[lo:hi] = _draw_block(
+                noise_rng, part, image_size, clutter
+            )
         labels[start : start + m] = p.labels[:m]
         for i in range(m):
             a = _image_attributes(p, i)
@@ -551,8 +680,13 @@ def generate_split(n: int, n_classes: int = 120, image_size: int = 96, seed: int
             attributes.setdefault("beak_color", []).append(a["beak"][1])
             groups.append(int(p.group[i]))
     keys = [f"{split}_{i:06d}" for i in range(n)]
-    extra: dict = {"generator_version": GENERATOR_VERSION, "seed": seed, "facts": facts, "class_facts": class_facts,
-                   "attributes": attributes}
+    extra: dict = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "facts": facts,
+        "class_facts": class_facts,
+        "attributes": attributes,
+    }
     if shortcut_p is not None:
         extra.update(group=groups, group_names=list(GROUP_NAMES), shortcut_p=shortcut_p)
     data = cache.SplitData(images, labels, captions, keys, masks=masks, extra=extra)
@@ -567,8 +701,10 @@ def dataset_info(n_classes: int, shortcut: bool = False) -> dict:
         "name": "synthetic_hard",
         "num_classes": n_classes,
         "class_names": [s.name for s in specs],
-        "class_attributes": [{"crown": s.crown, "eyering": s.eyering, "throat": s.throat, "wingbar": s.wingbar, "beak": s.beak}
-                             for s in specs],
+        "class_attributes": [
+            {"crown": s.crown, "eyering": s.eyering, "throat": s.throat, "wingbar": s.wingbar, "beak": s.beak}
+            for s in specs
+        ],
         "part_names": list(PART_NAMES),
         "part_words": dict(PART_WORDS),
         "attribute_words": list(ATTRIBUTE_WORDS),
@@ -577,8 +713,11 @@ def dataset_info(n_classes: int, shortcut: bool = False) -> dict:
     }
     if shortcut:
         pairs = shortcut_pairs(specs)
-        info["shortcut"] = {"features": ["body", "wing"], "group_names": list(GROUP_NAMES),
-                            "class_colors": [[COLOR_NAMES[b], COLOR_NAMES[w]] for b, w in pairs]}
+        info["shortcut"] = {
+            "features": ["body", "wing"],
+            "group_names": list(GROUP_NAMES),
+            "class_colors": [[COLOR_NAMES[b], COLOR_NAMES[w]] for b, w in pairs],
+        }
     return info
 
 
@@ -594,27 +733,48 @@ class HardSyntheticSource:
 
     name = "synthetic_hard"
 
-    def __init__(self, n_classes: int = 120, image_size: int = 96, per_class: int = 30, val_per_class: int = 5,
-                 test_per_class: int = 15, seed: int = 0, captions_per_image: int = 10, clutter: float = 1.0,
-                 occlusion: float = 0.3, lighting: float = 0.1, shortcut: bool = False, shortcut_p: float = 0.95) -> None:
+    def __init__(
+        self,
+        n_classes: int = 120,
+        image_size: int = 96,
+        per_class: int = 30,
+        val_per_class: int = 5,
+        test_per_class: int = 15,
+        seed: int = 0,
+        captions_per_image: int = 10,
+        clutter: float = 1.0,
+        occlusion: float = 0.3,
+        lighting: float = 0.1,
+        shortcut: bool = False,
+        shortcut_p: float = 0.95,
+    ) -> None:
         class_specs(n_classes)  # fail early on an impossible class count
         if shortcut:
             shortcut_pairs(class_specs(n_classes))
         if min(per_class, val_per_class, test_per_class) < 1:
-            raise ValueError(f"per_class, val_per_class and test_per_class must be ≥ 1, got {per_class}, {val_per_class}, {test_per_class}")
+            raise ValueError(
+                f"per_class, val_per_class and test_per_class must be ≥ 1, got {per_class}, {val_per_class}, {test_per_class}"
+            )
         if not 0 <= shortcut_p <= 1:
             raise ValueError(f"shortcut_p must be in [0, 1], got {shortcut_p}")
         self.n_classes, self.image_size, self.seed = int(n_classes), int(image_size), int(seed)
         self.per_class = {"train": int(per_class), "val": int(val_per_class), "test": int(test_per_class)}
         self.sizes = {k: v * self.n_classes for k, v in self.per_class.items()}
-        self.captions_per_image, self.clutter, self.occlusion, self.lighting = int(captions_per_image), float(clutter), float(occlusion), float(lighting)
+        self.captions_per_image, self.clutter, self.occlusion, self.lighting = (
+            int(captions_per_image),
+            float(clutter),
+            float(occlusion),
+            float(lighting),
+        )
         self.shortcut, self.shortcut_p = bool(shortcut), float(shortcut_p)
 
     def cache_key(self) -> str:
         """Folder name; changes whenever any argument or the generator version does."""
         n = self.per_class
-        key = (f"synthetic_hard-v{GENERATOR_VERSION}-c{self.n_classes}-s{self.image_size}-pc{n['train']}-{n['val']}-{n['test']}"
-               f"-seed{self.seed}-cap{self.captions_per_image}-clutter{self.clutter:g}-occ{self.occlusion:g}-light{self.lighting:g}")
+        key = (
+            f"synthetic_hard-v{GENERATOR_VERSION}-c{self.n_classes}-s{self.image_size}-pc{n['train']}-{n['val']}-{n['test']}"
+            f"-seed{self.seed}-cap{self.captions_per_image}-clutter{self.clutter:g}-occ{self.occlusion:g}-light{self.lighting:g}"
+        )
         return key + (f"-shortcut{self.shortcut_p:g}" if self.shortcut else "")
 
     def split_seed(self, split: str) -> int:
@@ -626,7 +786,17 @@ class HardSyntheticSource:
         out = Path(out)
         for split in cache.SPLITS:
             p = (self.shortcut_p if split == "train" else EVAL_ALIGNED) if self.shortcut else None
-            data = generate_split(self.sizes[split], self.n_classes, self.image_size, self.split_seed(split), self.captions_per_image,
-                                  self.clutter, self.occlusion, self.lighting, p, split)
+            data = generate_split(
+                self.sizes[split],
+                self.n_classes,
+                self.image_size,
+                self.split_seed(split),
+                self.captions_per_image,
+                self.clutter,
+                self.occlusion,
+                self.lighting,
+                p,
+                split,
+            )
             cache.write_split(out / split, data)
         cache.write_info(out, dataset_info(self.n_classes, self.shortcut))

@@ -31,9 +31,19 @@ class Tokenizer:
         """Train on `captions`; a vocabulary larger than the corpus allows is shrunk, not an error."""
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(list(captions)), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, hard_vocab_limit=False,
-            character_coverage=1.0, num_threads=1, minloglevel=2, normalization_rule_name="nmt_nfkc_cf",
+            sentence_iterator=iter(list(captions)),
+            model_writer=buf,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            num_threads=1,
+            minloglevel=2,
+            normalization_rule_name="nmt_nfkc_cf",
         )
         return cls(buf.getvalue())
 
@@ -101,4 +111,3 @@ class Tokenizer:
                         mask[t] = True
             out.append(mask)
         return out
-

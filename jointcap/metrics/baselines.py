@@ -15,7 +15,9 @@ def frequent_captions(captions: Sequence[Sequence[str]], top: int = 300) -> list
     return [c for c, _ in counts.most_common(top)]
 
 
-def best_constant_caption(candidates: Sequence[str], references: Sequence[Sequence[str]], metric: str = "cider_d") -> tuple[str, dict[str, float]]:
+def best_constant_caption(
+    candidates: Sequence[str], references: Sequence[Sequence[str]], metric: str = "cider_d"
+) -> tuple[str, dict[str, float]]:
     """The candidate that, said of every image, scores best on `metric`; with all its scores."""
     refs = [[tokenize(r) for r in rs] for rs in references]
     best: tuple[str, dict[str, float]] | None = None

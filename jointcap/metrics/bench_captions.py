@@ -27,15 +27,18 @@ def _caption(rng: random.Random) -> str:
     """One templated bird caption, already lower-case and punctuation-free."""
     t = rng.choice(_TEMPLATES)
     return t.format(
-        c=rng.choice(_COLOURS), c2=rng.choice(_COLOURS), c3=rng.choice(_COLOURS),
-        p=rng.choice(_PARTS), p2=rng.choice(_PARTS), p3=rng.choice(_PARTS),
-        s=rng.choice(_SIZES), s2=rng.choice(_SIZES),
+        c=rng.choice(_COLOURS),
+        c2=rng.choice(_COLOURS),
+        c3=rng.choice(_COLOURS),
+        p=rng.choice(_PARTS),
+        p2=rng.choice(_PARTS),
+        p3=rng.choice(_PARTS),
+        s=rng.choice(_SIZES),
+        s2=rng.choice(_SIZES),
     )
 
 
-def synthetic_captions(
-    n_images: int, n_refs: int, seed: int = 0
-) -> tuple[dict[int, str], dict[int, list[str]]]:
+def synthetic_captions(n_images: int, n_refs: int, seed: int = 0) -> tuple[dict[int, str], dict[int, list[str]]]:
     """Seeded hypotheses (a perturbed reference) and references for n_images images."""
     rng = random.Random(seed)
     refs = {i: [_caption(rng) for _ in range(n_refs)] for i in range(n_images)}
@@ -61,9 +64,7 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float, float]:
     return out, wall, cpu
 
 
-def benchmark_caption_metrics(
-    n_images: int = 6000, n_refs: int = 10, seed: int = 0, repeats: int = 1
-) -> dict:
+def benchmark_caption_metrics(n_images: int = 6000, n_refs: int = 10, seed: int = 0, repeats: int = 1) -> dict:
     """Time score_captions vs pycocoevalcap Bleu+Rouge+Cider on one input; check equal values.
 
     Both sides get the same raw strings (already lower-case, no punctuation, so our
@@ -103,6 +104,7 @@ def benchmark_caption_metrics(
         "ours": ours,
         "pycocoevalcap": {k: float(v) for k, v in theirs.items()},
     }
+
 
 if __name__ == "__main__":
     import json

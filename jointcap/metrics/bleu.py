@@ -72,8 +72,6 @@ def bleu_from_corpus(c: NgramCorpus) -> list[float]:
     return scores
 
 
-def bleu(
-    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]], n: int = 4
-) -> list[float]:
+def bleu(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]], n: int = 4) -> list[float]:
     """Corpus BLEU-1..n of tokenised hypotheses (one per image) against their references."""
     return bleu_from_corpus(encode(hyps, refs, n))

@@ -197,9 +197,7 @@ class CaptionScores(Metric):
             raise ValueError(f"want indices (B,) and tokens (B, T); got {indices.shape}, {tokens.shape}")
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"captions of {tokens.shape[1]} tokens exceed max_len={self.max_len}")
-        padded = torch.full(
-            (tokens.shape[0], self.max_len), -1, dtype=torch.long, device=tokens.device
-        )  # (B, max_len)
+        padded = torch.full((tokens.shape[0], self.max_len), -1, dtype=torch.long, device=tokens.device)  # (B, max_len)
         padded[:, : tokens.shape[1]] = tokens.long()
         self.indices.append(indices.detach().long())
         self.tokens.append(padded)
@@ -208,9 +206,7 @@ class CaptionScores(Metric):
         """Give a rank without data one sentinel row first: torchmetrics would send floats."""
         if len(self.indices) == 0:
             self.indices.append(torch.full((1,), -1, dtype=torch.long, device=self.device))
-            self.tokens.append(
-                torch.full((1, self.max_len), -1, dtype=torch.long, device=self.device)
-            )
+            self.tokens.append(torch.full((1, self.max_len), -1, dtype=torch.long, device=self.device))
         super().sync(*args, **kwargs)
 
     def _ref(self, index: int) -> list[list[str]]:
@@ -232,6 +228,9 @@ class CaptionScores(Metric):
         scores = score_tokenised(hyps, [self._ref(i) for i in preds], meteor=self.meteor)
         if self.facts is not None and self.reader is not None:
             truth = [self.facts(i) for i in preds]
-            scores.update(fact_scores([self.reader.read(h) for h in hyps], [t[0] for t in truth], [t[1] for t in truth],
-                                      self.reader))
+            scores.update(
+                fact_scores(
+                    [self.reader.read(h) for h in hyps], [t[0] for t in truth], [t[1] for t in truth], self.reader
+                )
+            )
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in scores.items()}

@@ -34,9 +34,7 @@ __all__ = ["cider_d", "cider", "cider_plain", "cider_from_corpus"]
 SIGMA = 6.0
 
 
-def cider_from_corpus(
-    c: NgramCorpus, sigma: float = SIGMA, clipped: bool = True
-) -> tuple[float, np.ndarray]:
+def cider_from_corpus(c: NgramCorpus, sigma: float = SIGMA, clipped: bool = True) -> tuple[float, np.ndarray]:
     """Mean CIDEr-D (or plain CIDEr with clipped=False) and per-image scores (N,)."""
     n_img, n, g = c.n_images, c.n, max(c.n_grams, 1)
     if n_img == 0:
@@ -48,9 +46,9 @@ def cider_from_corpus(
     idf = ref_len - np.log(np.maximum(1.0, df))  # (G,)
     weight = c.count * idf[c.gram]  # (E,) tf-idf
     order = c.gram_order[c.gram]  # (E,)
-    norm = np.sqrt(
-        np.bincount(c.sent * n + order, weights=weight**2, minlength=c.n_sentences * n)
-    ).reshape(-1, n)  # (S, n)
+    norm = np.sqrt(np.bincount(c.sent * n + order, weights=weight**2, minlength=c.n_sentences * n)).reshape(
+        -1, n
+    )  # (S, n)
     # Hypothesis weight of each reference entry's n-gram (0 when the hypothesis lacks it).
     h_keys = c.sent[h] * g + c.gram[h]  # sorted: entries are sorted by (sent, gram)
     v_hyp = lookup(h_keys, weight[h], c.ref_keys, 0.0)  # (Er,)
@@ -82,15 +80,11 @@ def cider_d(
     return cider_from_corpus(encode(hyps, refs, 4), sigma=sigma, clipped=True)
 
 
-def cider(
-    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]]
-) -> tuple[float, np.ndarray]:
+def cider(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]]) -> tuple[float, np.ndarray]:
     """pycocoevalcap's "CIDEr" — identical to :func:`cider_d` (its scorer is CIDEr-D)."""
     return cider_d(hyps, refs)
 
 
-def cider_plain(
-    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]]
-) -> tuple[float, np.ndarray]:
+def cider_plain(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]]) -> tuple[float, np.ndarray]:
     """Original CIDEr (no clipping, no length penalty); not what papers report as CIDEr."""
     return cider_from_corpus(encode(hyps, refs, 4), clipped=False)

@@ -27,7 +27,9 @@ class FactReader:
     part_words: Mapping[str, int]  # caption word → part index ("crown" → 0)
     part_names: Sequence[str]  # part index → canonical part name ("head")
     attribute_words: frozenset[str]
-    attribute_kinds: Mapping[str, str] = field(default_factory=dict)  # word → kind ("red" → "colour"); default: one kind
+    attribute_kinds: Mapping[str, str] = field(
+        default_factory=dict
+    )  # word → kind ("red" → "colour"); default: one kind
     class_slots: frozenset[str] = frozenset()  # "PART KIND" slots that define the class; default: those of class facts
 
     @classmethod
@@ -35,8 +37,13 @@ class FactReader:
         """The reader for a dataset, or None when its info names no parts/attributes (CUB, Flowers)."""
         if not info.get("part_words") or not info.get("attribute_words"):
             return None
-        return cls(dict(info["part_words"]), list(info["part_names"]), frozenset(info["attribute_words"]),
-                   dict(info.get("attribute_kinds", {})), frozenset(info.get("class_slots", ())))
+        return cls(
+            dict(info["part_words"]),
+            list(info["part_names"]),
+            frozenset(info["attribute_words"]),
+            dict(info.get("attribute_kinds", {})),
+            frozenset(info.get("class_slots", ())),
+        )
 
     def read(self, words: Sequence[str]) -> set[str]:
         """The facts "PART ATTRIBUTE" a tokenised caption states (a repeated fact counts once)."""
@@ -59,8 +66,9 @@ class FactReader:
         return f"{part} {self.attribute_kinds.get(attr, 'attribute')}"
 
 
-def fact_scores(stated: Sequence[set[str]], truth: Sequence[Sequence[str]], class_truth: Sequence[Sequence[str]],
-                reader: FactReader) -> dict[str, float]:
+def fact_scores(
+    stated: Sequence[set[str]], truth: Sequence[Sequence[str]], class_truth: Sequence[Sequence[str]], reader: FactReader
+) -> dict[str, float]:
     """Micro precision / recall / F1 of stated facts against the true ones, over all facts and over the
     class-defining ones.
 
@@ -83,7 +91,10 @@ def fact_scores(stated: Sequence[set[str]], truth: Sequence[Sequence[str]], clas
         c_stated += len(said_cls)
         c_true += len(ctrue_set)
     out: dict[str, float] = {}
-    for prefix, hit_p, hit_r, s, t in (("attr", tp, tp, n_stated, n_true), ("class_attr", ctp_p, ctp_r, c_stated, c_true)):
+    for prefix, hit_p, hit_r, s, t in (
+        ("attr", tp, tp, n_stated, n_true),
+        ("class_attr", ctp_p, ctp_r, c_stated, c_true),
+    ):
         p = hit_p / s if s else 0.0
         r = hit_r / t if t else 0.0
         out[f"{prefix}_precision"], out[f"{prefix}_recall"] = p, r

@@ -171,16 +171,20 @@ def threshold_map(q: np.ndarray, threshold: float) -> np.ndarray:
     return q > int(threshold * q.max())
 
 
-def _reference_boxes(slices: Sequence[tuple[slice, slice] | None], shape: tuple[int, int], grow: int = 0,
-                     offset: int = 0) -> np.ndarray:
+def _reference_boxes(
+    slices: Sequence[tuple[slice, slice] | None], shape: tuple[int, int], grow: int = 0, offset: int = 0
+) -> np.ndarray:
     """(K, 4) (x, y, x + w, y + h) of cv2.boundingRect over objects' extents ± grow, x1/y1 clipped to W-1/H-1.
 
     `offset` is subtracted from the slices (1 for slices of a padded array); None slices are skipped.
     """
     h, w = shape
     lo, hi = offset + grow, grow - offset
-    rows = [[s[1].start - lo, s[0].start - lo, min(s[1].stop + hi, w - 1), min(s[0].stop + hi, h - 1)]
-            for s in slices if s is not None]
+    rows = [
+        [s[1].start - lo, s[0].start - lo, min(s[1].stop + hi, w - 1), min(s[0].stop + hi, h - 1)]
+        for s in slices
+        if s is not None
+    ]
     return np.array(rows, np.int64).reshape(-1, 4)
 
 
@@ -480,9 +484,7 @@ class LocalisationScores(Metric):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         for src in ("cam", "attn"):
             for s in self._SCORES:
-                self.add_state(
-                    f"{src}_{s}", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
-                )
+                self.add_state(f"{src}_{s}", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def _add(self, src: str, maps: Tensor, mask: Tensor, kind: str) -> None:
         """Accumulate pointing and IoU of maps against masks (B, H, W) for valid rows."""
@@ -565,8 +567,9 @@ def word_grounding(
     return int(pointing_game(maps, masks).sum()), len(triples)
 
 
-def word_attention(tokens: torch.Tensor, alphas: torch.Tensor, tokenizer: "Tokenizer",
-                   grid: tuple[int, int]) -> tuple[torch.Tensor, list[list[str]]]:
+def word_attention(
+    tokens: torch.Tensor, alphas: torch.Tensor, tokenizer: "Tokenizer", grid: tuple[int, int]
+) -> tuple[torch.Tensor, list[list[str]]]:
     """Per-step attention (B, T, h·w) → per-word maps (B, W, h, w) (mean over a word's pieces) and the words."""
     words = [tokenizer.word_steps(row.tolist()) for row in tokens.cpu()]
     width = max([len(w) for w in words] + [1])

@@ -108,9 +108,7 @@ def _gram_ids(
     return np.concatenate(out_sent), np.concatenate(out_gram), np.concatenate(orders)
 
 
-def encode(
-    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]], n: int = 4
-) -> NgramCorpus:
+def encode(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]], n: int = 4) -> NgramCorpus:
     """Count the 1..n-grams of tokenised hypotheses (one per image) and references."""
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but references for {len(refs)} images")
@@ -131,8 +129,10 @@ def encode_flat(flat: Sequence[str], lengths: np.ndarray, n_refs: np.ndarray, n:
         raise ValueError("every image needs at least one reference")
     n_img = n_refs.shape[0]
     if lengths.shape[0] != n_img + int(n_refs.sum()) or int(lengths.sum()) != len(flat):
-        raise ValueError(f"{lengths.shape[0]} sentence lengths summing to {int(lengths.sum())} do not fit "
-                         f"{n_img} hypotheses + {int(n_refs.sum())} references of {len(flat)} words")
+        raise ValueError(
+            f"{lengths.shape[0]} sentence lengths summing to {int(lengths.sum())} do not fit "
+            f"{n_img} hypotheses + {int(n_refs.sum())} references of {len(flat)} words"
+        )
     words, vocab_size = _word_ids(flat)
     offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -171,9 +171,7 @@ def group_max(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
     return ks[starts], np.maximum.reduceat(vs, starts)
 
 
-def lookup(
-    table_keys: np.ndarray, table_values: np.ndarray, keys: np.ndarray, missing: float = 0
-) -> np.ndarray:
+def lookup(table_keys: np.ndarray, table_values: np.ndarray, keys: np.ndarray, missing: float = 0) -> np.ndarray:
     """Values of `keys` in a sorted key table, `missing` where absent; shape of `keys`."""
     if table_keys.shape[0] == 0:
         return np.full(keys.shape, missing, dtype=np.result_type(table_values, type(missing)))

@@ -87,8 +87,6 @@ def rouge_l_from_corpus(c: NgramCorpus, beta: float = BETA) -> tuple[float, np.n
     return float(np.mean(scores)), scores
 
 
-def rouge_l(
-    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]]
-) -> tuple[float, np.ndarray]:
+def rouge_l(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]]) -> tuple[float, np.ndarray]:
     """Mean ROUGE-L and per-image scores of tokenised hypotheses against their references."""
     return rouge_l_from_corpus(encode(hyps, refs, 1))

@@ -30,7 +30,9 @@ class SoftAttention(nn.Module):
         self.hid = nn.Linear(hidden_dim, attn_dim)
         self.score = nn.Linear(attn_dim, 1)
 
-    def forward(self, feats: torch.Tensor, feats_proj: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feats: torch.Tensor, feats_proj: torch.Tensor, h: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # feats (N, L, D), feats_proj (N, L, A), h (N, H)
         e = self.score(torch.tanh(feats_proj + self.hid(h)[:, None, :])).squeeze(-1)  # (N, L)
         alpha = e.softmax(dim=-1)
@@ -137,11 +139,18 @@ class AttentionCaptioner(nn.Module):
             done = done | (words == self.eos_id)
             if bool(done.all()):
                 break
-        return _finish(torch.stack(tokens, 1), torch.zeros(n, len(tokens), 1, device=dev), torch.zeros(n, device=dev),
-                       self.eos_id, self.pad_id).tokens
+        return _finish(
+            torch.stack(tokens, 1),
+            torch.zeros(n, len(tokens), 1, device=dev),
+            torch.zeros(n, device=dev),
+            self.eos_id,
+            self.pad_id,
+        ).tokens
 
     @torch.no_grad()
-    def beam_search(self, emb: torch.Tensor, beam_size: int = 3, max_len: int = 24, length_penalty: float = 0.0) -> Decoded:
+    def beam_search(
+        self, emb: torch.Tensor, beam_size: int = 3, max_len: int = 24, length_penalty: float = 0.0
+    ) -> Decoded:
         """Beam search batched over images × beams; beam 1 is greedy decoding.
 
         Scores are summed log-probabilities, divided by length**length_penalty when
@@ -175,7 +184,13 @@ class AttentionCaptioner(nn.Module):
             seqs = torch.cat([seqs.gather(1, beam[..., None].expand(-1, -1, seqs.shape[2])), word[..., None]], dim=2)
             prev_alpha = alpha.view(b, k, n_loc).gather(1, beam[..., None].expand(-1, -1, n_loc))
             prev_done = done.gather(1, beam)
-            alph = torch.cat([alph.gather(1, beam[..., None, None].expand(-1, -1, *alph.shape[2:])), prev_alpha.masked_fill(prev_done[..., None], 0.0)[:, :, None]], dim=2)
+            alph = torch.cat(
+                [
+                    alph.gather(1, beam[..., None, None].expand(-1, -1, *alph.shape[2:])),
+                    prev_alpha.masked_fill(prev_done[..., None], 0.0)[:, :, None],
+                ],
+                dim=2,
+            )
             lengths = lengths.gather(1, beam) + (~prev_done).float()
             done = prev_done | (word == self.eos_id)
             words = word.view(-1)
@@ -195,4 +210,3 @@ def _finish(tokens: torch.Tensor, alphas: torch.Tensor, scores: torch.Tensor, eo
     alphas = alphas.masked_fill(after[..., None], 0.0)
     lengths = (~after).sum(1)
     return Decoded(tokens, lengths, alphas, scores)
-

@@ -27,7 +27,9 @@ def _dilation_flags(stage: int, output_stride: int) -> list[bool]:
             flags[layer - 2] = True
             stride //= 2
     if stride != output_stride:
-        raise ValueError(f"model.encoder: stage {stage} cannot reach output_stride {output_stride} (natural stride {natural})")
+        raise ValueError(
+            f"model.encoder: stage {stage} cannot reach output_stride {output_stride} (natural stride {natural})"
+        )
     return flags
 
 
@@ -47,7 +49,9 @@ def _build(name: str, weights: str | None, flags: list[bool]) -> models.ResNet:
 class Encoder(nn.Module):
     """ResNet trunk up to `stage` (1..4); returns the spatial map (B, C, H/stride, W/stride)."""
 
-    def __init__(self, name: str = "resnet18", weights: str | None = None, stage: int = 4, output_stride: int = 32) -> None:
+    def __init__(
+        self, name: str = "resnet18", weights: str | None = None, stage: int = 4, output_stride: int = 32
+    ) -> None:
         super().__init__()
         if name not in _RESNETS:
             raise ValueError(f"model.encoder.name must be one of {_RESNETS}, got {name!r}")

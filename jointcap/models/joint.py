@@ -28,9 +28,17 @@ class JointOutput:
 class JointModel(nn.Module):
     """Both heads read the same embedding map; `task` drops a head for the single-task baselines."""
 
-    def __init__(self, num_classes: int, vocab_size: int, task: str = "joint", encoder: dict | None = None,
-                 embedding: dict | None = None, classifier: dict | None = None, captioner: dict | None = None,
-                 special_ids: dict | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        vocab_size: int,
+        task: str = "joint",
+        encoder: dict | None = None,
+        embedding: dict | None = None,
+        classifier: dict | None = None,
+        captioner: dict | None = None,
+        special_ids: dict | None = None,
+    ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"model.task must be one of {TASKS}, got {task!r}")
@@ -39,7 +47,11 @@ class JointModel(nn.Module):
         self.embedding = Embedding(self.encoder.out_channels, **(embedding or {}))
         dim = self.embedding.dim
         self.classifier = CAMClassifier(dim, num_classes, **(classifier or {})) if task != "captioner" else None
-        self.captioner = AttentionCaptioner(dim, vocab_size, **(captioner or {}), **(special_ids or {})) if task != "classifier" else None
+        self.captioner = (
+            AttentionCaptioner(dim, vocab_size, **(captioner or {}), **(special_ids or {}))
+            if task != "classifier"
+            else None
+        )
 
     def compile_backbone(self, **options) -> None:
         """torch.compile the encoder and the embedding in place (the captioner's time loop stays eager)."""
@@ -63,7 +75,9 @@ class JointModel(nn.Module):
             raise RuntimeError("the captioner-only model has no classifier, hence no CAM")
         return self.classifier.cam(emb, classes)
 
-    def generate(self, emb: torch.Tensor, beam_size: int = 1, max_len: int = 24, length_penalty: float = 0.0) -> Decoded:
+    def generate(
+        self, emb: torch.Tensor, beam_size: int = 1, max_len: int = 24, length_penalty: float = 0.0
+    ) -> Decoded:
         if self.captioner is None:
             raise RuntimeError("the classifier-only model has no captioner")
         if beam_size == 1:

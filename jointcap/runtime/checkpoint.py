@@ -38,14 +38,22 @@ class UnreadableCheckpointError(CheckpointError):
     """A checkpoint file is empty, truncated or not a torch checkpoint at all."""
 
 
-_UNREADABLE = (EOFError, RuntimeError, ValueError, OSError, zipfile.BadZipFile)  # what torch.load raises on a broken file
+_UNREADABLE = (
+    EOFError,
+    RuntimeError,
+    ValueError,
+    OSError,
+    zipfile.BadZipFile,
+)  # what torch.load raises on a broken file
 
 
 def _unreadable(path: _PATH, error: Exception) -> UnreadableCheckpointError:
     size = Path(path).stat().st_size if Path(path).is_file() else None
     what = "empty file" if size == 0 else f"{type(error).__name__}: {error}"
-    return UnreadableCheckpointError(f"{path}: not a readable checkpoint ({what}); was its save interrupted? "
-                                     "Use another checkpoint (e.g. best-*.ckpt) or start fresh")
+    return UnreadableCheckpointError(
+        f"{path}: not a readable checkpoint ({what}); was its save interrupted? "
+        "Use another checkpoint (e.g. best-*.ckpt) or start fresh"
+    )
 
 
 def _refuse(path: _PATH, error: Exception) -> UnsafeCheckpointError:
@@ -133,8 +141,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path)
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: _PATH, map_location: Any | None = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: _PATH, map_location: Any | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if weights_only is False or "://" in str(path):  # an explicit opt-out, or remote storage
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only is not False)
         if not Path(path).is_file():

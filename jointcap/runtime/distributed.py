@@ -49,8 +49,11 @@ def relaunches_command_line(trainer: Any) -> bool:
     env = getattr(strategy, "cluster_environment", None)
     external = env is not None and env.creates_processes_externally  # srun / torchrun started the ranks
     launcher = getattr(strategy, "launcher", None)
-    return (isinstance(launcher, (_SubprocessScriptLauncher, FabricLauncher)) and not external
-            and trainer.num_devices * trainer.num_nodes > 1)
+    return (
+        isinstance(launcher, (_SubprocessScriptLauncher, FabricLauncher))
+        and not external
+        and trainer.num_devices * trainer.num_nodes > 1
+    )
 
 
 def spawn_variant(strategy: Any) -> Any | None:
@@ -77,10 +80,15 @@ def sweep_safe(cfg: DictConfig) -> DictConfig:
         raise SweepStrategyError(
             f"trainer.strategy={strategy} starts its ranks by re-running the command line, so under `-m` every rank "
             "would run the whole sweep. Run the sweep with hydra/launcher=slurm (srun starts the ranks), use "
-            "trainer.strategy=ddp_spawn, or start single runs without -m.")
-    log.warning("trainer.strategy=%s would re-run the whole sweep on every rank (Lightning re-launches the command "
-                "line): using %s for this sweep job instead. On a cluster use hydra/launcher=slurm, where srun starts "
-                "the ranks and plain ddp is kept.", strategy, spawn if isinstance(spawn, str) else "DDPStrategy(start_method=spawn)")
+            "trainer.strategy=ddp_spawn, or start single runs without -m."
+        )
+    log.warning(
+        "trainer.strategy=%s would re-run the whole sweep on every rank (Lightning re-launches the command "
+        "line): using %s for this sweep job instead. On a cluster use hydra/launcher=slurm, where srun starts "
+        "the ranks and plain ddp is kept.",
+        strategy,
+        spawn if isinstance(spawn, str) else "DDPStrategy(start_method=spawn)",
+    )
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.trainer.strategy = spawn

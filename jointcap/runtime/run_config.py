@@ -49,11 +49,16 @@ def load_run_data_config(path: Path) -> DictConfig:
     if not isinstance(data, dict):
         raise RunConfigError(f"{path}: no data section to evaluate with; pass data=… on the command line")
     raw = OmegaConf.to_container(run.data, resolve=False)
-    bad = [f"{key}={value!r}" for key, value in _targets(raw, "data")
-           if not (key.endswith("._target_") and value in TRUSTED_DATA_TARGETS)]
+    bad = [
+        f"{key}={value!r}"
+        for key, value in _targets(raw, "data")
+        if not (key.endswith("._target_") and value in TRUSTED_DATA_TARGETS)
+    ]
     if bad:
-        raise RunConfigError(f"{path}: refusing to instantiate {', '.join(bad)}: a run folder's config may only name "
-                             f"jointcap's data targets ({', '.join(sorted(TRUSTED_DATA_TARGETS))}); pass data=… instead")
+        raise RunConfigError(
+            f"{path}: refusing to instantiate {', '.join(bad)}: a run folder's config may only name "
+            f"jointcap's data targets ({', '.join(sorted(TRUSTED_DATA_TARGETS))}); pass data=… instead"
+        )
     try:
         validate(OmegaConf.create({"data": data}))
     except ConfigError as e:

@@ -40,7 +40,14 @@ RESULTS_FILE = "results.json"
 WANDB_MODES = ("online", "offline", "disabled")
 DIRNAME_LIMIT = 120
 # overrides that say where or how a job logs, not what it computes: left out of W&B run names
-UNNAMED_OVERRIDES = ("logger", "hydra", "ckpt_path", "trainer.enable_progress_bar", "data.num_workers", "callbacks.media")
+UNNAMED_OVERRIDES = (
+    "logger",
+    "hydra",
+    "ckpt_path",
+    "trainer.enable_progress_bar",
+    "data.num_workers",
+    "callbacks.media",
+)
 
 
 def split_overrides(override_dirname: str) -> list[tuple[str, str]]:
@@ -75,11 +82,14 @@ def short_dirname(override_dirname: str, limit: int = DIRNAME_LIMIT) -> str:
     Keys keep their last part (`+experiment` → `experiment`, `model.loss.cam_weight` → `cam_weight`);
     names longer than `limit` are cut and suffixed with a hash of the whole override list.
     """
-    pairs = [(_safe(k.lstrip("+~").rsplit(".", 1)[-1].replace("/", "-")), _safe(v)) for k, v in split_overrides(override_dirname)]
+    pairs = [
+        (_safe(k.lstrip("+~").rsplit(".", 1)[-1].replace("/", "-")), _safe(v))
+        for k, v in split_overrides(override_dirname)
+    ]
     name = "__".join(f"{k}-{v}" if v else k for k, v in pairs) or "default"
     if len(name) <= limit:
         return name
-    return f"{name[:limit - 9]}-{hashlib.sha1(str(override_dirname).encode()).hexdigest()[:8]}"
+    return f"{name[: limit - 9]}-{hashlib.sha1(str(override_dirname).encode()).hexdigest()[:8]}"
 
 
 if not OmegaConf.has_resolver("jointcap.dirname"):
@@ -136,6 +146,7 @@ def job_identity() -> tuple[str, str | None]:
 
 def readable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as nested dicts for W&B, without the `_target_`/`_convert_` plumbing."""
+
     def clean(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: clean(v) for k, v in node.items() if k not in ("_target_", "_convert_", "_partial_")}
@@ -159,7 +170,11 @@ def run_tags(cfg: DictConfig) -> list[str]:
         if task == "joint" and weight is not None:
             tags.append("cam" if float(weight) > 0 else "nocam")
     if HydraConfig.initialized():
-        tags += [f"experiment:{o.split('=', 1)[1]}" for o in HydraConfig.get().overrides.task if o.lstrip("+").startswith("experiment=")]
+        tags += [
+            f"experiment:{o.split('=', 1)[1]}"
+            for o in HydraConfig.get().overrides.task
+            if o.lstrip("+").startswith("experiment=")
+        ]
     if cfg.get("debug_run"):
         tags.append("debug")
     return tags
@@ -192,9 +207,18 @@ def _wandb_logger_class():
     return JointcapWandbLogger
 
 
-def wandb_logger(project: str = "jointcap", save_dir: str = ".", entity: str | None = None, name: str | None = None,
-                 group: str | None = None, tags: list[str] | None = None, mode: str | None = None,
-                 log_model: bool | str = True, job_type: str | None = None, **kwargs: Any):
+def wandb_logger(
+    project: str = "jointcap",
+    save_dir: str = ".",
+    entity: str | None = None,
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    mode: str | None = None,
+    log_model: bool | str = True,
+    job_type: str | None = None,
+    **kwargs: Any,
+):
     """A W&B logger that never prompts: named by the job's overrides, grouped per sweep, offline without credentials.
 
     `log_model` (true: the best and last checkpoints at the end of a successful fit; all: every
@@ -206,10 +230,19 @@ def wandb_logger(project: str = "jointcap", save_dir: str = ".", entity: str | N
     mode = wandb_mode(mode)
     auto_name, auto_group = job_identity()
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return _wandb_logger_class()(project=project, save_dir=save_dir, entity=entity, name=name or auto_name,
-                                 group=group or auto_group, tags=list(tags or []), mode=mode,
-                                 log_model=log_model if mode != "disabled" else False, job_type=job_type,
-                                 settings=wandb.Settings(silent=True), **kwargs)
+    return _wandb_logger_class()(
+        project=project,
+        save_dir=save_dir,
+        entity=entity,
+        name=name or auto_name,
+        group=group or auto_group,
+        tags=list(tags or []),
+        mode=mode,
+        log_model=log_model if mode != "disabled" else False,
+        job_type=job_type,
+        settings=wandb.Settings(silent=True),
+        **kwargs,
+    )
 
 
 def log_config(loggers: list[Any], cfg: DictConfig) -> None:
@@ -234,12 +267,17 @@ def finish_wandb(exit_code: int = 0) -> None:
         print(f"W&B run saved offline; upload it with: wandb sync {shlex.quote(str(sync_dir))}")
 
 
-def write_results(run_dir: Path, metrics: Mapping[str, float], objective: str | None = None,
-                  extra: Mapping[str, Any] | None = None) -> Path:
+def write_results(
+    run_dir: Path, metrics: Mapping[str, float], objective: str | None = None, extra: Mapping[str, Any] | None = None
+) -> Path:
     """`<run_dir>/results.json`: the final metrics (finite ones), the objective's name and value."""
     finite = {k: float(v) for k, v in sorted(metrics.items()) if math.isfinite(float(v))}
-    record = {"objective": objective, "objective_value": finite.get(objective) if objective else None,
-              "metrics": finite, **(extra or {})}
+    record = {
+        "objective": objective,
+        "objective_value": finite.get(objective) if objective else None,
+        "metrics": finite,
+        **(extra or {}),
+    }
     path = Path(run_dir) / RESULTS_FILE
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))

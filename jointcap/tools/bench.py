@@ -120,20 +120,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Sizes of every benchmark, the device, the output path, and Hydra overrides."""
     p = argparse.ArgumentParser(prog="python -m jointcap.tools.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--profile", choices=("default", "paper"), default="default",
-                   help="default: the run config as composed (64 px); paper: conf/experiment/cub_cam.yaml's model and "
-                        "optimizer (ResNet-50, output stride 16) on synthetic 224-px images, batch 64, bf16, channels_last")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="training batch size (paper profile: 64; default: the config's)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="synthetic image side (paper profile: 224; default: the config's)")
-    p.add_argument("--skip-caption-metrics", action="store_true",
-                   help="leave out row 5 (it does not depend on the profile)")
-    p.add_argument("--launches", action=argparse.BooleanOptionalAction, default=True,
-                   help="row 7: kernels (GPU) or aten ops (CPU) one joint / classifier training step launches")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "
-                        "torch's own on CUDA; 0: torch's default (as a run uses)")
+    p.add_argument(
+        "--profile",
+        choices=("default", "paper"),
+        default="default",
+        help="default: the run config as composed (64 px); paper: conf/experiment/cub_cam.yaml's model and "
+        "optimizer (ResNet-50, output stride 16) on synthetic 224-px images, batch 64, bf16, channels_last",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="training batch size (paper profile: 64; default: the config's)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="synthetic image side (paper profile: 224; default: the config's)"
+    )
+    p.add_argument(
+        "--skip-caption-metrics", action="store_true", help="leave out row 5 (it does not depend on the profile)"
+    )
+    p.add_argument(
+        "--launches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="row 7: kernels (GPU) or aten ops (CPU) one joint / classifier training step launches",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "
+        "torch's own on CUDA; 0: torch's default (as a run uses)",
+    )
     p.add_argument("--steps", type=int, default=8, help="timed training steps per fit")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps at the start of every fit")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every training arm (median)")
@@ -141,7 +156,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beam-repeats", type=int, default=3)
     p.add_argument("--caption-images", type=int, default=6000)
     p.add_argument("--caption-refs", type=int, default=10)
-    p.add_argument("--caption-repeats", type=int, default=1, help="best of N for each side (pycocoevalcap takes ~10 s a run here)")
+    p.add_argument(
+        "--caption-repeats", type=int, default=1, help="best of N for each side (pycocoevalcap takes ~10 s a run here)"
+    )
     p.add_argument("--out", type=Path, default=None, help="write the table to OUT.md and OUT.json")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. data.batch_size=32")
     args = p.parse_args(argv)
@@ -206,9 +223,16 @@ def trainer_kwargs(cfg: DictConfig, device: str) -> dict[str, Any]:
     kw = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in ("_target_", "plugins", "max_epochs", "enable_progress_bar"):
         kw.pop(key, None)
-    kw.update(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-              enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
-              limit_val_batches=0, num_sanity_val_steps=0, max_epochs=-1)
+    kw.update(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        max_epochs=-1,
+    )
     return kw
 
 
@@ -242,7 +266,9 @@ class _StepClock(L.Callback):
         self.ended: float | None = None
         self.gaps: list[float] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         if batch_idx == self.warmup:
             _sync(pl_module.device)
@@ -251,7 +277,9 @@ class _StepClock(L.Callback):
             self.gaps.append(now - self.ended)
         self.last = batch_idx
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.ended = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -264,15 +292,26 @@ def _sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def lightning_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: int, steps: int,
-                  batch_size: int, data: list[Batch] | L.LightningDataModule) -> Callable[[], Timing]:
+def lightning_arm(
+    module: JointCaptionModule,
+    cfg: DictConfig,
+    device: str,
+    warmup: int,
+    steps: int,
+    batch_size: int,
+    data: list[Batch] | L.LightningDataModule,
+) -> Callable[[], Timing]:
     """A fresh `Trainer.fit` of `module` per call, over in-memory batches or a data module."""
 
     def run() -> Timing:
         clock = _StepClock(warmup)
         loggers, callbacks = run_loggers(cfg)
-        trainer = L.Trainer(**trainer_kwargs(cfg, device), max_steps=warmup + steps, logger=loggers or False,
-                            callbacks=[*callbacks, clock])
+        trainer = L.Trainer(
+            **trainer_kwargs(cfg, device),
+            max_steps=warmup + steps,
+            logger=loggers or False,
+            callbacks=[*callbacks, clock],
+        )
         if isinstance(data, list):
             trainer.fit(module, train_dataloaders=DataLoader(_InMemory(data), batch_size=None, shuffle=False))
         else:
@@ -285,8 +324,9 @@ def lightning_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warm
     return run
 
 
-def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: int, steps: int,
-              batches: list[Batch]) -> Callable[[], Timing]:
+def plain_arm(
+    module: JointCaptionModule, cfg: DictConfig, device: str, warmup: int, steps: int, batches: list[Batch]
+) -> Callable[[], Timing]:
     """The same model, losses, optimizer, schedule, precision and clipping in a hand-written loop."""
     dev = torch.device(device)
     step, prepare = _plain_step(module, cfg, dev)
@@ -305,8 +345,9 @@ def plain_arm(module: JointCaptionModule, cfg: DictConfig, device: str, warmup: 
     return run
 
 
-def _plain_step(module: JointCaptionModule, cfg: DictConfig, dev: torch.device) -> tuple[Callable[[Batch], None],
-                                                                                          Callable[[Batch], Batch]]:
+def _plain_step(
+    module: JointCaptionModule, cfg: DictConfig, dev: torch.device
+) -> tuple[Callable[[Batch], None], Callable[[Batch], Batch]]:
     """One hand-written training step of `module` (its losses, optimizer, schedule, precision, clipping) and the
     host → device batch preparation it expects."""
     module = module.to(dev).train()
@@ -370,8 +411,11 @@ def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.opti
     enc = list(module.model.encoder.parameters())
     enc_ids = {id(p) for p in enc}
     rest = [p for p in module.model.parameters() if id(p) not in enc_ids]
-    opt = torch.optim.AdamW([{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}],
-                            lr=c["lr"], weight_decay=c["weight_decay"])
+    opt = torch.optim.AdamW(
+        [{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}],
+        lr=c["lr"],
+        weight_decay=c["weight_decay"],
+    )
     warm = min(int(c["warmup_steps"]), total_steps // 2)
 
     def factor(step: int) -> float:
@@ -382,8 +426,15 @@ def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.opti
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def torchvision_arm(cfg: DictConfig, device: str, warmup: int, steps: int, batches: list[Batch], num_classes: int,
-                    prepare: Callable[[Batch, int], Batch]) -> Callable[[], Timing]:
+def torchvision_arm(
+    cfg: DictConfig,
+    device: str,
+    warmup: int,
+    steps: int,
+    batches: list[Batch],
+    num_classes: int,
+    prepare: Callable[[Batch, int], Batch],
+) -> Callable[[], Timing]:
     """A plain torchvision ResNet classifier training step at the config's settings: the ceiling for our encoder.
 
     The same trunk (name, output stride by dilation, channels_last), batches, normalisation (`prepare`), precision,
@@ -394,16 +445,20 @@ def torchvision_arm(cfg: DictConfig, device: str, warmup: int, steps: int, batch
     dev = torch.device(device)
     enc, c = cfg.model.encoder, cfg.model.optim
     flags = _dilation_flags(4, int(enc.output_stride))
-    net = getattr(torchvision.models, str(enc.name))(weights=None, num_classes=num_classes,
-                                                     replace_stride_with_dilation=flags)
+    net = getattr(torchvision.models, str(enc.name))(
+        weights=None, num_classes=num_classes, replace_stride_with_dilation=flags
+    )
     net = net.to(dev).train()
     if cfg.model.channels_last:
         net = net.to(memory_format=torch.channels_last)
     head = list(net.fc.parameters())
     head_ids = {id(p) for p in head}
     trunk = [p for p in net.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": trunk, "lr": c.lr * c.encoder_lr_mult}, {"params": head, "lr": c.lr}],
-                            lr=c.lr, weight_decay=c.weight_decay)
+    opt = torch.optim.AdamW(
+        [{"params": trunk, "lr": c.lr * c.encoder_lr_mult}, {"params": head, "lr": c.lr}],
+        lr=c.lr,
+        weight_decay=c.weight_decay,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     bf16 = str(cfg.trainer.get("precision", "32")).startswith("bf16")
     clip = cfg.trainer.get("gradient_clip_val")
@@ -432,22 +487,27 @@ def torchvision_arm(cfg: DictConfig, device: str, warmup: int, steps: int, batch
     return run
 
 
-def interleave(arms: dict[str, Callable[[], Timing]], repeats: int,
-               peaks: dict[str, float] | None = None) -> dict[str, list[Timing]]:
+def interleave(
+    arms: dict[str, Callable[[], Timing]], repeats: int, peaks: dict[str, float] | None = None
+) -> dict[str, list[Timing]]:
     """Run every arm `repeats` times, round-robin with a rotating order, so drift hits all alike.
 
     With `peaks` (CUDA only), each arm's peak allocated GPU memory (MiB, max over its runs) is written there.
     """
     names, out = list(arms), {n: [] for n in arms}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             if peaks is not None:
                 torch.cuda.reset_peak_memory_stats()
             out[name].append(arms[name]())
             if peaks is not None:
                 peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
             t = out[name][-1]
-            print(f"[bench] {name} #{r + 1}: {t.wall_s:.3f} s wall, {t.cpu_s:.3f} s CPU, {t.per_s:.1f}/s", file=sys.stderr, flush=True)
+            print(
+                f"[bench] {name} #{r + 1}: {t.wall_s:.3f} s wall, {t.cpu_s:.3f} s CPU, {t.per_s:.1f}/s",
+                file=sys.stderr,
+                flush=True,
+            )
     return out
 
 
@@ -480,7 +540,10 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     plain = copy.deepcopy(joint)  # the same initial weights
     piped = copy.deepcopy(joint)
     classifier = instantiate(cls_cfg.model, _convert_="all", **facts)
-    counted = {"joint": copy.deepcopy(joint), "classifier": copy.deepcopy(classifier)}  # row 7's: never fit by a Trainer
+    counted = {
+        "joint": copy.deepcopy(joint),
+        "classifier": copy.deepcopy(classifier),
+    }  # row 7's: never fit by a Trainer
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_mb()
@@ -493,8 +556,9 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     enc = cfg.model.encoder
     if args.profile == "paper" and int(enc.stage) == 4 and enc.name not in ("resnet18", "resnet34"):
         # the whole torchvision net is our trunk + a head; BasicBlock nets cannot dilate to reach output stride 16
-        arms["torchvision"] = torchvision_arm(cls_cfg, device, args.warmup, args.steps, batches, dm.num_classes,
-                                              classifier.on_after_batch_transfer)
+        arms["torchvision"] = torchvision_arm(
+            cls_cfg, device, args.warmup, args.steps, batches, dm.num_classes, classifier.on_after_batch_transfer
+        )
     peaks: dict[str, float] = {}
     t = interleave(arms, args.repeats, peaks if device == "cuda" else None)
     report.memory = {"rss_peak_mb": _rss_mb(), "rss_peak_before_training_mb": rss_before}
@@ -505,39 +569,100 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
     cpu = {k: median_cpu_per_image(v) for k, v in t.items()}
     gap = lambda k: 1e3 * statistics.median(x.gap_s for x in t[k])  # noqa: E731
     spread = lambda k: f"{min(x.per_s for x in t[k]):.1f}–{max(x.per_s for x in t[k]):.1f}"  # noqa: E731
-    report.rows.append(Row("1. Lightning fit vs plain loop", "Lightning img/s", rate["lightning"], "plain img/s", rate["plain"],
-                           "img/s", rate["lightning"] / rate["plain"], 0.95, True,
-                           note=f"CPU-time ratio {cpu['plain'] / cpu['lightning']:.3f}; ranges {spread('lightning')} / {spread('plain')}"))
+    report.rows.append(
+        Row(
+            "1. Lightning fit vs plain loop",
+            "Lightning img/s",
+            rate["lightning"],
+            "plain img/s",
+            rate["plain"],
+            "img/s",
+            rate["lightning"] / rate["plain"],
+            0.95,
+            True,
+            note=f"CPU-time ratio {cpu['plain'] / cpu['lightning']:.3f}; ranges {spread('lightning')} / {spread('plain')}",
+        )
+    )
     workers = int(cfg.data.num_workers)
-    report.rows.append(Row("2. data pipeline vs in-memory", f"DataModule ({workers} workers) img/s", rate["pipeline"],
-                           "in-memory img/s", rate["lightning"], "img/s", rate["pipeline"] / rate["lightning"], 0.95, True,
-                           note=f"ranges {spread('pipeline')} / {spread('lightning')}; between steps (fetch, transfer, hooks) "
-                                f"{gap('pipeline'):.1f} / {gap('lightning'):.1f} ms"))
-    report.rows.append(Row("3. joint step vs classifier step", "joint img/s", rate["lightning"], "classifier img/s",
-                           rate["classifier"], "img/s", rate["classifier"] / rate["lightning"], 1.3, False,
-                           applies=device == "cuda",
-                           note=f"step-time ratio; CPU-time ratio {cpu['lightning'] / cpu['classifier']:.2f}"
-                                + ("" if device == "cuda" else "; target is for GPUs")))
+    report.rows.append(
+        Row(
+            "2. data pipeline vs in-memory",
+            f"DataModule ({workers} workers) img/s",
+            rate["pipeline"],
+            "in-memory img/s",
+            rate["lightning"],
+            "img/s",
+            rate["pipeline"] / rate["lightning"],
+            0.95,
+            True,
+            note=f"ranges {spread('pipeline')} / {spread('lightning')}; between steps (fetch, transfer, hooks) "
+            f"{gap('pipeline'):.1f} / {gap('lightning'):.1f} ms",
+        )
+    )
+    report.rows.append(
+        Row(
+            "3. joint step vs classifier step",
+            "joint img/s",
+            rate["lightning"],
+            "classifier img/s",
+            rate["classifier"],
+            "img/s",
+            rate["classifier"] / rate["lightning"],
+            1.3,
+            False,
+            applies=device == "cuda",
+            note=f"step-time ratio; CPU-time ratio {cpu['lightning'] / cpu['classifier']:.2f}"
+            + ("" if device == "cuda" else "; target is for GPUs"),
+        )
+    )
     if "torchvision" in t:
-        report.rows.append(Row("3b. classifier step vs plain torchvision ResNet", "classifier img/s",
-                               rate["classifier"], "torchvision img/s", rate["torchvision"], "img/s",
-                               rate["classifier"] / rate["torchvision"], 0.9, True,
-                               note=f"{enc.name}, output stride {enc.output_stride}, same batches and precision; "
-                                    f"Lightning fit vs a plain loop; ranges {spread('classifier')} / "
-                                    f"{spread('torchvision')}"))
+        report.rows.append(
+            Row(
+                "3b. classifier step vs plain torchvision ResNet",
+                "classifier img/s",
+                rate["classifier"],
+                "torchvision img/s",
+                rate["torchvision"],
+                "img/s",
+                rate["classifier"] / rate["torchvision"],
+                0.9,
+                True,
+                note=f"{enc.name}, output stride {enc.output_stride}, same batches and precision; "
+                f"Lightning fit vs a plain loop; ranges {spread('classifier')} / "
+                f"{spread('torchvision')}",
+            )
+        )
     if args.launches:
         kind = "CUDA kernels" if device == "cuda" else "top-level aten ops"
-        n_joint, n_cls = (launches_per_step(counted[k], c, device, batches[0])
-                          for k, c in (("joint", cfg), ("classifier", cls_cfg)))
-        report.rows.append(Row("7. launches per training step: joint vs classifier", f"joint {kind}", n_joint,
-                               f"classifier {kind}", n_cls, "count", n_joint / max(n_cls, 1), math.nan, False,
-                               applies=False,
-                               note="one plain-loop step after a warm-up (torch.profiler); what the captioner's time "
-                                    "loop adds, and what CUDA graphs would replay in one launch"))
-    report.settings.update(profile=args.profile, batch_size=bs, image_size=int(batches[0]["image"].shape[-1]),
-                           precision=str(cfg.trainer.precision), channels_last=bool(cfg.model.channels_last),
-                           num_workers=workers, model=OmegaConf.to_container(cfg.model.encoder),
-                           optim=OmegaConf.to_container(cfg.model.optim))
+        n_joint, n_cls = (
+            launches_per_step(counted[k], c, device, batches[0]) for k, c in (("joint", cfg), ("classifier", cls_cfg))
+        )
+        report.rows.append(
+            Row(
+                "7. launches per training step: joint vs classifier",
+                f"joint {kind}",
+                n_joint,
+                f"classifier {kind}",
+                n_cls,
+                "count",
+                n_joint / max(n_cls, 1),
+                math.nan,
+                False,
+                applies=False,
+                note="one plain-loop step after a warm-up (torch.profiler); what the captioner's time "
+                "loop adds, and what CUDA graphs would replay in one launch",
+            )
+        )
+    report.settings.update(
+        profile=args.profile,
+        batch_size=bs,
+        image_size=int(batches[0]["image"].shape[-1]),
+        precision=str(cfg.trainer.precision),
+        channels_last=bool(cfg.model.channels_last),
+        num_workers=workers,
+        model=OmegaConf.to_container(cfg.model.encoder),
+        optim=OmegaConf.to_container(cfg.model.optim),
+    )
     return joint.to(device), torch.cat([b["image"] for b in batches])  # (N, 3, S, S) uint8
 
 
@@ -558,8 +683,14 @@ def _rss_mb() -> float:
     return kib / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def bench_beam(module: JointCaptionModule, images: torch.Tensor, args: argparse.Namespace, device: str, precision: str,
-               report: Report) -> None:
+def bench_beam(
+    module: JointCaptionModule,
+    images: torch.Tensor,
+    args: argparse.Namespace,
+    device: str,
+    precision: str,
+    report: Report,
+) -> None:
     """Row 4: beam search batched over images vs one image at a time, on the same embeddings."""
     dev = torch.device(device)
     module.eval()
@@ -581,8 +712,20 @@ def bench_beam(module: JointCaptionModule, images: torch.Tensor, args: argparse.
         times = interleave({"batched": _timer(batched, dev), "single": _timer(one_by_one, dev)}, args.beam_repeats)
     n = emb.shape[0]
     b, s = (statistics.median(x.wall_s for x in times[k]) for k in ("batched", "single"))
-    report.rows.append(Row("4. beam search batched vs per image", "batched img/s", n / b, "one-by-one img/s", n / s,
-                           "img/s", s / b, 5.0, True, note=f"beam {beam}, max_len {max_len}, {n} images"))
+    report.rows.append(
+        Row(
+            "4. beam search batched vs per image",
+            "batched img/s",
+            n / b,
+            "one-by-one img/s",
+            n / s,
+            "img/s",
+            s / b,
+            5.0,
+            True,
+            note=f"beam {beam}, max_len {max_len}, {n} images",
+        )
+    )
 
 
 def _timer(fn: Callable[[], None], dev: torch.device) -> Callable[[], Timing]:
@@ -602,12 +745,25 @@ def bench_captions(args: argparse.Namespace, report: Report) -> None:
     """Row 5: our caption metrics vs pycocoevalcap's on one input (values must agree)."""
     from jointcap.metrics.bench_captions import benchmark_caption_metrics
 
-    benchmark_caption_metrics(n_images=min(200, args.caption_images), n_refs=args.caption_refs)  # warm-up (imports, first calls)
+    benchmark_caption_metrics(
+        n_images=min(200, args.caption_images), n_refs=args.caption_refs
+    )  # warm-up (imports, first calls)
     r = benchmark_caption_metrics(n_images=args.caption_images, n_refs=args.caption_refs, repeats=args.caption_repeats)
-    report.rows.append(Row("5. caption metrics vs pycocoevalcap", "ours s", r["ours_s"], "pycocoevalcap s", r["pycocoevalcap_s"],
-                           "s", r["speedup"] if r["equal"] else float("nan"), 10.0, True,
-                           note=f"{r['n_images']}×{r['n_refs']} captions; equal values: {r['equal']} "
-                                f"(max |Δ| {r['max_abs_diff']:.1e}); CPU-time speedup {r['speedup_cpu']:.1f}×"))
+    report.rows.append(
+        Row(
+            "5. caption metrics vs pycocoevalcap",
+            "ours s",
+            r["ours_s"],
+            "pycocoevalcap s",
+            r["pycocoevalcap_s"],
+            "s",
+            r["speedup"] if r["equal"] else float("nan"),
+            10.0,
+            True,
+            note=f"{r['n_images']}×{r['n_refs']} captions; equal values: {r['equal']} "
+            f"(max |Δ| {r['max_abs_diff']:.1e}); CPU-time speedup {r['speedup_cpu']:.1f}×",
+        )
+    )
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -630,18 +786,25 @@ def _fmt(x: float) -> str:
 def markdown(report: Report) -> str:
     """The table, the memory figures and the machine, as Markdown."""
     head = "| benchmark | A | B | ratio A/B | target | result | notes |\n|---|---|---|---|---|---|---|\n"
-    lines = [f"| {r.name} | {r.a_label}: {_fmt(r.a)} | {r.b_label}: {_fmt(r.b)} | {_fmt(r.ratio)} | "
-             f"{_target(r)} | {r.result} | {r.note} |" for r in report.rows]
+    lines = [
+        f"| {r.name} | {r.a_label}: {_fmt(r.a)} | {r.b_label}: {_fmt(r.b)} | {_fmt(r.ratio)} | "
+        f"{_target(r)} | {r.result} | {r.note} |"
+        for r in report.rows
+    ]
     mem = ", ".join(f"{k} {v:.0f}" for k, v in report.memory.items())
     machine = ", ".join(f"{k}: {v}" for k, v in report.machine.items())
     st = report.settings
     model = st.get("model") or {}
-    setting = (f"Profile: {st.get('profile', 'default')} ({model.get('name')}, stage {model.get('stage')}, "
-               f"output stride {model.get('output_stride')}, {st.get('image_size')} px, batch {st.get('batch_size')}, "
-               f"{st.get('precision')}, channels_last {st.get('channels_last')}, {st.get('num_workers')} workers).\n"
-               if model else "")
-    return (head + "\n".join(lines) + f"\n\n{setting}Peak memory of the training runs (MiB): {mem}.\n"
-            f"Machine: {machine}.\n")
+    setting = (
+        f"Profile: {st.get('profile', 'default')} ({model.get('name')}, stage {model.get('stage')}, "
+        f"output stride {model.get('output_stride')}, {st.get('image_size')} px, batch {st.get('batch_size')}, "
+        f"{st.get('precision')}, channels_last {st.get('channels_last')}, {st.get('num_workers')} workers).\n"
+        if model
+        else ""
+    )
+    return (
+        head + "\n".join(lines) + f"\n\n{setting}Peak memory of the training runs (MiB): {mem}.\nMachine: {machine}.\n"
+    )
 
 
 def machine_facts(device: str) -> dict[str, Any]:
@@ -649,8 +812,14 @@ def machine_facts(device: str) -> dict[str, Any]:
     import os
     import platform
 
-    facts: dict[str, Any] = {"device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                             "torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version()}
+    facts: dict[str, Any] = {
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
     if device == "cuda":
         facts["gpu"] = torch.cuda.get_device_name()
     if hasattr(os, "getloadavg"):
@@ -662,7 +831,12 @@ def write(report: Report, out: Path) -> None:
     """OUT.md (the table) and OUT.json (every figure)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(markdown(report))
-    data = {"rows": [r.as_dict() for r in report.rows], "memory": report.memory, "machine": report.machine, "settings": report.settings}
+    data = {
+        "rows": [r.as_dict() for r in report.rows],
+        "memory": report.memory,
+        "machine": report.machine,
+        "settings": report.settings,
+    }
     out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
 
 
@@ -707,8 +881,11 @@ def main(argv: Sequence[str] | None = None) -> Report:
     print(markdown(report))
     load = report.machine.get("load_avg_1m_at_start", 0.0)
     if device == "cpu" and load > (report.machine.get("cpu_count") or 1):
-        print(f"note: the machine was busy (load {load} on {report.machine['cpu_count']} CPUs): timings are noisy "
-              "(several intra-op threads suffer most)", file=sys.stderr)
+        print(
+            f"note: the machine was busy (load {load} on {report.machine['cpu_count']} CPUs): timings are noisy "
+            "(several intra-op threads suffer most)",
+            file=sys.stderr,
+        )
     if args.out is not None:
         write(report, args.out)
     return report

@@ -23,11 +23,26 @@ from pathlib import Path
 
 # A tiny, deterministic run: 6 training steps per epoch, a checkpoint every 2 steps.
 SOAK_OVERRIDES = [
-    "data.source.n_train=96", "data.source.n_val=32", "data.source.n_test=32", "data.source.n_classes=6",
-    "data.batch_size=16", "data.eval_batch_size=32", "data.num_workers=0", "data.vocab_size=120",
-    "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.deterministic=true", "trainer.enable_progress_bar=false", "model.optim.warmup_steps=2",
-    "model.decode.max_len=12", "model.encoder.stage=2", "model.embedding.dim=32", "model.captioner.hidden_dim=32",
-    "model.captioner.embed_dim=16", "model.captioner.attn_dim=16", "callbacks.step_checkpoint.every_n_train_steps=2",
+    "data.source.n_train=96",
+    "data.source.n_val=32",
+    "data.source.n_test=32",
+    "data.source.n_classes=6",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "data.num_workers=0",
+    "data.vocab_size=120",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+    "model.optim.warmup_steps=2",
+    "model.decode.max_len=12",
+    "model.encoder.stage=2",
+    "model.embedding.dim=32",
+    "model.captioner.hidden_dim=32",
+    "model.captioner.embed_dim=16",
+    "model.captioner.attn_dim=16",
+    "callbacks.step_checkpoint.every_n_train_steps=2",
 ]
 
 
@@ -47,8 +62,13 @@ def snapshot_code(out: Path) -> dict[str, str]:
     """Copy jointcap/ and conf/ under `out`; the returned environment runs that copy (edits made meanwhile cannot skew the soak)."""
     root = Path(__file__).resolve().parents[2]
     for name in ("jointcap", "conf"):
-        shutil.copytree(root / name, out / "code" / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(out / "code"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        shutil.copytree(
+            root / name, out / "code" / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+        )
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(out / "code"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float) -> bool:
@@ -101,12 +121,20 @@ class Cycle:
     metrics: dict[str, float]
 
     def matches(self, reference: dict[str, float], tol: float = 0.0) -> bool:
-        return bool(self.metrics) and self.metrics.keys() == reference.keys() and all(
-            abs(self.metrics[k] - reference[k]) <= tol for k in reference)
+        return (
+            bool(self.metrics)
+            and self.metrics.keys() == reference.keys()
+            and all(abs(self.metrics[k] - reference[k]) <= tol for k in reference)
+        )
 
 
-def kill_and_resume(run_dir: Path, overrides: list[str], kills: list[tuple[int, float]], timeout: float = 600,
-                    env: dict[str, str] | None = None) -> Cycle:
+def kill_and_resume(
+    run_dir: Path,
+    overrides: list[str],
+    kills: list[tuple[int, float]],
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> Cycle:
     """Kill the run with each (signal, delay after its newest checkpoint appeared) in turn, then resume to the end."""
     done = []
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -132,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=50, help="kill-and-resume cycles to run (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (signals and delays)")
-    parser.add_argument("--max-delay", type=float, default=4.0, help="longest wait after a checkpoint before a kill (s)")
+    parser.add_argument(
+        "--max-delay", type=float, default=4.0, help="longest wait after a checkpoint before a kill (s)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="jointcap-soak-"))
@@ -146,16 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     reference, reference_rows = final_test_metrics(out / "reference"), logged_rows(out / "reference")
     failures = 0
     for i in range(args.cycles):
-        kills = [(rng.choice((signal.SIGTERM, signal.SIGKILL)), rng.uniform(0, args.max_delay)) for _ in range(rng.choice((1, 1, 2)))]
+        kills = [
+            (rng.choice((signal.SIGTERM, signal.SIGKILL)), rng.uniform(0, args.max_delay))
+            for _ in range(rng.choice((1, 1, 2)))
+        ]
         cycle = kill_and_resume(out / f"cycle{i:03d}", SOAK_OVERRIDES, kills, env=env)
         rows_ok = logged_rows(out / f"cycle{i:03d}") == reference_rows
         ok = cycle.exit_code == 0 and cycle.matches(reference) and rows_ok
         failures += not ok
         diff = {k: (cycle.metrics.get(k), v) for k, v in reference.items() if cycle.metrics.get(k) != v}
-        print(f"cycle {i:3d}: kills {', '.join(cycle.kills)}; exit {cycle.exit_code}; "
-              f"{'test metrics and metrics.csv identical' if ok else f'MISMATCH rows_ok={rows_ok} {diff}'}", flush=True)
-    print(f"soak: {args.cycles - failures}/{args.cycles} resumed runs finished with the reference's test metrics "
-          f"({len(reference)} metrics) and metrics.csv ({len(reference_rows)} rows), exactly; folder {out}")
+        print(
+            f"cycle {i:3d}: kills {', '.join(cycle.kills)}; exit {cycle.exit_code}; "
+            f"{'test metrics and metrics.csv identical' if ok else f'MISMATCH rows_ok={rows_ok} {diff}'}",
+            flush=True,
+        )
+    print(
+        f"soak: {args.cycles - failures}/{args.cycles} resumed runs finished with the reference's test metrics "
+        f"({len(reference)} metrics) and metrics.csv ({len(reference_rows)} rows), exactly; folder {out}"
+    )
     return 1 if failures else 0
 
 

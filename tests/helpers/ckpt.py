@@ -32,6 +32,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JOINTCAP_DATA", str(data_root))
         mp.setenv("WANDB_MODE", "offline")
-        run_cli([*TINY, "++trainer.limit_train_batches=2", "test_after_fit=false", "logger=[csv,tensorboard]",
-                 f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
+        run_cli(
+            [
+                *TINY,
+                "++trainer.limit_train_batches=2",
+                "test_after_fit=false",
+                "logger=[csv,tensorboard]",
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=run_dir.parent,
+        )
     return TinyRun(run_dir, run_dir / "checkpoints" / "last.ckpt", data_root)

@@ -85,7 +85,9 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def reed_members(folder: str, captions: dict[tuple[str, str], list[str] | bytes | None], classes: list[str]) -> dict[str, bytes]:
+def reed_members(
+    folder: str, captions: dict[tuple[str, str], list[str] | bytes | None], classes: list[str]
+) -> dict[str, bytes]:
     """Reed's layout: `<folder>/text_c10/<class>/<stem>.txt` plus the zero-shot class lists."""
     members: dict[str, bytes] = {}
     for (cls, stem), lines in captions.items():

@@ -135,8 +135,9 @@ def bounding_rect(points: np.ndarray) -> tuple[int, int, int, int]:
     return int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)
 
 
-def compute_bboxes_from_scoremaps(scoremap: np.ndarray, scoremap_threshold_list: Sequence[float],
-                                  multi_contour_eval: bool = False) -> tuple[list[np.ndarray], list[int]]:
+def compute_bboxes_from_scoremaps(
+    scoremap: np.ndarray, scoremap_threshold_list: Sequence[float], multi_contour_eval: bool = False
+) -> tuple[list[np.ndarray], list[int]]:
     """evaluation.py compute_bboxes_from_scoremaps, line by line."""
     height, width = scoremap.shape
     scoremap_image = (scoremap * 255).astype(np.uint8)
@@ -188,9 +189,14 @@ def calculate_multiple_iou(box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
     return ious
 
 
-def box_evaluator_counts(cams: Sequence[np.ndarray], gt_xywh: Sequence[np.ndarray], image_size: tuple[int, int],
-                         cam_thresholds: Sequence[float], iou_thresholds: Sequence[float],
-                         multi_contour_eval: bool) -> np.ndarray:
+def box_evaluator_counts(
+    cams: Sequence[np.ndarray],
+    gt_xywh: Sequence[np.ndarray],
+    image_size: tuple[int, int],
+    cam_thresholds: Sequence[float],
+    iou_thresholds: Sequence[float],
+    multi_contour_eval: bool,
+) -> np.ndarray:
     """num_correct (n_iou, n_cam) of CAMComputer + BoxEvaluator.accumulate over low-res CAMs and xywh GT boxes.
 
     GT boxes become (x, y, x + w, y + h) truncated to int, as the CUB metadata and resize_bbox do.
@@ -201,11 +207,12 @@ def box_evaluator_counts(cams: Sequence[np.ndarray], gt_xywh: Sequence[np.ndarra
         g = np.asarray(gt, np.float64).reshape(-1, 4)
         gt_boxes = np.array([[int(x), int(y), int(x + w), int(y + h)] for x, y, w, h in g])
         boxes_at_thresholds, number_of_box_list = compute_bboxes_from_scoremaps(
-            scoremap, cam_thresholds, multi_contour_eval)
+            scoremap, cam_thresholds, multi_contour_eval
+        )
         multiple_iou = calculate_multiple_iou(np.concatenate(boxes_at_thresholds, axis=0), gt_boxes)
         idx, sliced = 0, []
         for nr_box in number_of_box_list:
-            sliced.append(max(multiple_iou.max(1)[idx:idx + nr_box]))
+            sliced.append(max(multiple_iou.max(1)[idx : idx + nr_box]))
             idx += nr_box
         for k, delta in enumerate(iou_thresholds):
             num_correct[k, np.where(np.asarray(sliced) >= delta)[0]] += 1

@@ -54,7 +54,9 @@ class StepCheckpoint(ModelCheckpoint):
     choice; the epoch-end checkpoint (after the validation) covers that step instead.
     """
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not validation_follows(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 

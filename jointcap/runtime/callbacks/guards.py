@@ -31,11 +31,14 @@ class FiniteLossGuard(L.Callback):
         """Lightning ends a fit whose training loader is empty with an info line; make it an error."""
         if trainer.fit_loop.max_batches == 0:
             size = getattr(getattr(trainer, "datamodule", None), "batch_size", "?")
-            raise EmptyTrainingError(f"no training batch: the training split is smaller than data.batch_size={size} "
-                                     "(the last partial batch is dropped); use a smaller batch size")
+            raise EmptyTrainingError(
+                f"no training batch: the training split is smaller than data.batch_size={size} "
+                "(the last partial batch is dropped); use a smaller batch size"
+            )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
@@ -43,4 +46,5 @@ class FiniteLossGuard(L.Callback):
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"training loss is {value} at epoch {trainer.current_epoch}, step {trainer.global_step} (batch {batch_idx}); "
-                "stopping instead of reporting metrics. Lower model.optim.lr or the loss weights, or check the data")
+                "stopping instead of reporting metrics. Lower model.optim.lr or the loss weights, or check the data"
+            )

@@ -44,8 +44,15 @@ class MediaSample:
 class MediaLogger(L.Callback):
     """CAM/attention overlays and reference-vs-generated captions of fixed validation images."""
 
-    def __init__(self, every_n_epochs: int = 1, n_images: int = 8, split: str = "val", beam_size: int | None = 1) -> None:
-        self.every_n_epochs, self.n_images, self.split, self.beam_size = int(every_n_epochs), int(n_images), split, beam_size
+    def __init__(
+        self, every_n_epochs: int = 1, n_images: int = 8, split: str = "val", beam_size: int | None = 1
+    ) -> None:
+        self.every_n_epochs, self.n_images, self.split, self.beam_size = (
+            int(every_n_epochs),
+            int(n_images),
+            split,
+            beam_size,
+        )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.every_n_epochs <= 0 or self.n_images <= 0:
@@ -69,7 +76,9 @@ class MediaLogger(L.Callback):
         ex = explain(pl_module, images, self.beam_size)
         refs = datamodule.references(self.split)
         names = pl_module.info.get("class_names") or []
-        return [_sample(ex, b, images[b], int(it["label"]), refs[int(it["index"])], names) for b, it in enumerate(items)]
+        return [
+            _sample(ex, b, images[b], int(it["label"]), refs[int(it["index"])], names) for b, it in enumerate(items)
+        ]
 
     def send(self, trainer: L.Trainer, samples: list[MediaSample]) -> None:
         """Draw the grid once and hand it to every logger that shows media."""
@@ -87,8 +96,12 @@ def _sample(ex: Explanation, b: int, image: torch.Tensor, label: int, refs: list
     name = lambda k: names[k] if k < len(names) else str(k)  # noqa: E731
     predicted = f"{name(int(ex.pred[b]))} ({float(ex.probs[b].max()):.2f})" if ex.pred is not None else "-"
     mean = ex.mean_attention()
-    panels = viz.explanation_panels(ex.cam[b] if ex.cam is not None else None, mean[b] if mean is not None else None, [], None)
-    return MediaSample(image.permute(1, 2, 0).numpy(), panels, name(label), predicted, ex.captions[b], refs[0] if refs else "")
+    panels = viz.explanation_panels(
+        ex.cam[b] if ex.cam is not None else None, mean[b] if mean is not None else None, [], None
+    )
+    return MediaSample(
+        image.permute(1, 2, 0).numpy(), panels, name(label), predicted, ex.captions[b], refs[0] if refs else ""
+    )
 
 
 def _send_one(logger: Logger, fig: Figure, samples: list[MediaSample], epoch: int, step: int, tag: str) -> None:
@@ -103,9 +116,17 @@ def _send_one(logger: Logger, fig: Figure, samples: list[MediaSample], epoch: in
     elif isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(tag, viz.figure_array(fig), global_step=step, dataformats="HWC")
         rows = "\n".join(f"| {s.truth} | {s.predicted} | {s.generated} | {s.reference} |" for s in samples)
-        logger.experiment.add_text(f"{tag}_captions", "| true | predicted | generated | reference |\n|---|---|---|---|\n" + rows, global_step=step)
+        logger.experiment.add_text(
+            f"{tag}_captions",
+            "| true | predicted | generated | reference |\n|---|---|---|---|\n" + rows,
+            global_step=step,
+        )
     elif isinstance(logger, WandbLogger):
         arrays = [viz.figure_array(viz.image_figure(s.image, s.panels, s.generated, inch=1.6)) for s in samples]
         logger.log_image(key=tag, images=arrays, step=step, caption=[s.text for s in samples])
-        logger.log_table(key=f"{tag}_captions", columns=["epoch", "true", "predicted", "generated", "reference"],
-                         data=[[epoch, s.truth, s.predicted, s.generated, s.reference] for s in samples], step=step)
+        logger.log_table(
+            key=f"{tag}_captions",
+            columns=["epoch", "true", "predicted", "generated", "reference"],
+            data=[[epoch, s.truth, s.predicted, s.generated, s.reference] for s in samples],
+            step=step,
+        )

@@ -33,8 +33,15 @@ class PerImagePredictions(L.Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = {}
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not isinstance(outputs, dict) or "index" not in outputs:
             return
         split = trainer.datamodule.splits["test"] if trainer.datamodule is not None else None
@@ -42,8 +49,11 @@ class PerImagePredictions(L.Callback):
         groups = split.extra.get("group") if split is not None else None
         tokenizer = getattr(pl_module, "tokenizer", None)
         index = outputs["index"].tolist()
-        scores = {k: v.detach().float().cpu().tolist() for k, v in outputs.items()
-                  if k not in _SKIP and isinstance(v, torch.Tensor) and v.ndim == 1 and len(v) == len(index)}
+        scores = {
+            k: v.detach().float().cpu().tolist()
+            for k, v in outputs.items()
+            if k not in _SKIP and isinstance(v, torch.Tensor) and v.ndim == 1 and len(v) == len(index)
+        }
         for b, i in enumerate(index):
             label = int(outputs["label"][b])
             row: dict[str, Any] = {"index": i, "key": keys[i] if keys is not None else i, "label": label}
