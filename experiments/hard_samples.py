@@ -1,4 +1,7 @@
-"""A grid of synthetic_hard images with their class and one caption: `python experiments/hard_samples.py OUT.png [--n 16] [--size 96] [--shortcut]`."""
+"""A grid of synthetic_hard images with their class and one caption.
+
+`python experiments/hard_samples.py OUT.png [--n 16] [--size 96] [--shortcut]`
+"""
 
 from __future__ import annotations
 

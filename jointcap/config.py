@@ -25,10 +25,11 @@ import dataclasses
 import functools
 import inspect
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -86,7 +87,7 @@ def each_of(default: list, options: tuple) -> Any:
 @dataclass
 class EncoderConfig:
     name: str = choice("resnet18", ENCODERS)
-    weights: Optional[str] = None
+    weights: str | None = None
     stage: int = choice(3, (1, 2, 3, 4))
     output_stride: int = choice(8, (8, 16, 32))
 
@@ -154,25 +155,25 @@ class ModelConfig:
     _target_: str = "jointcap.lit_module.JointCaptionModule"
     task: str = choice("joint", TASKS)
     monitor: str = "val/acc1"
-    encoder: Optional[EncoderConfig] = field(default_factory=EncoderConfig)
-    embedding: Optional[EmbeddingConfig] = field(default_factory=EmbeddingConfig)
-    classifier: Optional[ClassifierConfig] = field(default_factory=ClassifierConfig)
-    captioner: Optional[CaptionerConfig] = field(default_factory=CaptionerConfig)
-    loss: Optional[LossConfig] = field(default_factory=LossConfig)
-    optim: Optional[OptimConfig] = field(default_factory=OptimConfig)
-    decode: Optional[DecodeConfig] = field(default_factory=DecodeConfig)
-    metrics: Optional[MetricsConfig] = field(default_factory=MetricsConfig)
+    encoder: EncoderConfig | None = field(default_factory=EncoderConfig)
+    embedding: EmbeddingConfig | None = field(default_factory=EmbeddingConfig)
+    classifier: ClassifierConfig | None = field(default_factory=ClassifierConfig)
+    captioner: CaptionerConfig | None = field(default_factory=CaptionerConfig)
+    loss: LossConfig | None = field(default_factory=LossConfig)
+    optim: OptimConfig | None = field(default_factory=OptimConfig)
+    decode: DecodeConfig | None = field(default_factory=DecodeConfig)
+    metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
     channels_last: bool = False
     compile: bool = False
-    num_classes: Optional[int] = at_least(None, 1)
-    vocab_size: Optional[int] = at_least(None, 1)
+    num_classes: int | None = at_least(None, 1)
+    vocab_size: int | None = at_least(None, 1)
 
 
 # -- data.source (conf/data/source/*.yaml, conf/data/synthetic.yaml → jointcap.data.*Source) --
 @dataclass
 class CUBSourceConfig:
     _target_: str = "jointcap.data.cub.CUBSource"
-    root: Optional[str] = None
+    root: str | None = None
     image_size: int = at_least(224, 1)
     download: bool = True
     split: str = choice("official", ("official", "zeroshot"))
@@ -180,40 +181,40 @@ class CUBSourceConfig:
     seed: int = at_least(0, 0)
     skip_bad: bool = False
     min_captions: int = at_least(10, 1)
-    images_url: Optional[str] = None
-    images_md5: Optional[str] = None
+    images_url: str | None = None
+    images_md5: str | None = None
     images_archive: str = "CUB_200_2011.tgz"
     images_folder: str = "CUB_200_2011"
-    captions_url: Optional[str] = None
-    captions_gdrive_id: Optional[str] = None
-    captions_md5: Optional[str] = None
+    captions_url: str | None = None
+    captions_gdrive_id: str | None = None
+    captions_md5: str | None = None
     captions_archive: str = "cvpr2016_cub.tar.gz"
     captions_folder: str = "cvpr2016_cub"
-    workers: Optional[int] = at_least(None, 1)
+    workers: int | None = at_least(None, 1)
 
 
 @dataclass
 class FlowersSourceConfig:
     _target_: str = "jointcap.data.flowers.FlowersSource"
-    root: Optional[str] = None
+    root: str | None = None
     image_size: int = at_least(224, 1)
     download: bool = True
     split: str = choice("official", ("official", "zeroshot"))
     skip_bad: bool = False
     min_captions: int = at_least(10, 1)
     folder: str = "flowers-102"
-    images_url: Optional[str] = None
-    images_md5: Optional[str] = None
-    labels_url: Optional[str] = None
-    labels_md5: Optional[str] = None
-    setid_url: Optional[str] = None
-    setid_md5: Optional[str] = None
-    captions_url: Optional[str] = None
-    captions_gdrive_id: Optional[str] = None
-    captions_md5: Optional[str] = None
+    images_url: str | None = None
+    images_md5: str | None = None
+    labels_url: str | None = None
+    labels_md5: str | None = None
+    setid_url: str | None = None
+    setid_md5: str | None = None
+    captions_url: str | None = None
+    captions_gdrive_id: str | None = None
+    captions_md5: str | None = None
     captions_archive: str = "cvpr2016_flowers.tar.gz"
     captions_folder: str = "cvpr2016_flowers"
-    workers: Optional[int] = at_least(None, 1)
+    workers: int | None = at_least(None, 1)
 
 
 @dataclass
@@ -236,20 +237,20 @@ SOURCES = {schema._target_: schema for schema in (CUBSourceConfig, FlowersSource
 @dataclass
 class TrainerConfig:
     _target_: str = "lightning.pytorch.Trainer"
-    max_epochs: Optional[int] = at_least(None, -1)
-    min_epochs: Optional[int] = at_least(None, 0)
-    max_steps: Optional[int] = at_least(None, -1)
-    log_every_n_steps: Optional[int] = at_least(None, 1)
-    num_sanity_val_steps: Optional[int] = at_least(None, -1)
-    accumulate_grad_batches: Optional[int] = at_least(None, 1)
-    check_val_every_n_epoch: Optional[int] = at_least(None, 1)
-    gradient_clip_val: Optional[float] = at_least(None, 0)
-    limit_train_batches: Optional[float] = at_least(None, 0)
-    limit_val_batches: Optional[float] = at_least(None, 0)
-    limit_test_batches: Optional[float] = at_least(None, 0)
-    enable_progress_bar: Optional[bool] = None
-    enable_checkpointing: Optional[bool] = None
-    benchmark: Optional[bool] = None
+    max_epochs: int | None = at_least(None, -1)
+    min_epochs: int | None = at_least(None, 0)
+    max_steps: int | None = at_least(None, -1)
+    log_every_n_steps: int | None = at_least(None, 1)
+    num_sanity_val_steps: int | None = at_least(None, -1)
+    accumulate_grad_batches: int | None = at_least(None, 1)
+    check_val_every_n_epoch: int | None = at_least(None, 1)
+    gradient_clip_val: float | None = at_least(None, 0)
+    limit_train_batches: float | None = at_least(None, 0)
+    limit_val_batches: float | None = at_least(None, 0)
+    limit_test_batches: float | None = at_least(None, 0)
+    enable_progress_bar: bool | None = None
+    enable_checkpointing: bool | None = None
+    benchmark: bool | None = None
 
 
 # -- data (conf/data/*.yaml → jointcap.data.datamodule.JointDataModule) -----------------------
@@ -259,7 +260,7 @@ class DataConfig:
     source: Any = None  # checked against its own _target_'s arguments
     cache_root: str = "~/.cache/jointcap/cache"
     batch_size: int = at_least(64, 1)
-    eval_batch_size: Optional[int] = at_least(None, 1)
+    eval_batch_size: int | None = at_least(None, 1)
     num_workers: int = at_least(2, 0)
     vocab_size: int = at_least(1000, 8)
     tokenizer_type: str = choice("unigram", TOKENIZER_TYPES)
@@ -275,7 +276,7 @@ class DataConfig:
 @dataclass
 class RunConfig:
     seed: int = at_least(0, 0)
-    ckpt_path: Optional[str] = "auto"  # auto | last | null | a checkpoint file
+    ckpt_path: str | None = "auto"  # auto | last | null | a checkpoint file
     skip_if_done: bool = False  # return at once when the run folder holds results.json
     test_after_fit: bool = True
     objective: str = "val/acc1"
@@ -331,7 +332,8 @@ def _top_level_errors(cfg: DictConfig) -> list[str]:
     declared = _declared_top_level()
     known = declared | set(GROUPS) | {f.name for f in dataclasses.fields(RunConfig)}
     errors = [
-        f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); declare new ones in conf/config.yaml"
+        f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); "
+        "declare new ones in conf/config.yaml"
         for key in cfg
         if key not in known
     ]
@@ -343,7 +345,7 @@ def _top_level_errors(cfg: DictConfig) -> list[str]:
     return errors
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _declared_top_level() -> frozenset[str]:
     """The top-level keys conf/config.yaml declares."""
     return frozenset(OmegaConf.load(PRIMARY_CONFIG).keys()) if PRIMARY_CONFIG.is_file() else frozenset()
@@ -365,7 +367,7 @@ def _section_errors(section: DictConfig, schema: type, prefix: str) -> list[str]
 
 
 def _resolved(section: DictConfig, errors: list[str] | None = None, prefix: str = "") -> dict[str, Any]:
-    """The section's values resolved key by key; a `${hydra:…}` outside a Hydra run is left out, other failures reported."""
+    """The section's values resolved key by key; a `${hydra:…}` outside a Hydra run is left out, others noted."""
     out: dict[str, Any] = {}
     for key in section:
         try:
@@ -399,7 +401,7 @@ def _fits(value: Any, ann: Any) -> bool | None:
     origin = typing.get_origin(ann)
     if ann is type(None):
         return value is None
-    if origin is Union or (hasattr(ann, "__args__") and type(ann).__name__ == "UnionType"):
+    if origin in (Union, types.UnionType):
         results = [_fits(value, a) for a in typing.get_args(ann)]
         return True if True in results else (None if None in results else False)
     if origin is Literal:
@@ -425,7 +427,7 @@ def _describe(ann: Any) -> str:
     return text + " (NaN/inf not allowed)" * (ann is float or float in typing.get_args(ann))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _target_hints(target: str | None) -> dict[str, Any]:
     """Resolved type annotations of `target`'s arguments ({} when they cannot be resolved)."""
     if target is None:
@@ -449,9 +451,8 @@ def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str
         nested = _dataclass_of(fields[key].type)
         if nested is not None and value is not None:
             if not isinstance(value, dict):
-                errors.append(
-                    f"{dotted}{key}={value!r}: must be a mapping with keys {', '.join(f.name for f in dataclasses.fields(nested))}"
-                )
+                keys = ", ".join(f.name for f in dataclasses.fields(nested))
+                errors.append(f"{dotted}{key}={value!r}: must be a mapping with keys {keys}")
             else:
                 errors += _value_errors(value, nested, f"{dotted}{key}")
             continue
@@ -461,15 +462,16 @@ def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str
     return errors
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)
 
 
 def _strict_type_problem(value: Any, ann: Any) -> str | None:
     """The type check of a schema field: exact (a YAML 'no' or '5' is a string, whatever OmegaConf would convert)."""
-    optional = typing.get_origin(ann) is Union and type(None) in typing.get_args(ann)
-    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) is Union else [ann]
+    union = typing.get_origin(ann) in (Union, types.UnionType)
+    optional = union and type(None) in typing.get_args(ann)
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if union else [ann]
     if value is None:
         return None if optional or ann is Any else "must not be null"
     base = args[0] if len(args) == 1 else Any
@@ -509,8 +511,8 @@ def _range_problem(value: Any, meta: Any) -> str | None:
 
 
 def _dataclass_of(annotation: Any) -> type | None:
-    """The dataclass inside `X` or `Optional[X]` (annotations are strings here), else None."""
-    name = str(annotation).removeprefix("Optional[").removesuffix("]")
+    """The dataclass inside `X`, `X | None` or `Optional[X]` (annotations are strings here), else None."""
+    name = str(annotation).removeprefix("Optional[").removesuffix("]").removesuffix(" | None")
     obj = globals().get(name)
     return obj if isinstance(obj, type) and dataclasses.is_dataclass(obj) else None
 
@@ -528,7 +530,7 @@ def _target_key_errors(section: DictConfig, prefix: str) -> list[str]:
     return [_unknown(prefix, k, params) for k in section if not str(k).startswith("_") and k not in params]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _target_params(target: str) -> frozenset[str] | None | str:
     """Argument names `target` takes; None if it takes **kwargs; a message if it cannot be imported."""
     try:

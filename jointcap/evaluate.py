@@ -32,11 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
 from jointcap.analysis import html_report
-from jointcap.runtime.checkpoint import load_module
-from jointcap.runtime.run_config import load_run_data_config
+from jointcap.analysis.report import checkpoint_epoch, print_metrics, print_samples
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
-from jointcap.analysis.report import checkpoint_epoch, print_metrics, print_samples
+from jointcap.runtime.checkpoint import load_module
+from jointcap.runtime.run_config import load_run_data_config
 
 log = logging.getLogger("jointcap.evaluate")
 SPLITS = ("val", "test")
@@ -284,7 +284,7 @@ def log_to_wandb(
     items: list[html_report.GalleryItem],
     paths: dict[str, Path],
 ) -> None:
-    """One W&B run (job type evaluate): metrics as its summary, per-class and prediction tables (gallery images), the files."""
+    """One W&B run (job type evaluate): metrics as summary, per-class and prediction tables (gallery images), files."""
     import io
 
     import wandb

@@ -431,7 +431,7 @@ class JointCaptionModule(L.LightningModule):
     def _update_part_pointing(
         self, m: nn.ModuleDict, maps: dict[str, torch.Tensor | None], parts: torch.Tensor, size: tuple[int, int]
     ) -> None:
-        """Per image with a visible part: does the map's peak lie within part_radius of one? (parts (B, P, 3) x, y, visible)."""
+        """Per image with a visible part: does the map's peak lie within part_radius of one? (parts (B, P, 3))."""
         radius = float(self.metrics_cfg["part_radius"]) * max(size)
         for src, maps_ in maps.items():
             if maps_ is None:
@@ -442,7 +442,7 @@ class JointCaptionModule(L.LightningModule):
                 m[f"{src}_part_pointing"].update((hits[seen] > 0).float())
 
     def _update_boxes(self, m: nn.ModuleDict, cam: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> None:
-        """GT-known Loc at cam_threshold, MaxBoxAcc (V1) and MaxBoxAccV2 of the true class's CAM vs boxes (B, 4) xywh."""
+        """GT-known Loc at cam_threshold, MaxBoxAcc (V1) and MaxBoxAccV2 of the true class's CAM vs boxes (B, 4)."""
         up = upsample(cam.float(), size, mode="bicubic")  # (B, S, S) as wsolevaluation: cv2.INTER_CUBIC
         hits = gt_known_loc(up, boxes, threshold=float(self.metrics_cfg["cam_threshold"]))  # (B,) bool on the CPU
         m["cam_gt_known_loc"].update(hits.float().to(self.device))
@@ -450,7 +450,7 @@ class JointCaptionModule(L.LightningModule):
         m["cam_box_v2"].update(up, boxes)
 
     def _update_word_grounding(self, m: nn.ModuleDict, dec: Any, masks: torch.Tensor, grid: tuple[int, int]) -> None:
-        """Attribute words (e.g. "red") whose attention peaks on the part they describe ("crown"), masks (B, P, S, S)."""
+        """Attribute words (e.g. "red") whose attention peaks on the part they describe ("crown"), masks (B,P,S,S)."""
         attn_words, words = word_attention(dec.tokens, dec.alphas, self.tokenizer, grid)  # (B, W, h, w)
         hits, count = word_grounding(
             attn_words, words, self.info["part_words"], frozenset(self.info.get("attribute_words", ())), masks

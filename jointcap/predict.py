@@ -32,10 +32,10 @@ from PIL import Image
 
 from jointcap import cli
 from jointcap.analysis import viz
-from jointcap.runtime.checkpoint import load_module
-from jointcap.data.realdata import ImageDecodeError, decode_resized
 from jointcap.analysis.explain import Explanation, explain
+from jointcap.data.realdata import ImageDecodeError, decode_resized
 from jointcap.lit_module import JointCaptionModule
+from jointcap.runtime.checkpoint import load_module
 
 log = logging.getLogger("jointcap.predict")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -221,7 +221,7 @@ def write_csv(path: Path, preds: list[Prediction]) -> Path:
 
 
 def run(cfg: DictConfig, out_dir: Path) -> int:
-    """Predict every image of cfg.images; print results; the exit status (0 ok, 1 some unreadable, 2 unusable request)."""
+    """Predict every image of cfg.images; print results; the exit status (0 ok, 1 some unreadable, 2 bad request)."""
     if cfg.ckpt_path is None:
         raise cli.UserError(
             "ckpt_path is required: python -m jointcap.predict ckpt_path=<file.ckpt or run folder> "

@@ -20,10 +20,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
-from jointcap.runtime.checkpoint import with_atomic_io
-from jointcap.config import validate
-from jointcap.runtime.distributed import sweep_safe
 from jointcap.analysis.report import checkpoint_epoch, print_samples, print_summary
+from jointcap.config import validate
+from jointcap.runtime.checkpoint import with_atomic_io
+from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import types
 import typing
 from pathlib import Path
 from typing import Any, Union
@@ -31,7 +32,7 @@ SECTIONS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _composed(data: str) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -40,7 +41,8 @@ def _composed(data: str) -> DictConfig:
 
 def _base(ann: Any) -> Any:
     """X of Optional[X]."""
-    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) is Union else [ann]
+    union = typing.get_origin(ann) in (Union, types.UnionType)
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if union else [ann]
     return args[0]
 
 
@@ -124,7 +126,7 @@ def test_every_field_refuses_bad_values(section: str, data: str, key: str, bad: 
 
 @pytest.mark.parametrize("cls,section,data", [(c, s, d) for c, s, d in SECTIONS])
 def test_every_section_refuses_unknown_keys(cls: type, section: str, data: str) -> None:
-    for key, f, base in _fields(cls, section):
+    for key, _f, _base in _fields(cls, section):
         typo = f"{key}_typo"
         with pytest.raises(ConfigError, match=typo.replace(".", r"\.")):
             validate(_with(data, typo, 1))

@@ -67,7 +67,7 @@ def test_degeneracy_flags_loops_and_constants() -> None:
 def test_synthetic_facts_match_the_class() -> None:
     data = sy.generate_split(40, n_classes=6, image_size=16, seed=1)
     specs = sy.class_specs(6)
-    for label, facts, required in zip(data.labels, data.extra["facts"], data.extra["class_facts"]):
+    for label, facts, required in zip(data.labels, data.extra["facts"], data.extra["class_facts"], strict=False):
         spec = specs[int(label)]
         assert f"head {spec.head}" in required and f"wing {spec.wing}" in required
         assert (f"wing {spec.pattern}" in required) == (spec.pattern != "plain")

@@ -202,7 +202,7 @@ def test_truncated_captions_archive_without_md5(serve, tmp_path: Path) -> None:
 
 
 def test_cache_key_tracks_skip_bad_and_the_files_read() -> None:
-    """A cache built with skip_bad=true (images missing) must not serve a later run without it; other files, other cache."""
+    """A cache built with skip_bad=true (images missing) must not serve a later run without it: other files."""
     a = CUBSource("/x")
     assert a.cache_key() != CUBSource("/x", skip_bad=True).cache_key()
     assert a.cache_key() != CUBSource("/x", captions_md5="ab" * 16).cache_key()

@@ -38,7 +38,8 @@ def test_build_official(serve, flowers_files, tmp_path: Path) -> None:
     assert info["num_classes"] == 3 and info["part_names"] is None and info["skipped"]["count"] == 0
     assert info["class_names"] == ["pink primrose", "hard-leaved pocket orchid", "blackberry lily"]
     assert info["oxford_labels"] == [1, 2, 102]
-    assert sorted(p.name for p in (tmp_path / "data" / "flowers-102").iterdir() if not p.name.endswith(".verified")) == [
+    folder = tmp_path / "data" / "flowers-102"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".verified")) == [
         ".jpg.extracted", "102flowers.tgz", "imagelabels.mat", "jpg", "setid.mat"]  # fmt: skip
 
 

@@ -79,7 +79,8 @@ def test_contours_match_border_following_on_random_masks():
     for mask in _random_masks(120):
         outer, holes = _reference_contours(mask)
         boxes, areas = boxes_from_map(mask.astype(np.float64), 0.5)
-        assert sorted((tuple(b), a) for b, a in zip(boxes.tolist(), areas.tolist())) == outer, mask.astype(int)
+        found = sorted((tuple(b), a) for b, a in zip(boxes.tolist(), areas.tolist(), strict=False))
+        assert found == outer, mask.astype(int)
         assert sorted(map(tuple, _hole_boxes(mask).tolist())) == holes, mask.astype(int)
 
 
@@ -101,7 +102,7 @@ def test_box_accuracy_counts_equal_reference_transcription(multi_contour: bool, 
     cams, gts = _random_cams(6, seed=int(multi_contour))
     expect = ref.box_evaluator_counts(cams, gts, (32, 32), CHOE_THRESHOLDS, ious, multi_contour)
     acc = BoxAccuracy(iou_thresholds=ious, multi_contour=multi_contour, image_size=(32, 32))
-    for cam, gt in zip(cams, gts):
+    for cam, gt in zip(cams, gts, strict=False):
         acc.update(torch.tensor(cam)[None], gt[None])
     np.testing.assert_array_equal(acc.hits.numpy(), expect)
     assert 0 < expect.sum() < expect.size * len(cams)  # the maps are neither all hits nor all misses
@@ -110,7 +111,10 @@ def test_box_accuracy_counts_equal_reference_transcription(multi_contour: bool, 
 def test_gt_known_loc_equals_reference_at_0_2_and_defaults_to_it():
     cams, gts = _random_cams(6, seed=2)
     expect = ref.box_evaluator_counts(cams, gts, (32, 32), [0.2], (0.5,), False)[0, 0]
-    hits = [gt_known_loc(torch.tensor(c)[None], g[None], image_size=(32, 32))[0].item() for c, g in zip(cams, gts)]
+    hits = [
+        gt_known_loc(torch.tensor(c)[None], g[None], image_size=(32, 32))[0].item()
+        for c, g in zip(cams, gts, strict=False)
+    ]
     assert sum(hits) == expect
     # A faint halo (0.3) around a bright core: 0.2 keeps the halo (the object), 0.5 only the core.
     m = torch.zeros(1, 32, 32)

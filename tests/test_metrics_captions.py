@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from jointcap.metrics import caption_metric
-from jointcap.metrics.bleu import bleu
 from jointcap.metrics.bench_captions import synthetic_captions
+from jointcap.metrics.bleu import bleu
 from jointcap.metrics.caption_metric import CaptionScores, score_captions, score_tokenised
 from jointcap.metrics.cider import cider, cider_d, cider_plain
-from jointcap.metrics.rouge import lcs_lengths, rouge_l
 from jointcap.metrics.ngrams import encode, encode_flat
+from jointcap.metrics.rouge import lcs_lengths, rouge_l
 from jointcap.metrics.text import tokenize, tokenize_flat, tokenize_many
 
 pycoco_bleu = pytest.importorskip("pycocoevalcap.bleu.bleu")
@@ -104,7 +104,7 @@ def _oracle_cider(hyps, refs, d_variant: bool, n: int = 4, sigma: float = 6.0) -
         return val
 
     scores = []
-    for test, rs in zip(ctest, crefs):
+    for test, rs in zip(ctest, crefs, strict=False):
         vh, nh, lh = vec(test)
         total = np.zeros(n)
         for r in rs:
@@ -204,7 +204,7 @@ def test_lcs_lengths_against_python_dp():
                 t[i][j] = t[i - 1][j - 1] + 1 if x[i - 1] == y[j - 1] else max(t[i - 1][j], t[i][j - 1])
         return t[-1][-1]
 
-    assert lcs_lengths(a, b).tolist() == [dp(list(x), list(y)) for x, y in zip(a, b)]
+    assert lcs_lengths(a, b).tolist() == [dp(list(x), list(y)) for x, y in zip(a, b, strict=False)]
 
 
 def test_bleu_hand_computed_brevity_penalty():
@@ -312,7 +312,7 @@ def test_score_captions_of_raw_strings_equal_pycocoevalcap_and_the_nested_path()
         pycoco_rouge.Rouge().compute_score(gts, res)[0],
         pycoco_cider.Cider().compute_score(gts, res)[0],
     ]
-    for key, value in zip(("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"), theirs):
+    for key, value in zip(("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"), theirs, strict=False):
         assert abs(ours[key] - value) < 1e-9, key
     nested = score_tokenised([tokenize(hyps[i]) for i in hyps], [[tokenize(r) for r in refs[i]] for i in hyps])
     assert ours == nested

@@ -1,4 +1,4 @@
-"""The hard-study summary (jointcap.analysis.paired): settings paired with their family's λ = 0 on seeds and test images."""
+"""The hard-study summary (jointcap.analysis.paired): settings paired with their family's λ = 0 on seeds and images."""
 
 from __future__ import annotations
 

@@ -34,8 +34,9 @@ def test_prepare_fit_test(serve, tmp_path: Path, dataset: str) -> None:
     ds = make(tmp_path / "files")
     server = serve(ds.dir)
     run_dir = tmp_path / "run"
-    args = [f"data={dataset}", *MODEL_TINY, *DATA_TINY, f"data.source.root='{tmp_path / 'data'}'", f"data.cache_root='{tmp_path / 'cache'}'",
-            *_overrides(kwargs(server, ds)), f"hydra.run.dir={run_dir}"]  # fmt: skip
+    roots = [f"data.source.root='{tmp_path / 'data'}'", f"data.cache_root='{tmp_path / 'cache'}'"]
+    args = [f"data={dataset}", *MODEL_TINY, *DATA_TINY, *roots, *_overrides(kwargs(server, ds))]
+    args.append(f"hydra.run.dir={run_dir}")
     proc = run_cli(args, cwd=tmp_path)
     assert "test/acc1" in proc.stdout and "test/cider_d" in proc.stdout
     assert server.requests, "the archives were not fetched from the local server"

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from jointcap.runtime.loggers import ResumableCSVLogger
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.runtime.callbacks.checkpointing import (
     PreemptionCheckpoint,
@@ -19,6 +18,7 @@ from jointcap.runtime.callbacks.checkpointing import (
     collect_rng_states,
     set_rng_states,
 )
+from jointcap.runtime.loggers import ResumableCSVLogger
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.tools.soak import SOAK_OVERRIDES, final_test_metrics, kill_and_resume, logged_rows, start
 

@@ -25,6 +25,6 @@ def test_every_flag_has_help(capsys: pytest.CaptureFixture) -> None:
         soak.main(["--help"])
     text = capsys.readouterr().out
     for flag in ("--cycles", "--seed", "--max-delay", "--out"):
-        line = next(l for l in text.splitlines() if l.strip().startswith(flag))
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(flag))
         assert len(line.split(maxsplit=2)) == 3 or "\n" in text, line
     assert "kill-and-resume cycles" in text and "seed of the kill schedule" in text

@@ -221,7 +221,7 @@ def test_wandb_sweep_gives_one_offline_run_per_job_and_a_summary(tmp_path: Path)
     jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert len(jobs) == 2 and proc.stdout.count("wandb sync") == 2
     runs = []
-    for lam, job in zip((0, 1), jobs):
+    for lam, job in zip((0, 1), jobs, strict=False):
         assert f"model.loss.cam_weight={lam}" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
         results = json.loads((job / "results.json").read_text())
         assert results["objective"] == "val/acc1" and 0 <= results["metrics"]["test/acc1"] <= 1

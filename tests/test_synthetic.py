@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
 import pytest
 
-from jointcap.data import cache, synthetic as sy
+from jointcap.data import cache
+from jointcap.data import synthetic as sy
 from jointcap.data.source import Source
 
 
@@ -99,12 +101,12 @@ def test_patterns_are_drawn(split):
 def test_captions_words_and_class_mentions(split, info):
     specs = sy.class_specs(24)
     with_class = 0
-    for caps, y in zip(split.captions, split.labels):
+    for caps, y in zip(split.captions, split.labels, strict=False):
         spec = specs[y]
         for c in caps:
             assert re.fullmatch(r"[a-z]+(,? [a-z]+)*\.?", c), c
         words = [c.rstrip(".").replace(",", "").split() for c in caps]
-        heads = sum(any(a == spec.head and b in ("head", "crown") for a, b in zip(w, w[1:])) for w in words)
+        heads = sum(any(a == spec.head and b in ("head", "crown") for a, b in itertools.pairwise(w)) for w in words)
         wings = sum(spec.wing in w and ("wings" in w or "wing" in w) for w in words)
         assert heads >= 2 and wings >= 2, caps
         if spec.pattern != "plain":

@@ -1,4 +1,4 @@
-"""The hard procedural benchmark (issue 11): classes, determinism, facts, captions, shortcut and low-data options, cache."""
+"""The hard procedural benchmark (issue 11): classes, determinism, facts, captions, shortcut, low data, cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from jointcap.data import cache, synthetic_hard as sh
+from jointcap.data import cache
+from jointcap.data import synthetic_hard as sh
 from jointcap.data.source import Source
 
 
@@ -34,7 +35,7 @@ def test_at_least_100_classes_with_one_attribute_neighbours():
     specs = sh.class_specs(120)
     assert len(set(specs)) == 120 and sh.max_classes() >= 120
     attrs = [tuple(vars(s).values()) for s in specs]
-    one_off = [sum(sum(a != b for a, b in zip(x, y)) == 1 for y in attrs) for x in attrs]
+    one_off = [sum(sum(a != b for a, b in zip(x, y, strict=False)) == 1 for y in attrs) for x in attrs]
     assert np.mean([k > 0 for k in one_off]) > 0.9  # fine-grained: almost every class has a look-alike
     assert sh.class_specs(50) == specs[:50]
     with pytest.raises(ValueError, match="n_classes"):

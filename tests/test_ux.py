@@ -21,8 +21,8 @@ from jointcap import cli
 from jointcap.analysis import html_report, viz
 from jointcap.config import ConfigError, validate
 from jointcap.data.download import MissingFileError, Remote, ensure_file, gather_missing
-from jointcap.predict import confidence_note, display_image, domain_warning, expand, load_image
 from jointcap.data.realdata import ImageDecodeError
+from jointcap.predict import confidence_note, display_image, domain_warning, expand, load_image
 from jointcap.runtime import tracking
 from tests.conftest import ROOT, TINY
 

@@ -38,13 +38,13 @@ class Explanation:
         return self.word_maps.sum(1) / n.view(-1, 1, 1)
 
 
-def to_model_input(module: "JointCaptionModule", images: torch.Tensor) -> torch.Tensor:
+def to_model_input(module: JointCaptionModule, images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, S, S) → the normalised float batch the module trains on, on its device."""
     return module.on_after_batch_transfer({"image": images.to(module.device)}, 0)["image"]
 
 
 @torch.no_grad()
-def explain(module: "JointCaptionModule", images: torch.Tensor, beam_size: int | None = None) -> Explanation:
+def explain(module: JointCaptionModule, images: torch.Tensor, beam_size: int | None = None) -> Explanation:
     """Classify and caption uint8 images (B, 3, S, S); maps on the embedding grid."""
     was_training = module.training
     module.eval()

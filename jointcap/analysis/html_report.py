@@ -67,7 +67,7 @@ def gallery_order(rows: list[dict[str, Any]]) -> list[int]:
 
 
 def gallery(
-    module: "JointCaptionModule",
+    module: JointCaptionModule,
     images: torch.Tensor,
     rows: list[dict[str, Any]],
     references: list[list[str]],
@@ -75,7 +75,7 @@ def gallery(
     batch_size: int = 16,
     max_words: int = 14,
 ) -> list[GalleryItem]:
-    """Explain `images` (N, 3, S, S) uint8, which belong to `rows`, and draw one figure each (first `max_words` words)."""
+    """Explain `images` (N, 3, S, S) uint8, which belong to `rows`; one figure each (first `max_words` words)."""
     items: list[GalleryItem] = []
     for start in range(0, len(rows), batch_size):
         chunk = images[start : start + batch_size]
@@ -127,8 +127,10 @@ def _num(value: Any) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
-h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;
+padding:0 16px}
+h1{font-size:1.5em;margin-bottom:.2em}
+h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 h3{font-size:1em;margin:.8em 0 .3em}
 table{border-collapse:collapse;font-size:.9em}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -139,7 +141,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .card img{max-width:100%;height:auto;display:block;margin:6px 0}
 .tag{display:inline-block;padding:1px 7px;border-radius:10px;font-size:.8em;color:#fff;background:#888}
 .tag.wrong{background:#c0392b}.tag.right{background:#27ae60}
-.gen{font-weight:600}.refs{color:#555;margin:2px 0 0 0;padding-left:20px;font-size:.9em}.note{color:#666;font-size:.85em}
+.gen{font-weight:600}.refs{color:#555;margin:2px 0 0 0;padding-left:20px;font-size:.9em}
+.note{color:#666;font-size:.85em}
 details summary{cursor:pointer;color:#345}
 """
 
@@ -207,7 +210,8 @@ def render(
         )
         out.append(
             f'<p class="note">Overlays: {_e(viz.NORMALISATION)}, colour map {_e(viz.CMAP)}. Panels: the image, the CAM '
-            "of the predicted class, the attention averaged over the caption's words, then the attention at each word.</p>"
+            "of the predicted class, the attention averaged over the caption's words, "
+            "then the attention at each word.</p>"
         )
         for it in items:
             state = "" if it.correct is None else (" right" if it.correct else " wrong")

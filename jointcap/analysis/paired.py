@@ -22,7 +22,6 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -165,9 +164,10 @@ def markdown(rows: list[Row], title: str) -> str:
             c = r.result
             delta = f"{c.diff:+.4f}"
             verdict = f"**{c.verdict()}**" if c.significant else c.verdict()
+            images = c.n_images if r.level != "seeds" else "–"
             lines.append(
                 f"| {r.setting} | {r.metric} | {r.level} | {c.stat_a:.4f} | {c.stat_b:.4f} | {delta} | "
-                f"[{c.low:+.4f}, {c.high:+.4f}] | {c.n_seeds} | {c.n_images if r.level != 'seeds' else '–'} | {verdict} |"
+                f"[{c.low:+.4f}, {c.high:+.4f}] | {c.n_seeds} | {images} | {verdict} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -215,7 +215,7 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
 def summarize_study(
     roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000
 ) -> dict[str, Path]:
-    """The usual summary (summary.md, jobs.csv, λ plots) plus paired.md, paired.csv and forest plots; returns the files."""
+    """The usual summary (summary.md, jobs.csv, λ plots), paired.md, paired.csv and forest plots; returns the files."""
     files = sm.summarize(roots, out, title)
     rows = paired_rows(sm.find_jobs(roots), n_boot)
     files["paired"] = out / "paired.md"

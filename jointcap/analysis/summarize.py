@@ -150,7 +150,9 @@ def label(setting: tuple[tuple[str, Any], ...]) -> str:
     short = [k.rsplit(".", 1)[-1] for k, _ in setting]
     names = short if len(set(short)) == len(short) else [k for k, _ in setting]
     return (
-        ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, (_, v) in zip(names, setting))
+        ", ".join(
+            f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, (_, v) in zip(names, setting, strict=False)
+        )
         or "all jobs"
     )
 
@@ -270,7 +272,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
     cols = min(4, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, metrics):
+    for ax, name in zip(axes.flat, metrics, strict=False):
         for i, (rest, by_x) in enumerate(sorted(lines.items(), key=lambda kv: repr(kv[0]))):
             xs = sorted(by_x)
             stats = [mean_std([j.metrics.get(name, math.nan) for j in by_x[x]]) for x in xs]
@@ -291,7 +293,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
         ax.axis("off")
     legend = {}
     for ax in axes.flat:  # every line once, whichever panel has it (single-task rungs lack some metrics)
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
             legend.setdefault(lab, h)
     handles, labels = list(legend.values()), list(legend)
     if handles:

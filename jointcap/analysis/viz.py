@@ -93,7 +93,7 @@ def image_figure(
     )
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels, strict=False):
         draw_panel(ax, image, panel)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
@@ -120,7 +120,7 @@ def grid_figure(images: list[np.ndarray], rows: list[list[Panel]], captions: lis
     fig = Figure(figsize=(cols * inch + 3.8, len(rows) * inch + 0.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), cols + 1, squeeze=False, gridspec_kw={"width_ratios": [1] * cols + [1.8]})
-    for r, (image, panels, text) in enumerate(zip(images, rows, captions)):
+    for r, (image, panels, text) in enumerate(zip(images, rows, captions, strict=False)):
         for c in range(cols):
             if c < len(panels):
                 draw_panel(axes[r, c], image, panels[c], fontsize=7)

@@ -92,7 +92,8 @@ class _MappedFile:
         arr = np.load(self.path, mmap_mode="r")
         if tuple(arr.shape) != self.shape or str(arr.dtype) != self.dtype:
             raise CacheError(
-                f"{self.path}: changed on disk since it was opened ({arr.dtype} {arr.shape}, was {self.dtype} {self.shape})"
+                f"{self.path}: changed on disk since it was opened "
+                f"({arr.dtype} {arr.shape}, was {self.dtype} {self.shape})"
             )
         return arr
 
@@ -155,7 +156,7 @@ class SplitWriter:
         self.images: np.ndarray | None = None
         self._finished = False
 
-    def __enter__(self) -> "SplitWriter":
+    def __enter__(self) -> SplitWriter:
         self._tmp = self._ctx.__enter__()
         self.images = np.lib.format.open_memmap(
             self._tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(self.n, self.image_size, self.image_size, 3)

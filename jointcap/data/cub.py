@@ -211,9 +211,9 @@ class CUBSource:
             return zeroshot_splits(tables.class_folders, records, reed)
         ids = {Path(rel).name: image_id for image_id, rel in tables.images.items()}
         flags = [_lookup(tables.is_train, ids[r.key], cub / "train_test_split.txt") for r in records]
-        train_pool = [r for r, f in zip(records, flags) if f]
+        train_pool = [r for r, f in zip(records, flags, strict=False) if f]
         train, val = stratified_split(train_pool, self.val_fraction, self.seed)
-        return {"train": train, "val": val, "test": [r for r, f in zip(records, flags) if not f]}
+        return {"train": train, "val": val, "test": [r for r, f in zip(records, flags, strict=False) if not f]}
 
     def build(self, out: Path) -> None:
         """Download/extract what is missing and write the cache under `out` (rank 0 only)."""

@@ -27,9 +27,10 @@ import tarfile
 import tempfile
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from filelock import FileLock
 from torchvision.datasets.utils import calculate_md5, download_file_from_google_drive, download_url

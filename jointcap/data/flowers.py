@@ -61,7 +61,8 @@ def class_names(oxford_labels: list[int]) -> list[str]:
     """Readable names for Oxford labels (torchvision's list), else `class_NNNNN`."""
     from torchvision.datasets import Flowers102
 
-    return [Flowers102.classes[l - 1] if 1 <= l <= len(Flowers102.classes) else f"class_{l:05d}" for l in oxford_labels]
+    names = Flowers102.classes
+    return [names[lab - 1] if 1 <= lab <= len(names) else f"class_{lab:05d}" for lab in oxford_labels]
 
 
 def reed_folder(oxford_label: int) -> str:
@@ -122,11 +123,12 @@ class FlowersSource:
         self.workers = workers
 
     def cache_key(self) -> str:
-        """Names the cache folder: everything that changes the cached content (`skip_bad` and which files included), not the root."""
+        """Names the cache folder: all that changes the cached content (skip_bad, which files), not the root."""
         files = realdata.files_digest(
             self.images, self.labels, self.setid, self.captions, self.captions_folder, self.folder
         )
-        return f"flowers-{self.split}-s{self.image_size}-min{self.min_captions}-skip{int(self.skip_bad)}-{files}-v{VERSION}"
+        shape = f"s{self.image_size}-min{self.min_captions}-skip{int(self.skip_bad)}"
+        return f"flowers-{self.split}-{shape}-{files}-v{VERSION}"
 
     def prepare_files(self) -> tuple[Path, Path]:
         """Fetch/verify/extract what is missing; return the flowers-102 and the Reed caption folders."""
@@ -150,7 +152,7 @@ class FlowersSource:
             ids = {}
             for split in ("train", "val", "test"):
                 wanted = {int(c.removeprefix("class_")) for c in read_class_list(reed / f"{split}classes.txt")}
-                ids[split] = [i + 1 for i, l in enumerate(labels) if int(l) in wanted]
+                ids[split] = [i + 1 for i, lab in enumerate(labels) if int(lab) in wanted]
             return ids
         setid = base / self.setid.filename
         ids = {split: load_mat_vector(setid, key).tolist() for split, key in SETID_KEYS.items()}
@@ -164,8 +166,8 @@ class FlowersSource:
         """Download/extract what is missing and write the cache under `out` (rank 0 only)."""
         base, reed = self.prepare_files()
         labels = load_mat_vector(base / self.labels.filename, "labels")
-        present = sorted({int(l) for l in labels})
-        index = {l: i for i, l in enumerate(present)}
+        present = sorted({int(lab) for lab in labels})
+        index = {lab: i for i, lab in enumerate(present)}
         ids = self.split_ids(base, labels, reed)
         wanted = [i for split in ("train", "val", "test") for i in ids[split]]
         pairs = [(reed_folder(int(labels[i - 1])), image_name(i)) for i in wanted]

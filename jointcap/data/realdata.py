@@ -152,7 +152,7 @@ def _fill(images: np.ndarray, records: Sequence[Record], size: int, skip_bad: bo
     """Write decoded images into `images` (compacted); return kept records, annotations, skipped."""
     kept, boxes, parts, skipped = [], [], [], []
     for record, result in tqdm(
-        zip(records, _decoded(records, size, workers)), total=len(records), desc=desc, leave=False
+        zip(records, _decoded(records, size, workers), strict=False), total=len(records), desc=desc, leave=False
     ):
         if isinstance(result, ImageDecodeError):
             if not skip_bad:

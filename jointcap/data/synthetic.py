@@ -317,7 +317,7 @@ def _upsample_matrix(src: int, dst: int) -> np.ndarray:
 
 def _background(p: _Params, x, y, clutter: float) -> np.ndarray:
     """Two muted tones blended by smooth noise, plus optional stripes; (B, S, S, 3) float32."""
-    b, s = len(p.labels), x.shape[-1]
+    _b, s = len(p.labels), x.shape[-1]
     up = _upsample_matrix(5, s)
     field = np.einsum("ik,bkl,jl->bij", up, p.bg_field, up)  # (B, S, S)
     field = np.clip(0.5 + (field - 0.5) * (0.6 + 1.4 * min(clutter, 1.5)), 0, 1)[..., None]
@@ -411,7 +411,7 @@ def _layer_colors(p: _Params) -> np.ndarray:
 
 
 def _draw_block(rng: np.random.Generator, p: _Params, size: int, clutter: float) -> tuple[np.ndarray, np.ndarray]:
-    """Render birds: images uint8 (B, S, S, 3) and visible part masks uint8 (B, 5, S, S); `rng` only adds pixel noise."""
+    """Render birds: images uint8 (B, S, S, 3), visible part masks uint8 (B, 5, S, S); `rng` only adds pixel noise."""
     b = len(p.labels)
     g = (np.arange(size, dtype=np.float32) + 0.5) / size
     x, y = g[None, None, :], g[None, :, None]  # image coordinates in [0, 1]
@@ -545,7 +545,8 @@ def generate_split(
     """
     if n < 0 or image_size < 16 or captions_per_image < 1 or clutter < 0 or seed < 0:
         raise ValueError(
-            f"bad synthetic split arguments: n={n} image_size={image_size} captions={captions_per_image} clutter={clutter} seed={seed}"
+            f"bad synthetic split arguments: n={n} image_size={image_size} captions={captions_per_image} "
+            f"clutter={clutter} seed={seed}"
         )
     specs = class_specs(n_classes)
     images = np.empty((n, image_size, image_size, 3), np.uint8)

@@ -164,7 +164,8 @@ def class_specs(n_classes: int) -> list[HardClassSpec]:
     """
     if not 1 <= n_classes <= max_classes():
         raise ValueError(
-            f"n_classes must be in [1, {max_classes()}] (the combinations of {', '.join(CLASS_VALUES)}), got {n_classes}"
+            f"n_classes must be in [1, {max_classes()}] (the combinations of {', '.join(CLASS_VALUES)}), "
+            f"got {n_classes}"
         )
     grid = list(itertools.product(*CLASS_VALUES.values()))
     order = np.random.default_rng(20200611).permutation(len(grid))
@@ -268,7 +269,7 @@ def _to_image(bx: np.ndarray, by: np.ndarray, cx, cy, scale, facing, angle) -> t
 def _place_away(
     rng: np.random.Generator, cx, cy, keep_out: np.ndarray, radius: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centres (B, K) for objects of `radius` (B, K) outside a disc of `keep_out` (B,) around (cx, cy); 16 tries, else inactive."""
+    """Centres (B, K) for objects of `radius` (B, K) outside a disc of `keep_out` (B,) around (cx, cy); 16 tries."""
     b, k = radius.shape
     cand = rng.random((b, k, 16, 2))
     dist = np.hypot(cand[..., 0] - cx[:, None, None], cand[..., 1] - cy[:, None, None])
@@ -558,7 +559,7 @@ def _image_attributes(p: _Params, i: int) -> dict[str, list[str]]:
 
 
 def _facts(attrs: dict[str, list[str]], share: np.ndarray) -> tuple[list[str], list[str]]:
-    """(facts, class_facts): "PART ATTRIBUTE" of every visible part; the class-defining subset (the beak's shape only)."""
+    """(facts, class_facts): "PART ATTRIBUTE" of every visible part; the class-defining subset (beak shape only)."""
     facts, class_facts = [], []
     for i, part in enumerate(PART_NAMES):
         if share[i] < VISIBLE_FRACTION:
@@ -695,7 +696,7 @@ def generate_split(
 
 
 def dataset_info(n_classes: int, shortcut: bool = False) -> dict:
-    """The info.json content: classes, parts and the caption vocabulary roles (the interface of the correctness metrics)."""
+    """The info.json content: classes, parts and caption vocabulary roles (the correctness metrics' interface)."""
     specs = class_specs(n_classes)
     info = {
         "name": "synthetic_hard",
@@ -753,7 +754,8 @@ class HardSyntheticSource:
             shortcut_pairs(class_specs(n_classes))
         if min(per_class, val_per_class, test_per_class) < 1:
             raise ValueError(
-                f"per_class, val_per_class and test_per_class must be ≥ 1, got {per_class}, {val_per_class}, {test_per_class}"
+                "per_class, val_per_class and test_per_class must be ≥ 1, "
+                f"got {per_class}, {val_per_class}, {test_per_class}"
             )
         if not 0 <= shortcut_p <= 1:
             raise ValueError(f"shortcut_p must be in [0, 1], got {shortcut_p}")

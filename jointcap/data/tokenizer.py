@@ -27,7 +27,7 @@ class Tokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
 
     @classmethod
-    def train(cls, captions: Iterable[str], vocab_size: int = 1000, model_type: str = "bpe") -> "Tokenizer":
+    def train(cls, captions: Iterable[str], vocab_size: int = 1000, model_type: str = "bpe") -> Tokenizer:
         """Train on `captions`; a vocabulary larger than the corpus allows is shrunk, not an error."""
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
@@ -48,7 +48,7 @@ class Tokenizer:
         return cls(buf.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> "Tokenizer":
+    def load(cls, path: Path) -> Tokenizer:
         return cls(Path(path).read_bytes())
 
     def save(self, path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jointcap.metrics.caption_metric import score_captions
 
@@ -85,7 +86,7 @@ def benchmark_caption_metrics(n_images: int = 6000, n_refs: int = 10, seed: int 
         r, _ = Rouge().compute_score(gts, res)
         c, _ = Cider().compute_score(gts, res)
         keys = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d")
-        return dict(zip(keys, [*b, r, c]))
+        return dict(zip(keys, [*b, r, c], strict=False))
 
     ours, wall_ours, cpu_ours = _timed(lambda: score_captions(hyps, refs), repeats)
     theirs, wall_ref, cpu_ref = _timed(theirs_fn, repeats)

@@ -17,7 +17,7 @@ the shorter one, and it works in float32 tensors. Ours matches pycocoevalcap to 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def _warn_no_meteor() -> None:
     """Warn once per process that METEOR was requested but cannot run."""
     global _meteor_warned
     if not _meteor_warned:
-        warnings.warn("METEOR requested but java/pycocoevalcap is unavailable; skipping it")
+        warnings.warn("METEOR requested but java/pycocoevalcap is unavailable; skipping it", stacklevel=2)
         _meteor_warned = True
 
 
@@ -222,7 +223,7 @@ class CaptionScores(Metric):
         keep = idx >= 0  # drop the sentinels of empty ranks
         idx, tok = idx[keep], tok[keep]
         uniq, first = np.unique(idx, return_index=True)  # first row per index, index order
-        preds = {int(i): self.decode([int(t) for t in tok[r] if t >= 0]) for i, r in zip(uniq, first)}
+        preds = {int(i): self.decode([int(t) for t in tok[r] if t >= 0]) for i, r in zip(uniq, first, strict=False)}
         self.last_predictions = preds
         hyps = tokenize_many(list(preds.values()))
         scores = score_tokenised(hyps, [self._ref(i) for i in preds], meteor=self.meteor)

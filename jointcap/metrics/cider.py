@@ -23,7 +23,7 @@ references r_1..r_m, for n = 1..4:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -77,7 +77,7 @@ class CiderReward:
         total = 0.0
         for rv, rlen in refs:
             penalty = math.exp(-((hlen - rlen) ** 2) / (2 * self.sigma**2))
-            for (h, hn), (r, rn) in zip(hv, rv):
+            for (h, hn), (r, rn) in zip(hv, rv, strict=False):
                 dot = sum(min(v, r[g]) * r[g] for g, v in h.items() if g in r)
                 total += (dot / (hn * rn) if hn and rn else dot) * penalty
         return 10.0 * total / _N / max(1, len(refs))

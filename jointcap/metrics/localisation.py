@@ -34,7 +34,8 @@ code (clovaai/wsolevaluation: inference.py ``CAMComputer``/``normalize_scoremap`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -388,7 +389,7 @@ class BoxAccuracy(Metric):
         gts = _gt_boxes(boxes)
         deltas = np.asarray(self.iou_thresholds)[:, None]  # (n_iou, 1)
         hits = np.zeros((len(self.iou_thresholds), len(self.thresholds)), dtype=np.int64)
-        for m, gt in zip(img, gts):
+        for m, gt in zip(img, gts, strict=False):
             q = quantise(m)
             best = np.array([_best_iou(q, gt, t, self.multi_contour) for t in self.thresholds])
             hits += best[None] >= deltas
@@ -568,7 +569,7 @@ def word_grounding(
 
 
 def word_attention(
-    tokens: torch.Tensor, alphas: torch.Tensor, tokenizer: "Tokenizer", grid: tuple[int, int]
+    tokens: torch.Tensor, alphas: torch.Tensor, tokenizer: Tokenizer, grid: tuple[int, int]
 ) -> tuple[torch.Tensor, list[list[str]]]:
     """Per-step attention (B, T, h·w) → per-word maps (B, W, h, w) (mean over a word's pieces) and the words."""
     words = [tokenizer.word_steps(row.tolist()) for row in tokens.cpu()]

@@ -6,10 +6,10 @@ searches and bincounts over flat arrays instead of Python dictionaries per sente
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
-from typing import Sequence
 
 import numpy as np
 

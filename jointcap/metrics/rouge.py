@@ -8,7 +8,7 @@ empty caption counts as one empty token, so an empty hypothesis matches an empty
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,8 +15,8 @@ Java tokenizer on caption-like sentences in tests/test_metrics_captions.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from itertools import chain
-from typing import Sequence
 
 import numpy as np
 

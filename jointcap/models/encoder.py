@@ -39,7 +39,7 @@ def _build(name: str, weights: str | None, flags: list[bool]) -> models.ResNet:
     if name in ("resnet50", "resnet101"):
         return getattr(models, name)(weights=weights, replace_stride_with_dilation=flags)
     net = getattr(models, name)(weights=weights)
-    for layer, unstride in zip((net.layer2, net.layer3, net.layer4), flags):
+    for layer, unstride in zip((net.layer2, net.layer3, net.layer4), flags, strict=False):
         if unstride:
             layer[0].conv1.stride = (1, 1)
             layer[0].downsample[0].stride = (1, 1)

@@ -68,7 +68,7 @@ def spawn_variant(strategy: Any) -> Any | None:
 
 
 def sweep_safe(cfg: DictConfig) -> DictConfig:
-    """In a multirun, `cfg` with a command-line-relaunching strategy swapped for its spawn variant (else `cfg` itself)."""
+    """In a multirun, `cfg` with a command-line-relaunching strategy swapped for its spawn variant (else `cfg`)."""
     if not in_multirun() or (cfg.trainer.get("devices") == 1 and cfg.trainer.get("num_nodes", 1) == 1):
         return cfg
     probe = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False)

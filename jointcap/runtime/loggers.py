@@ -69,7 +69,7 @@ class ResumableCSVLogger(CSVLogger):
         super().__init__(*args, flush_logs_every_n_steps=flush_logs_every_n_steps, **kwargs)
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Rows logged before a checkpoint are on disk whenever the checkpoint is (a resumed run will not log them again)."""
+        """Rows logged before a checkpoint are on disk whenever it is (a resumed run will not log them again)."""
         self.save()
 
     @property

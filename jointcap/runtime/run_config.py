@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jointcap.config import SOURCES, DataConfig, ConfigError, validate
+from jointcap.config import SOURCES, ConfigError, DataConfig, validate
 
 TRUSTED_DATA_TARGETS = frozenset({DataConfig._target_, *SOURCES})
 

@@ -29,8 +29,9 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
@@ -110,7 +111,7 @@ def has_wandb_credentials(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def wandb_mode(requested: str | None, env: Mapping[str, str] = os.environ) -> str:
-    """online | offline | disabled: the request (else $WANDB_MODE, else online iff credentials); never online without them."""
+    """online | offline | disabled: the request, else $WANDB_MODE, else online iff credentials (never without them)."""
     mode = (requested or env.get("WANDB_MODE") or "").lower().replace("dryrun", "offline")
     if mode not in WANDB_MODES:
         mode = "online" if has_wandb_credentials(env) else "offline"
@@ -121,7 +122,7 @@ def wandb_mode(requested: str | None, env: Mapping[str, str] = os.environ) -> st
 
 
 def run_name(overrides: list[str]) -> str:
-    """A W&B run name from the meaningful overrides: `experiment=synthetic_cam cam_weight=1 seed=2` ("default" if none)."""
+    """A W&B run name from the meaningful overrides: `experiment=synthetic_cam cam_weight=1 seed=2` (or "default")."""
     parts = []
     for item in overrides:
         key, _, value = str(item).partition("=")

@@ -523,7 +523,7 @@ def median_cpu_per_image(timings: list[Timing]) -> float:
 
 # -- the benchmarks ----------------------------------------------------------------------------
 def bench_training(args: argparse.Namespace, device: str, report: Report) -> tuple[JointCaptionModule, torch.Tensor]:
-    """Rows 1–3 (Lightning overhead, input pipeline, captioning's cost) and peak memory; returns the joint module and its images."""
+    """Rows 1–3 (Lightning overhead, input pipeline, captioning's cost), peak memory; returns the module and images."""
     root = Path(tempfile.mkdtemp(prefix="jointcap-bench-"))
     overrides = [*profile_overrides(args, device), *args.overrides]
     cfg = compose_config(overrides, device, root / "joint")
@@ -580,7 +580,8 @@ def bench_training(args: argparse.Namespace, device: str, report: Report) -> tup
             rate["lightning"] / rate["plain"],
             0.95,
             True,
-            note=f"CPU-time ratio {cpu['plain'] / cpu['lightning']:.3f}; ranges {spread('lightning')} / {spread('plain')}",
+            note=f"CPU-time ratio {cpu['plain'] / cpu['lightning']:.3f}; "
+            f"ranges {spread('lightning')} / {spread('plain')}",
         )
     )
     workers = int(cfg.data.num_workers)
@@ -853,7 +854,7 @@ def _quiet() -> Iterator[None]:
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
+            for lg, level in zip(loggers, levels, strict=False):
                 lg.setLevel(level)
 
 

@@ -59,7 +59,7 @@ def start(run_dir: Path, overrides: list[str], env: dict[str, str] | None = None
 
 
 def snapshot_code(out: Path) -> dict[str, str]:
-    """Copy jointcap/ and conf/ under `out`; the returned environment runs that copy (edits made meanwhile cannot skew the soak)."""
+    """Copy jointcap/ and conf/ under `out`; the returned environment runs that copy (later edits cannot skew it)."""
     root = Path(__file__).resolve().parents[2]
     for name in ("jointcap", "conf"):
         shutil.copytree(

@@ -2,7 +2,8 @@
 
 Nothing here touches the network: archives are built with PIL, scipy.io.savemat and tarfile
 under a temporary folder and served by `http.server` on 127.0.0.1 (port 0), which counts the
-requests it answers. Its fixtures (serve, cub_files, flowers_files) are a pytest plugin (tests/conftest.py); import the helpers explicitly.
+requests it answers. Its fixtures (serve, cub_files, flowers_files) are a pytest plugin (tests/conftest.py);
+import the helpers explicitly.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def reed_members(
             continue  # "missing caption file"
         data = lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode("utf-8")
         members[f"{folder}/text_c10/{cls}/{stem}.txt"] = data
-    for split, cls in zip(ZEROSHOT_ORDER, classes):
+    for split, cls in zip(ZEROSHOT_ORDER, classes, strict=False):
         members[f"{folder}/{split}classes.txt"] = f"{cls}\n".encode()
     members[f"{folder}/trainvalclasses.txt"] = f"{classes[0]}\n{classes[1]}\n".encode()
     return members
@@ -130,7 +131,7 @@ def make_cub(directory: Path, bad: dict[str, str] | None = None) -> FakeDataset:
     tables = {k: [] for k in ("images", "labels", "split", "boxes", "locs")}
     reed: dict[tuple[str, str], list[str] | bytes | None] = {}
     image_id = 0
-    for c, (cls, n, n_train) in enumerate(zip(CUB_CLASSES, CUB_PER_CLASS, CUB_TRAIN_PER_CLASS)):
+    for c, (cls, n, n_train) in enumerate(zip(CUB_CLASSES, CUB_PER_CLASS, CUB_TRAIN_PER_CLASS, strict=False)):
         species = cls.split(".", 1)[1]
         for j in range(n):
             image_id += 1

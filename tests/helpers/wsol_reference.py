@@ -23,7 +23,7 @@ The cv2 calls, replaced for the 2-D single-channel maps used here:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def box_evaluator_counts(
     GT boxes become (x, y, x + w, y + h) truncated to int, as the CUB metadata and resize_bbox do.
     """
     num_correct = np.zeros((len(iou_thresholds), len(cam_thresholds)))
-    for cam, gt in zip(cams, gt_xywh):
+    for cam, gt in zip(cams, gt_xywh, strict=False):
         scoremap = normalize_scoremap(cv2_resize_cubic(cam, image_size))
         g = np.asarray(gt, np.float64).reshape(-1, 4)
         gt_boxes = np.array([[int(x), int(y), int(x + w), int(y + h)] for x, y, w, h in g])

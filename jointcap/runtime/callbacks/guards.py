@@ -45,6 +45,7 @@ class FiniteLossGuard(L.Callback):
         value = float(loss.detach().float()) if isinstance(loss, torch.Tensor) else float(loss)
         if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"training loss is {value} at epoch {trainer.current_epoch}, step {trainer.global_step} (batch {batch_idx}); "
+                f"training loss is {value} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+                f"(batch {batch_idx}); "
                 "stopping instead of reporting metrics. Lower model.optim.lr or the loss weights, or check the data"
             )
