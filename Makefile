@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The torch pair that installs on the project's CPU machines (pip takes it from a local cache).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install run test test-all bench bench-paper clean
+.PHONY: install run test test-all lint format bench bench-paper clean
 
 install: $(STAMP)
 
@@ -22,6 +22,20 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x tests $(ARGS)
+
+# The whole suite plus the torch.compile test (its cold compile takes 40-80 s on a 2-core CPU).
+test-all: $(STAMP)
+	JOINTCAP_TEST_COMPILE=1 $(PY) -m pytest -q -x tests $(ARGS)
+
+# ruff (lint + format check) and mypy, as configured in pyproject.toml; CI runs this before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
 	$(PY) -m jointcap.tools.bench $(ARGS)

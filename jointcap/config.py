@@ -318,7 +318,8 @@ def validate(cfg: DictConfig) -> None:
 
 def _batch_errors(data: DictConfig, source: DictConfig) -> list[str]:
     """A training batch larger than a training split whose size the config states: training would see nothing."""
-    n_train, batch = _resolved(source).get("n_train"), _resolved(data).get("batch_size")
+    n_train: Any = _resolved(source).get("n_train")
+    batch: Any = _resolved(data).get("batch_size")
     if all(isinstance(v, int) and not isinstance(v, bool) for v in (n_train, batch)) and 0 < n_train < batch:
         return [
             f"data.batch_size={batch}: larger than the training split (data.source.n_train={n_train}); "
@@ -334,7 +335,7 @@ def _top_level_errors(cfg: DictConfig) -> list[str]:
     errors = [
         f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); "
         "declare new ones in conf/config.yaml"
-        for key in cfg
+        for key in map(str, cfg)
         if key not in known
     ]
     run = {k: cfg[k] for k in (f.name for f in dataclasses.fields(RunConfig)) if k in cfg}
@@ -348,17 +349,17 @@ def _top_level_errors(cfg: DictConfig) -> list[str]:
 @functools.cache
 def _declared_top_level() -> frozenset[str]:
     """The top-level keys conf/config.yaml declares."""
-    return frozenset(OmegaConf.load(PRIMARY_CONFIG).keys()) if PRIMARY_CONFIG.is_file() else frozenset()
+    return frozenset(map(str, OmegaConf.load(PRIMARY_CONFIG).keys())) if PRIMARY_CONFIG.is_file() else frozenset()
 
 
 def _section_errors(section: DictConfig, schema: type, prefix: str) -> list[str]:
     """Type/value errors of a `_target_` section, and keys neither the schema nor the target takes."""
     target = section.get("_target_", None)
-    params = _target_params(target) if target else set()
+    params: frozenset[str] | set[str] | str | None = _target_params(target) if target else set()
     if isinstance(params, str):
         return [f"{prefix}._target_={target}: {params}"]
     names = {f.name for f in dataclasses.fields(schema)}
-    extra = {k for k in section if k not in names}
+    extra = {str(k) for k in section if k not in names}
     unknown = sorted(extra - params) if params is not None else []
     errors = [_unknown(prefix, k, names | (params or set())) for k in unknown]
     values = _resolved(section, errors, prefix)
@@ -369,14 +370,15 @@ def _section_errors(section: DictConfig, schema: type, prefix: str) -> list[str]
 def _resolved(section: DictConfig, errors: list[str] | None = None, prefix: str = "") -> dict[str, Any]:
     """The section's values resolved key by key; a `${hydra:…}` outside a Hydra run is left out, others noted."""
     out: dict[str, Any] = {}
-    for key in section:
+    for key in map(str, section):
         try:
             node = section[key]
             out[key] = (
                 OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
             )
         except OmegaConfBaseException as e:
-            raw = OmegaConf.to_container(section, resolve=False).get(key)
+            container = OmegaConf.to_container(section, resolve=False)
+            raw = container.get(key) if isinstance(container, dict) else None
             if errors is not None and "${hydra:" not in str(raw):  # also inside a nested section (a profiler)
                 errors.append(f"{prefix}.{key}: {str(e).splitlines()[0]}")
     return out
@@ -527,7 +529,7 @@ def _target_key_errors(section: DictConfig, prefix: str) -> list[str]:
         return [f"{prefix}._target_={target}: {params}"]
     if params is None:
         return []
-    return [_unknown(prefix, k, params) for k in section if not str(k).startswith("_") and k not in params]
+    return [_unknown(prefix, str(k), set(params)) for k in section if not str(k).startswith("_") and k not in params]
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import lightning as L
@@ -71,7 +71,7 @@ class PredictionCollector(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.add(pl_module, outputs, batch)
+        self.add(cast(JointCaptionModule, pl_module), outputs, batch)
 
     def on_validation_batch_end(
         self,
@@ -82,7 +82,7 @@ class PredictionCollector(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.add(pl_module, outputs, batch)
+        self.add(cast(JointCaptionModule, pl_module), outputs, batch)
 
     def _name(self, k: int) -> str:
         return self.class_names[k] if k < len(self.class_names) else str(k)
@@ -107,7 +107,7 @@ class PredictionCollector(L.Callback):
                     correct=int(pred == label),
                 )
             if "tokens" in record:
-                row["caption"] = module.tokenizer.decode(record["tokens"][b].tolist())
+                row["caption"] = module.tok.decode(record["tokens"][b].tolist())
             refs = self.references[index]
             row["reference"] = refs[0] if refs else ""
             row.update({name: (int(v[b]) if v[b] >= 0 else "") for name, v in hits.items()})
@@ -146,9 +146,9 @@ def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 def check_compatible(module: JointCaptionModule, dm: Any, ckpt: Path) -> None:
     """The data must be what the model was trained on: same class count and tokenizer."""
-    if module.hparams.num_classes != dm.num_classes:
+    if module.hparams["num_classes"] != dm.num_classes:
         raise EvaluateError(
-            f"{ckpt}: the model has {module.hparams.num_classes} classes, the data {dm.num_classes}; "
+            f"{ckpt}: the model has {module.hparams['num_classes']} classes, the data {dm.num_classes}; "
             "pass the data config it was trained with (data=… and its overrides)"
         )
     if module.tokenizer is not None and module.tokenizer.model_proto != dm.tokenizer.model_proto:
@@ -207,7 +207,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         )
     ckpt = cli.find_checkpoint(cfg.ckpt_path, prefer="best")
     module = load_module(ckpt)
-    chosen = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if v is not None}
+    options = cast(dict[str, Any], OmegaConf.to_container(cfg.metrics, resolve=True))
+    chosen = {k: v for k, v in options.items() if v is not None}
     module.set_metric_options(box_stages=[cfg.split], **chosen)
     if cfg.beam_size is not None:
         module.decode_cfg.update(beam_size=int(cfg.beam_size), test_beam_size=int(cfg.beam_size))
@@ -236,7 +237,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "split": cfg.split,
         "dataset": dm.info.get("name"),
         "n_images": len(rows),
-        "task": module.hparams.task,
+        "task": module.hparams["task"],
         "beam_size": beam,
         "metrics": metrics,
         "per_class_accuracy": [c["accuracy"] for c in per_class],
@@ -314,7 +315,16 @@ def log_to_wandb(
                 )
             }
         )
-        columns = ["key", "true_class", "pred_class", "prob", "correct", "caption", "references", "explanation"]
+        columns: list[str | int] = [
+            "key",
+            "true_class",
+            "pred_class",
+            "prob",
+            "correct",
+            "caption",
+            "references",
+            "explanation",
+        ]
         table = wandb.Table(columns=columns)
         for it in items:
             table.add_data(

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -44,6 +45,10 @@ class JointCaptionModule(L.LightningModule):
     The network is built in `setup` once the data tells the class count and vocabulary
     (both are then stored in the hyper-parameters, so checkpoints rebuild it directly).
     """
+
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers: ImageNet normalisation
+    std: torch.Tensor
+    eval_metrics: Any  # {stage: ModuleDict of metrics}, built with the network
 
     def __init__(
         self,
@@ -116,9 +121,28 @@ class JointCaptionModule(L.LightningModule):
         if num_classes is not None and vocab_size is not None:
             self._build(num_classes, vocab_size)
 
+    @property
+    def net(self) -> JointModel:
+        """The network; a clear error before `setup` (or num_classes and vocab_size) built it."""
+        if self.model is None:
+            raise RuntimeError("JointCaptionModule's network is not built yet: call setup() (with a datamodule) first")
+        return self.model
+
+    @property
+    def tok(self) -> Tokenizer:
+        """The tokenizer; a clear error before the data (or a checkpoint) gave it."""
+        if self.tokenizer is None:
+            raise RuntimeError("JointCaptionModule has no tokenizer yet: call setup() with a datamodule first")
+        return self.tokenizer
+
+    @property
+    def datamodule(self) -> Any:
+        """The trainer's data module (None without one)."""
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
     # -- construction ----------------------------------------------------------------------
     def _build(self, num_classes: int, vocab_size: int) -> None:
-        hp = self.hparams
+        hp: Any = self.hparams
         self.model = JointModel(
             num_classes,
             vocab_size,
@@ -163,7 +187,7 @@ class JointCaptionModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the network from the data's facts (class count, tokenizer) if not yet built."""
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.datamodule
         if dm is not None:
             self.tokenizer = dm.tokenizer
             self.info = dm.info
@@ -171,8 +195,8 @@ class JointCaptionModule(L.LightningModule):
         if self.model is None:
             if dm is None:
                 raise RuntimeError("JointCaptionModule needs a datamodule (or num_classes and vocab_size) to build")
-            self.hparams.num_classes = dm.num_classes
-            self.hparams.vocab_size = dm.tokenizer.vocab_size
+            self.hparams["num_classes"] = dm.num_classes
+            self.hparams["vocab_size"] = dm.tokenizer.vocab_size
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m["localisation"].class_parts = self.info.get("class_parts")
@@ -185,22 +209,22 @@ class JointCaptionModule(L.LightningModule):
     def set_metric_options(self, **options: Any) -> None:
         """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
         self.metrics_cfg.update(options)
-        self.hparams.metrics = dict(self.metrics_cfg)
+        self.hparams["metrics"] = dict(self.metrics_cfg)
         if self.model is not None:
             self.eval_metrics = nn.ModuleDict(
-                {s: self._eval_metrics(self.hparams.num_classes, s) for s in EVAL_STAGES}
+                {s: self._eval_metrics(self.hparams["num_classes"], s) for s in EVAL_STAGES}
             ).to(self.device)
 
     @property
     def has_classifier(self) -> bool:
-        return self.hparams.task != "captioner"
+        return self.hparams["task"] != "captioner"
 
     @property
     def has_captioner(self) -> bool:
-        return self.hparams.task != "classifier"
+        return self.hparams["task"] != "classifier"
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
+        return self.tok.decode(ids)
 
     def _references(self, index: int) -> list[str]:
         return self._refs[index]
@@ -256,7 +280,7 @@ class JointCaptionModule(L.LightningModule):
         """uint8 images → normalised float on the device (the loader never touches floats)."""
         images = batch["image"].float().div_(255.0)
         images = (images - self.mean) / self.std
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
         batch["image"] = images
         return batch
@@ -266,7 +290,7 @@ class JointCaptionModule(L.LightningModule):
         n = float(self.loss_cfg["scst_epochs"])
         if n <= 0 or not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit":
             return False
-        return self.training and self.current_epoch >= self.trainer.max_epochs - n
+        return self.training and self.current_epoch >= (self.trainer.max_epochs or 0) - n
 
     def _self_critical(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """Self-critical sequence training (Rennie et al. 2017, with Luo 2020's baseline): k captions sampled
@@ -276,13 +300,15 @@ class JointCaptionModule(L.LightningModule):
         (its most probable caption is a short, often looping one on randomly ordered reference phrases)."""
         k, labels = int(self.loss_cfg["scst_samples"]), batch["label"]
         if self._reward is None:
-            self._reward = CiderReward(self.trainer.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
-        out = self.model(batch["image"], None)
-        cap = self.model.captioner
+            self._reward = CiderReward(self.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
+        reward_of = self._reward
+        out = self.net(batch["image"], None)
+        cap = self.net.captioner
+        assert cap is not None  # self_critical_now() is False without a captioner
         samples = cap.sample(out.emb, k, self.decode_cfg["max_len"])  # (B·k, T), image-major
         images = batch["index"].repeat_interleave(k).tolist()
         reward = torch.tensor(
-            self._reward(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
+            reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
         ).view(-1, k)  # (B, k)
         baseline = (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
         seq = torch.cat([torch.full_like(samples[:, :1], BOS_ID), samples], 1)  # (B·k, T+1)
@@ -295,7 +321,7 @@ class JointCaptionModule(L.LightningModule):
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
             q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1]).mean(1)
-            terms["dis"] = self.disagreement(self.model.cam(out.emb, labels), q)
+            terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q)
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -303,7 +329,7 @@ class JointCaptionModule(L.LightningModule):
         if self.self_critical_now():
             return self._self_critical(batch)
         tokens, labels = _trim(batch["tokens"]), batch["label"]
-        out = self.model(batch["image"], tokens if self.has_captioner else None)
+        out = self.net(batch["image"], tokens if self.has_captioner else None)
         terms: dict[str, torch.Tensor] = {}
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
@@ -314,7 +340,7 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg["doubly_stochastic"] > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                cam = self.model.cam(out.emb, labels)  # (B, h, w)
+                cam = self.net.cam(out.emb, labels)  # (B, h, w)
                 terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, self._attention_mask(targets)))
         return terms, out
 
@@ -358,7 +384,7 @@ class JointCaptionModule(L.LightningModule):
         return (
             self._trainer is None
             or bool(getattr(connector, "should_update_logs", True))
-            or bool(self.trainer.fast_dev_run)
+            or bool(getattr(self.trainer, "fast_dev_run", False))
         )
 
     def on_validation_epoch_start(self) -> None:
@@ -369,7 +395,7 @@ class JointCaptionModule(L.LightningModule):
 
     def _eval_split(self, split: str) -> None:
         """The references and true facts of the split about to be evaluated."""
-        dm = self.trainer.datamodule
+        dm = self.datamodule
         self._refs = dm.references(split)
         self._split_extra = dm.splits[split].extra if hasattr(dm, "splits") and split in dm.splits else {}
 
@@ -383,7 +409,7 @@ class JointCaptionModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         """Update the stage's metrics; return the per-image record (index, label, pred, prob, tokens, cam, attn)."""
-        m = self.eval_metrics[stage]
+        m: Any = self.eval_metrics[stage]  # a ModuleDict of metrics (torch types its items as Module)
         terms, out = self._losses(batch)
         m["loss"].update(self._total(terms))
         labels = batch["label"]
@@ -393,12 +419,12 @@ class JointCaptionModule(L.LightningModule):
             logits = out.class_logits.float()
             for k in ("acc1", "acc5", "acc_per_class"):
                 m[k].update(logits, labels)
-            cam = self.model.cam(out.emb, labels)  # (B, h, w) of the true class
+            cam = self.net.cam(out.emb, labels)  # (B, h, w) of the true class
             record["prob"], record["pred"] = logits.softmax(1).max(1)
         attn = dec = None
         if self.has_captioner:
             beam = self.decode_cfg["test_beam_size"] if stage == "test" else self.decode_cfg["beam_size"]
-            dec = self.model.generate(out.emb, beam, self.decode_cfg["max_len"], self.decode_cfg["length_penalty"])
+            dec = self.net.generate(out.emb, beam, self.decode_cfg["max_len"], self.decode_cfg["length_penalty"])
             m["captions"].update(batch["index"], dec.tokens)
             attn = losses.mean_attention(dec.alphas, self._attention_mask(dec.tokens))  # (B, L) over generated words
         if cam is not None:
@@ -412,7 +438,7 @@ class JointCaptionModule(L.LightningModule):
         m["localisation"].update(
             cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks")
         )
-        size = tuple(batch["image"].shape[-2:])
+        size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
         if batch.get("parts") is not None:
             self._update_part_pointing(m, {"cam": cam, "attn": attn_map}, batch["parts"], size)
         if batch.get("boxes") is not None and cam is not None and "cam_box_v1" in m:
@@ -429,7 +455,7 @@ class JointCaptionModule(L.LightningModule):
         return record
 
     def _update_part_pointing(
-        self, m: nn.ModuleDict, maps: dict[str, torch.Tensor | None], parts: torch.Tensor, size: tuple[int, int]
+        self, m: Any, maps: dict[str, torch.Tensor | None], parts: torch.Tensor, size: tuple[int, int]
     ) -> None:
         """Per image with a visible part: does the map's peak lie within part_radius of one? (parts (B, P, 3))."""
         radius = float(self.metrics_cfg["part_radius"]) * max(size)
@@ -441,7 +467,7 @@ class JointCaptionModule(L.LightningModule):
             if seen.any():
                 m[f"{src}_part_pointing"].update((hits[seen] > 0).float())
 
-    def _update_boxes(self, m: nn.ModuleDict, cam: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> None:
+    def _update_boxes(self, m: Any, cam: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> None:
         """GT-known Loc at cam_threshold, MaxBoxAcc (V1) and MaxBoxAccV2 of the true class's CAM vs boxes (B, 4)."""
         up = upsample(cam.float(), size, mode="bicubic")  # (B, S, S) as wsolevaluation: cv2.INTER_CUBIC
         hits = gt_known_loc(up, boxes, threshold=float(self.metrics_cfg["cam_threshold"]))  # (B,) bool on the CPU
@@ -449,9 +475,9 @@ class JointCaptionModule(L.LightningModule):
         m["cam_box_v1"].update(up, boxes)
         m["cam_box_v2"].update(up, boxes)
 
-    def _update_word_grounding(self, m: nn.ModuleDict, dec: Any, masks: torch.Tensor, grid: tuple[int, int]) -> None:
+    def _update_word_grounding(self, m: Any, dec: Any, masks: torch.Tensor, grid: tuple[int, int]) -> None:
         """Attribute words (e.g. "red") whose attention peaks on the part they describe ("crown"), masks (B,P,S,S)."""
-        attn_words, words = word_attention(dec.tokens, dec.alphas, self.tokenizer, grid)  # (B, W, h, w)
+        attn_words, words = word_attention(dec.tokens, dec.alphas, self.tok, grid)  # (B, W, h, w)
         hits, count = word_grounding(
             attn_words, words, self.info["part_words"], frozenset(self.info.get("attribute_words", ())), masks
         )
@@ -484,17 +510,17 @@ class JointCaptionModule(L.LightningModule):
 
     def _own_maps(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep the localisation scores of the maps this model really has."""
-        if self.hparams.task == "joint":
+        if self.hparams["task"] == "joint":
             return scores
-        keep = "cam_" if self.hparams.task == "classifier" else "attn_"
+        keep = "cam_" if self.hparams["task"] == "classifier" else "attn_"
         return {k: v for k, v in scores.items() if k.startswith(keep)}
 
     # -- optimisation ----------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         c = self.optim_cfg
-        enc = list(self.model.encoder.parameters())
+        enc = list(self.net.encoder.parameters())
         enc_ids = {id(p) for p in enc}
-        rest = [p for p in self.model.parameters() if id(p) not in enc_ids]
+        rest = [p for p in self.net.parameters() if id(p) not in enc_ids]
         groups = [{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}]
         opt = torch.optim.AdamW(groups, lr=c["lr"], weight_decay=c["weight_decay"])
         if c["scheduler"] == "none":

@@ -132,7 +132,7 @@ def model_image_size(module: JointCaptionModule) -> int:
 
 def describe(module: JointCaptionModule, ex: Explanation, b: int) -> tuple[str | None, float | None, str]:
     """Image b's class name, its probability and the title line of its figure."""
-    if ex.pred is None:
+    if ex.pred is None or ex.probs is None:
         return None, None, ex.captions[b]
     names = module.info.get("class_names") or []
     k = int(ex.pred[b])
@@ -194,7 +194,7 @@ def predict_files(
             fig = viz.image_figure(shown.permute(1, 2, 0).numpy(), panels, title)
             figure = viz.save_figure(fig, figure_path(out_dir, p, taken, fmt))
             preds.append(
-                Prediction(p, name, prob, ex.captions[b], figure, confidence_note(prob, module.hparams.num_classes))
+                Prediction(p, name, prob, ex.captions[b], figure, confidence_note(prob, module.hparams["num_classes"]))
             )
     return preds, errors
 

@@ -11,6 +11,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 import lightning as L
@@ -32,7 +33,7 @@ log = logging.getLogger("jointcap")
 warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer`")
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:  # (JointDataModule, JointCaptionModule, Trainer)
     """Instantiate the data module, the model and the trainer from a composed config."""
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
@@ -58,7 +59,7 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
     if found is None:
         log.info("ckpt_path=%s: no checkpoint in %s, starting fresh", cfg.ckpt_path, run_dir)
         return None
-    changed = hparams_mismatch(found, OmegaConf.to_container(cfg.model, resolve=True))
+    changed = hparams_mismatch(found, cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)))
     if changed:
         raise cli.UserError(
             f"ckpt_path={cfg.ckpt_path}: {found} was trained with another model configuration "
@@ -80,17 +81,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     source = ""
     if cfg.test_after_fit:
-        cb = trainer.checkpoint_callback
+        cb: Any = trainer.checkpoint_callback  # a ModelCheckpoint (best_model_path, monitor) or None
         ckpt = cb.best_model_path if cb is not None and getattr(cb, "monitor", None) else None
         epoch = checkpoint_epoch(ckpt) if ckpt else trainer.current_epoch - 1
         source = (
-            f"test split, the best checkpoint by {cb.monitor}: epoch {epoch} of 0–{trainer.max_epochs - 1}"
+            f"test split, the best checkpoint by {cb.monitor}: epoch {epoch} of 0–{(trainer.max_epochs or 0) - 1}"
             if ckpt
             else f"test split, the last epoch ({epoch})"
         )
         results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
-        metrics["test/epoch"] = float(epoch)
+        metrics["test/epoch"] = float(epoch) if epoch is not None else math.nan  # a checkpoint without its epoch
     if trainer.is_global_zero:
         if not cfg.get("debug_run"):  # a debug run's numbers must never reach a summary
             write_results(run_dir, metrics, cfg.objective)  # what jointcap.analysis.summarize tabulates

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +51,9 @@ def test_kill_while_building_cache_then_rebuild(tmp_path: Path) -> None:
     dm.setup("fit")
     train = dm.splits["train"]
     assert len(train) == SOURCE["n_train"]
-    source = dm.source  # image i depends on (seed, i) only: a short split is a prefix of the long one
+    source: Any = (
+        dm.source
+    )  # a SyntheticSource; image i depends on (seed, i) only: a short split is a prefix of the long one
     expected = generate_split(32, source.n_classes, source.image_size, source.split_seed("train"), split="train")
     assert np.array_equal(np.asarray(train.images[:32]), expected.images)
     assert np.array_equal(train.labels[:32], expected.labels)

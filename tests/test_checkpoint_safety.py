@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -127,11 +129,12 @@ def test_unreadable_checkpoint_names_the_file(tmp_path: Path, content: bytes | N
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         path.write_bytes(content)
-    load = {
+    loaders: dict[str, Callable[..., Any]] = {
         "load_checkpoint": checkpoint.load_checkpoint,
         "load_module": checkpoint.load_module,
         "io": AtomicCheckpointIO().load_checkpoint,
-    }[loader]
+    }
+    load = loaders[loader]
     expected = (
         checkpoint.CheckpointError if content else checkpoint.UnreadableCheckpointError
     )  # garbage may parse as a pickle

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -18,7 +18,9 @@ def _compose(overrides: list[str]):
 
 
 def test_experiment_not_in_defaults() -> None:
-    defaults = OmegaConf.load(CONF / "config.yaml")["defaults"]
+    primary = OmegaConf.load(CONF / "config.yaml")
+    assert isinstance(primary, DictConfig)
+    defaults = primary["defaults"]
     assert not any("experiment" in (d if isinstance(d, str) else str(list(d.keys()))) for d in defaults)
 
 

@@ -8,7 +8,9 @@ from jointcap.data import synthetic as sy
 from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores, repeats_ngram
 from jointcap.metrics.text import tokenize
 
-READER = FactReader.from_info(sy.dataset_info(6))
+_reader = FactReader.from_info(sy.dataset_info(6))
+assert _reader is not None  # the synthetic data has facts
+READER = _reader
 
 
 def _facts(caption: str) -> set[str]:

@@ -34,6 +34,7 @@ def test_build_official(serve, cub_files, tmp_path: Path) -> None:
     assert sorted(splits["val"].labels.tolist()) == [0, 1, 2]  # stratified: one per class
     for data in splits.values():
         assert data.images.shape[1:] == (SIZE, SIZE, 3) and data.images.dtype == np.uint8
+        assert data.boxes is not None and data.parts is not None
         assert data.boxes.shape == (len(data), 4) and data.parts.shape == (len(data), 15, 3)
         for i, key in enumerate(data.keys):
             assert data.labels[i] == cub_files.labels[key]
@@ -179,9 +180,10 @@ def test_stratified_split_is_seeded_and_per_class() -> None:
 def test_config_matches_constructor() -> None:
     import inspect
 
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "source" / "cub.yaml")
+    assert isinstance(conf, DictConfig)
     params = inspect.signature(CUBSource).parameters
     assert conf._target_ == "jointcap.data.cub.CUBSource"
     assert set(conf) - {"_target_"} == set(params)

@@ -29,6 +29,7 @@ def test_fetch_verifies_renames_and_marks(serve, archive_dir: Path, tmp_path: Pa
     folder = dl.ensure_extracted(remote, root / "pack.tgz", "pack", download=True)
     assert (folder / "sub" / "b.txt").read_bytes() == b"beta"
     assert not (root / "other.txt").exists()  # only the wanted top-level folder is kept
+    assert remote.md5 is not None
     assert dl.is_marked(root / "pack.tgz", remote.md5)
     assert sorted(p.name for p in root.iterdir()) == [".pack.extracted", "pack", "pack.tgz", "pack.tgz.verified"]
     before = len(server.requests)

@@ -50,11 +50,11 @@ def _peaks(cells: list[tuple[int, int]]) -> torch.Tensor:
     return maps
 
 
-def test_box_and_part_metrics_on_hand_made_cams() -> None:
+def test_box_and_part_metrics_on_hand_made_cams(monkeypatch: pytest.MonkeyPatch) -> None:
     """Image 0's CAM peaks on its box and part, image 1's far from them: every score is 1/2."""
     module, tok = _module()
     cams = _peaks([(3, 3), (0, 0)])  # cell (3, 3) covers pixels 24..31; its upsampled peak is at (27, 27)
-    module.model.cam = lambda emb, classes: cams.to(emb.dtype)
+    monkeypatch.setattr(module.net, "cam", lambda emb, classes: cams.to(emb.dtype))
     batch = {
         "image": torch.zeros(2, 3, S, S) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
         "label": torch.tensor([0, 1]),
@@ -79,7 +79,7 @@ def test_box_and_part_metrics_on_hand_made_cams() -> None:
     assert {"index", "label", "pred", "prob", "tokens", "cam", "attn"} <= set(record)
 
 
-def test_word_grounding_counts_attribute_words_on_their_part() -> None:
+def test_word_grounding_counts_attribute_words_on_their_part(monkeypatch: pytest.MonkeyPatch) -> None:
     """ "red crown": attention on the crown → hit; "blue wings": attention off the wings → miss."""
     module, tok = _module()
     ids = tok.encode("a bird with a red crown and blue wings", 32)[1:]  # generated ids start after BOS
@@ -91,7 +91,11 @@ def test_word_grounding_counts_attribute_words_on_their_part() -> None:
             alphas[steps] = torch.nn.functional.one_hot(torch.tensor(cell), GRID * GRID).float()
     tokens = torch.tensor([ids, ids])
     lengths = (tokens != PAD_ID).sum(1)
-    module.model.generate = lambda emb, *a: Decoded(tokens, lengths, alphas.expand(2, -1, -1).clone(), torch.zeros(2))
+    monkeypatch.setattr(
+        module.net,
+        "generate",
+        lambda emb, *a: Decoded(tokens, lengths, alphas.expand(2, -1, -1).clone(), torch.zeros(2)),
+    )
     masks = torch.zeros(2, 2, S, S, dtype=torch.uint8)
     masks[:, 0, 24:32, 24:32] = 1  # the crown, under cell (3, 3)
     masks[:, 1, 40:60, 40:60] = 1  # the wings

@@ -123,9 +123,10 @@ def test_defaults_match_torchvision() -> None:
 
 
 def test_config_matches_constructor() -> None:
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "source" / "flowers.yaml")
+    assert isinstance(conf, DictConfig)
     params = inspect.signature(FlowersSource).parameters
     assert conf._target_ == "jointcap.data.flowers.FlowersSource"
     assert set(conf) - {"_target_"} == set(params)

@@ -78,6 +78,7 @@ def test_exif_orientation_turns_image_and_annotations_together(tmp_path: Path, o
     write_records(tmp_path / "split", [_record(path, box=box, parts=parts)], 48, workers=1)
     data = cache.read_split(tmp_path / "split")
     upright_w, upright_h = (h, w) if orientation >= 5 else (w, h)
+    assert data.parts is not None and data.boxes is not None
     x, y, _ = data.parts[0, 0]
     cached = np.asarray(data.images[0]).mean(-1)  # (48, 48)
     assert cached[int(y), int(x)] > 200, "the part must land on the mark"

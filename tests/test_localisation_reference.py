@@ -100,7 +100,7 @@ def test_hole_contours_are_v2_candidates():
 @pytest.mark.parametrize("multi_contour, ious", [(False, (0.5,)), (True, (0.3, 0.5, 0.7))])
 def test_box_accuracy_counts_equal_reference_transcription(multi_contour: bool, ious: tuple[float, ...]):
     cams, gts = _random_cams(6, seed=int(multi_contour))
-    expect = ref.box_evaluator_counts(cams, gts, (32, 32), CHOE_THRESHOLDS, ious, multi_contour)
+    expect = ref.box_evaluator_counts(cams, gts, (32, 32), list(CHOE_THRESHOLDS), ious, multi_contour)
     acc = BoxAccuracy(iou_thresholds=ious, multi_contour=multi_contour, image_size=(32, 32))
     for cam, gt in zip(cams, gts, strict=False):
         acc.update(torch.tensor(cam)[None], gt[None])

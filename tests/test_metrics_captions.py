@@ -12,6 +12,7 @@ import warnings
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ def _oracle_cider(hyps, refs, d_variant: bool, n: int = 4, sigma: float = 6.0) -
     ref_len = np.log(float(len(crefs)))
 
     def vec(cnts):
-        v = [defaultdict(float) for _ in range(n)]
+        v: list[defaultdict[tuple[str, ...], float]] = [defaultdict(float) for _ in range(n)]
         norm = [0.0] * n
         length = 0
         for ng, tf in cnts.items():
@@ -407,7 +408,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
     )
     try:
-        sampler = DistributedSampler(range(N_ITEMS), num_replicas=world, rank=rank, shuffle=False)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast(Any, range(N_ITEMS)), num_replicas=world, rank=rank, shuffle=False
+        )  # a sized range is all the sampler needs
         m = CaptionScores(_decode, _references, max_len=MAX_LEN)
         _feed(m, list(sampler), batch=2 + rank)  # ranks use different widths and batch sizes
         full = {k: v.item() for k, v in m.compute().items()}

@@ -60,6 +60,7 @@ def test_cam_is_classifier_weights_applied_by_hand(model: JointModel) -> None:
     emb = torch.rand(B, 32, 8, 8)
     classes = torch.tensor([0, 3, 4])
     cam = model.cam(emb, classes)
+    assert model.classifier is not None
     w, b = model.classifier.fc.weight, model.classifier.fc.bias
     for i, c in enumerate(classes):
         by_hand = (w[c][:, None, None] * emb[i]).sum(0)  # Zhou et al.'s CAM: no bias
@@ -75,12 +76,14 @@ def test_cam_ignores_the_class_bias(model: JointModel) -> None:
     classes = torch.tensor([0, 3, 4])
     before = model.cam(emb, classes)
     with torch.no_grad():
+        assert model.classifier is not None
         model.classifier.fc.bias.add_(5.0)
     assert torch.equal(model.cam(emb, classes), before)
 
 
 def test_beam_one_equals_greedy(model: JointModel) -> None:
     emb = model.embed(torch.randn(4, 3, 64, 64))
+    assert model.captioner is not None
     g = model.captioner.greedy(emb, max_len=12)
     b = model.captioner.beam_search(emb, beam_size=1, max_len=12)
     assert torch.equal(g.tokens, b.tokens)
@@ -106,6 +109,7 @@ def test_beam_search_score_is_the_log_probability_of_its_caption(model: JointMod
     """What beam search guarantees for any beam: the score it reports is its caption's own log-probability."""
     emb = model.embed(torch.randn(2, 3, 64, 64))
     for beam in (1, 3):
+        assert model.captioner is not None
         dec = model.captioner.beam_search(emb, beam_size=beam, max_len=6)
         for i in range(2):
             seq = dec.tokens[i, : int(dec.lengths[i])].tolist()
@@ -135,6 +139,7 @@ def test_exhaustive_beam_finds_the_most_probable_caption() -> None:
 
 def test_beam_search_batched_equals_one_at_a_time(model: JointModel) -> None:
     emb = model.embed(torch.randn(3, 3, 64, 64))
+    assert model.captioner is not None
     batched = model.captioner.beam_search(emb, beam_size=3, max_len=10)
     for i in range(3):
         single = model.captioner.beam_search(emb[i : i + 1], beam_size=3, max_len=10)
@@ -169,4 +174,6 @@ def test_gradients_reach_encoder_from_both_heads(model: JointModel) -> None:
     for loss in (out.class_logits.sum(), out.word_logits.sum()):
         m.zero_grad()
         loss.backward(retain_graph=True)
-        assert m.encoder.body[0].weight.grad.abs().sum() > 0
+        weight = m.encoder.body[0].weight
+        assert isinstance(weight, torch.Tensor) and weight.grad is not None
+        assert weight.grad.abs().sum() > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,6 +95,8 @@ def test_resume_path_and_config_guard(tmp_path: Path) -> None:
 
 
 class _RecordingStepCheckpoint(StepCheckpoint):
+    steps: list[int]
+
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         self.steps.append(trainer.global_step)
         super()._save_checkpoint(trainer, filepath)
@@ -129,17 +132,18 @@ def test_sigterm_during_validation_saves_nothing(tmp_path: Path) -> None:
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    saved = []
-    trainer = SimpleNamespace(
+    saved: list[Path] = []
+    no_module: Any = None
+    trainer: Any = SimpleNamespace(
         state=SimpleNamespace(fn="fit"), validating=True, sanity_checking=False, save_checkpoint=saved.append
     )
     cb = PreemptionCheckpoint(str(tmp_path))
-    cb.on_exception(trainer, None, SIGTERMException())
+    cb.on_exception(trainer, no_module, SIGTERMException())
     assert saved == [], "a checkpoint taken mid-validation cannot resume exactly"
     trainer.validating = False
-    cb.on_exception(trainer, None, RuntimeError("a bug"))
+    cb.on_exception(trainer, no_module, RuntimeError("a bug"))
     assert saved == [], "only SIGTERM saves"
-    cb.on_exception(trainer, None, SIGTERMException())
+    cb.on_exception(trainer, no_module, SIGTERMException())
     assert saved == [tmp_path / "last.ckpt"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
@@ -36,7 +37,7 @@ def test_a_good_run_config_is_loaded(tmp_path: Path) -> None:
     [("data", "torch.load"), ("source", "os.system"), ("source", "jointcap.data.synthetic.SyntheticSource.__init__")],
 )
 def test_unknown_targets_are_refused_before_anything_runs(tmp_path: Path, where: str, target: str) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.create(GOOD))
+    cfg: Any = OmegaConf.to_container(OmegaConf.create(GOOD))  # a plain nested dict
     (cfg["data"] if where == "data" else cfg["data"]["source"])["_target_"] = target
     path = _write(tmp_path, cfg)
     with pytest.raises(RunConfigError, match=f"{path}.*refusing to instantiate.*{target}"):
@@ -45,14 +46,14 @@ def test_unknown_targets_are_refused_before_anything_runs(tmp_path: Path, where:
 
 def test_nested_payload_is_refused(tmp_path: Path) -> None:
     """torch.load(weights_only=False) hidden in an argument: refused, never called."""
-    cfg = OmegaConf.to_container(OmegaConf.create(GOOD))
+    cfg: Any = OmegaConf.to_container(OmegaConf.create(GOOD))  # a plain nested dict
     cfg["data"]["source"]["seed"] = {"_target_": "torch.load", "f": str(tmp_path / "evil.pt"), "weights_only": False}
     with pytest.raises(RunConfigError, match="torch.load"):
         load_run_data_config(_write(tmp_path, cfg))
 
 
 def test_invalid_values_are_refused_naming_the_file(tmp_path: Path) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.create(GOOD))
+    cfg: Any = OmegaConf.to_container(OmegaConf.create(GOOD))  # a plain nested dict
     cfg["data"]["batch_size"] = "abc"
     path = _write(tmp_path, cfg)
     with pytest.raises(RunConfigError, match=f"(?s){path}.*data.batch_size"):

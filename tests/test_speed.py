@@ -3,6 +3,7 @@
 import os
 import pickle
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 from jointcap.data import cache
 from jointcap.lit_module import JointCaptionModule, _trim
 
-SMALL = {
+SMALL: dict[str, Any] = {
     "encoder": {"stage": 2, "output_stride": 8},
     "embedding": {"dim": 16},
     "captioner": {"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8},
@@ -46,7 +47,8 @@ def test_memmapped_split_pickles_by_path(tmp_path: Path) -> None:
 
 
 def test_in_memory_split_pickles_by_value(tmp_path: Path) -> None:
-    split = cache.read_split(_split(tmp_path) and tmp_path / "train", mmap=False)
+    _split(tmp_path)
+    split = cache.read_split(tmp_path / "train", mmap=False)
     back = pickle.loads(pickle.dumps(split))
     assert not isinstance(back.images, np.memmap) and np.array_equal(back.images, split.images)
     view = cache.read_split(tmp_path / "train")
@@ -70,9 +72,7 @@ def test_compile_knob_wraps_the_backbone_in_place(flag: bool) -> None:
     keys = list(module.state_dict())
     module.configure_model()
     module.configure_model()  # idempotent
-    compiled = [
-        getattr(m, "_compiled_call_impl", None) is not None for m in (module.model.encoder, module.model.embedding)
-    ]
+    compiled = [getattr(m, "_compiled_call_impl", None) is not None for m in (module.net.encoder, module.net.embedding)]
     assert compiled == [flag, flag]
     assert list(module.state_dict()) == keys
 
@@ -103,7 +103,7 @@ def test_compiled_model_trains_two_steps() -> None:
         enable_model_summary=False,
         limit_val_batches=0,
     )
-    trainer.fit(module, DataLoader(batches, batch_size=None))
+    trainer.fit(module, DataLoader(cast(Any, batches), batch_size=None))  # a list of ready batches
     assert trainer.global_step == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
 

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ class _Tok:
         return " ".join(f"w{i}" for i in ids if i)
 
 
-def _trainer(groups: list[int] | None) -> SimpleNamespace:
+def _trainer(groups: list[int] | None) -> Any:  # a stand-in for the Trainer
     extra = {"group": groups} if groups is not None else {}
     split = SimpleNamespace(keys=[f"test_{i:06d}" for i in range(4)], extra=extra)
     return SimpleNamespace(datamodule=SimpleNamespace(splits={"test": split}), is_global_zero=True)
@@ -28,7 +29,7 @@ def _trainer(groups: list[int] | None) -> SimpleNamespace:
 
 def test_test_predictions_rows(tmp_path: Path) -> None:
     cb = PerImagePredictions(str(tmp_path))
-    trainer, module = _trainer([0, 1, 1, 0]), SimpleNamespace(tokenizer=_Tok())
+    trainer, module = _trainer([0, 1, 1, 0]), cast(Any, SimpleNamespace(tokenizer=_Tok()))
     cb.on_test_epoch_start(trainer, module)
     for idx in ([2, 3], [0, 1]):  # batches in any order; rows come out by index
         out = {
@@ -60,7 +61,7 @@ def test_test_predictions_rows(tmp_path: Path) -> None:
 
 def test_test_predictions_without_classifier_or_groups(tmp_path: Path) -> None:
     cb = PerImagePredictions(str(tmp_path), filename="p.csv")
-    trainer, module = _trainer(None), SimpleNamespace(tokenizer=_Tok())
+    trainer, module = _trainer(None), cast(Any, SimpleNamespace(tokenizer=_Tok()))
     cb.on_test_batch_end(
         trainer,
         module,
@@ -78,7 +79,8 @@ def test_finished_results(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("{trunc")
     assert finished_results(tmp_path) is None  # a torn file is not a finished job
     write_results(tmp_path, {"test/acc1": 0.5}, "test/acc1")
-    assert finished_results(tmp_path)["objective_value"] == 0.5
+    results = finished_results(tmp_path)
+    assert results is not None and results["objective_value"] == 0.5
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,6 +69,7 @@ def test_facts_are_true_and_class_facts_define_the_class(split, info):
 def test_occluded_parts_are_not_facts():
     d = sh.generate_split(200, seed=2, occlusion=1.0)
     p = len(sh.PART_NAMES)
+    assert d.masks is not None
     pixels = d.masks.reshape(len(d), p, -1).sum(-1)
     hidden = [(i, part) for i in range(len(d)) for part in range(p) if pixels[i, part] == 0]
     assert hidden, "full occlusion should hide some part completely"
@@ -114,7 +116,7 @@ def test_shortcut_split_groups():
 def test_source_cache_key_changes_with_every_argument():
     base = sh.HardSyntheticSource()
     assert isinstance(base, Source)
-    changed = dict(
+    changed: dict[str, Any] = dict(
         n_classes=100,
         image_size=128,
         per_class=15,
@@ -152,6 +154,7 @@ def test_build_writes_low_data_shortcut_cache(tmp_path):
     assert len(info["shortcut"]["class_colors"]) == 12
     train, test = cache.read_split(tmp_path / "train"), cache.read_split(tmp_path / "test")
     assert len(train) == 36 and len(test) == 48 and len(train.extra["facts"]) == 36 and len(test.extra["group"]) == 48
+    assert train.masks is not None
     assert train.masks.shape[1] == len(info["part_names"])
 
 

@@ -49,23 +49,24 @@ def explain(module: JointCaptionModule, images: torch.Tensor, beam_size: int | N
     was_training = module.training
     module.eval()
     try:
-        model = module.model
+        model = module.net
         emb = model.embed(to_model_input(module, images))  # (B, D, h, w)
-        grid = tuple(emb.shape[-2:])
+        grid = (int(emb.shape[-2]), int(emb.shape[-1]))
         probs = pred = cam = None
         if model.classifier is not None:
             probs = model.classifier(emb).float().softmax(1)  # (B, K)
             pred = probs.argmax(1)
             cam = model.cam(emb, pred).float()  # (B, h, w)
         tokens = steps = word_maps = None
-        captions, words = [""] * images.shape[0], [[] for _ in range(images.shape[0])]
+        captions = [""] * images.shape[0]
+        words: list[list[str]] = [[] for _ in range(images.shape[0])]
         if model.captioner is not None:
             c = module.decode_cfg
             dec = model.generate(emb, beam_size or c["test_beam_size"], c["max_len"], c["length_penalty"])
             tokens = dec.tokens
             steps = dec.alphas.float().view(*dec.alphas.shape[:2], *grid)  # (B, T, h, w)
-            word_maps, words = word_attention(dec.tokens, dec.alphas, module.tokenizer, grid)
-            captions = [module.tokenizer.decode(row.tolist()) for row in dec.tokens.cpu()]
+            word_maps, words = word_attention(dec.tokens, dec.alphas, module.tok, grid)
+            captions = [module.tok.decode(row.tolist()) for row in dec.tokens.cpu()]
     finally:
         module.train(was_training)
     return Explanation(probs, pred, cam, tokens, steps, captions, words, word_maps)

@@ -94,9 +94,10 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
     if not seeds:
         return []
     out: list[tuple[str, str, Comparison]] = []
-    preds_a = [read_predictions(a_by[s]) for s in seeds]
-    preds_b = [read_predictions(b_by[s]) for s in seeds]
-    if all(p for p in preds_a + preds_b):
+    loaded_a = [read_predictions(a_by[s]) for s in seeds]
+    loaded_b = [read_predictions(b_by[s]) for s in seeds]
+    preds_a, preds_b = [p for p in loaded_a if p], [p for p in loaded_b if p]
+    if len(preds_a) == len(loaded_a) and len(preds_b) == len(loaded_b):  # every job has its predictions
         keys = sorted(set.intersection(*(set(p) for p in preds_a + preds_b)))
         names = [n for n in per_image_scores(preds_a[0]) if n in per_image_scores(preds_b[0])]
         for name in names:

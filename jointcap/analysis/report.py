@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from rich.console import Console
 from rich.table import Table
 
 
-def print_metrics(metrics: dict[str, float], title: str, paths: dict[str, object]) -> None:
+def print_metrics(metrics: dict[str, float], title: str, paths: Mapping[str, object]) -> None:
     """The metrics as a table (sorted by name), then one `name: path` line per path, never wrapped.
 
     Paths go through plain `print`: rich wraps at 80 columns when stdout is not a terminal (a log
@@ -53,7 +55,7 @@ def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path
     """The files a run left that a user looks for next: checkpoints, metrics.csv, TensorBoard logs, media, results."""
     run_dir = Path(run_dir)
     paths: dict[str, Path] = {}
-    cb = trainer.checkpoint_callback if trainer is not None else None
+    cb: Any = trainer.checkpoint_callback if trainer is not None else None  # a ModelCheckpoint or None
     if cb is not None and cb.best_model_path and Path(cb.best_model_path).is_file():
         paths["best checkpoint"] = Path(cb.best_model_path)
     last = Path(cb.dirpath) / "last.ckpt" if cb is not None and cb.dirpath else run_dir / "checkpoints" / "last.ckpt"

@@ -291,7 +291,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
         honest_ylim(ax, name)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    legend = {}
+    legend: dict[str, Any] = {}
     for ax in axes.flat:  # every line once, whichever panel has it (single-task rungs lack some metrics)
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
             legend.setdefault(lab, h)

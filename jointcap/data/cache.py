@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -153,7 +154,7 @@ class SplitWriter:
         self._ctx = atomic_dir(self.directory)
         self._tmp: Path | None = None
         self.n, self.image_size = n, image_size
-        self.images: np.ndarray | None = None
+        self.images: np.memmap | None = None
         self._finished = False
 
     def __enter__(self) -> SplitWriter:
@@ -210,7 +211,7 @@ def read_split(directory: Path, mmap: bool = True) -> SplitData:
     if not is_complete(directory):
         raise CacheError(f"{directory}: no complete cached split here (run prepare_data first, or delete the folder)")
     meta = json.loads((directory / "meta.json").read_text())
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     try:
         images = np.load(directory / "images.npy", mmap_mode=mode)
         opt = {

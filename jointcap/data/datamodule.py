@@ -148,6 +148,8 @@ class JointDataModule(L.LightningDataModule):
         """(N, C, T) int64 ids; images with fewer captions repeat their last one."""
         n_caps = max((len(c) for c in captions), default=1)
         out = np.zeros((len(captions), n_caps, self.max_caption_len), dtype=np.int64)
+        if self.tokenizer is None:
+            raise RuntimeError("JointDataModule: the tokenizer is made in setup(); call it before tokenising")
         for i, caps in enumerate(captions):
             for j in range(n_caps):
                 out[i, j] = self.tokenizer.encode(caps[min(j, len(caps) - 1)], self.max_caption_len)

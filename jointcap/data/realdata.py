@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -119,7 +120,8 @@ def scale_annotations(
         x, y, bw, bh = np.asarray(record.box, np.float32)
         corners = orient_points(np.array([[x, y], [x + bw, y + bh]], np.float32), orientation, original)
         lo, hi = corners.min(0), corners.max(0)
-        box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32) * np.float32([sx, sy, sx, sy])
+        scale = np.array([sx, sy, sx, sy], np.float32)
+        box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32) * scale
     parts = None
     if record.parts is not None:
         parts = np.array(record.parts, dtype=np.float32)
@@ -150,7 +152,10 @@ def _decoded(
 
 def _fill(images: np.ndarray, records: Sequence[Record], size: int, skip_bad: bool, workers: int, desc: str):
     """Write decoded images into `images` (compacted); return kept records, annotations, skipped."""
-    kept, boxes, parts, skipped = [], [], [], []
+    kept: list[Record] = []
+    boxes: list[Any] = []
+    parts: list[Any] = []
+    skipped: list[Skipped] = []
     for record, result in tqdm(
         zip(records, _decoded(records, size, workers), strict=False), total=len(records), desc=desc, leave=False
     ):
@@ -190,6 +195,7 @@ def write_records(
     """Cache one split; with `skip_bad`, undecodable images are left out and returned."""
     try:
         with cache.SplitWriter(directory, len(records), size) as writer:
+            assert writer.images is not None  # opened by `with`
             kept, boxes, parts, skipped = _fill(
                 writer.images, records, size, skip_bad, workers, f"cache {directory.name}"
             )
@@ -197,13 +203,15 @@ def write_records(
                 _finish(writer, kept, boxes, parts)
                 return skipped
             with cache.SplitWriter(directory, len(kept), size) as smaller:
+                assert smaller.images is not None
                 for start in range(0, len(kept), 256):
                     stop = min(start + 256, len(kept))
                     smaller.images[start:stop] = writer.images[start:stop]
                 _finish(smaller, kept, boxes, parts)
             raise _Superseded
     except _Superseded:
-        return skipped
+        pass
+    return skipped
 
 
 def report_skipped(name: str, skipped: Sequence[Skipped]) -> dict:

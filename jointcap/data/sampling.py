@@ -35,7 +35,7 @@ class EpochSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.skip = 0  # items to leave out at the start of the next pass only
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         skip, self.skip = self.skip, 0
         indices = list(super().__iter__())[skip:]
         return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices])
@@ -67,9 +67,10 @@ class ResumableLoader(DataLoader):
             self.sampler.set_epoch(int(state["epoch"]))
             self._resume_at = int(state["batches"])
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Any:  # DataLoader's iterator, counting what it yields
         skip, self._resume_at = self._resume_at, 0
-        self.sampler.skip = skip * int(self.batch_size)
+        assert self.batch_size is not None  # batches of a fixed size (the resumable sampler counts items)
+        self.sampler.skip = skip * self.batch_size
         self._consumed = skip
         for batch in super().__iter__():
             self._consumed += 1

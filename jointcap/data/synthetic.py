@@ -20,6 +20,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -460,15 +461,15 @@ def _captions(r: random.Random, a: dict[str, str], n: int) -> list[str]:
         if said_wing[i]:
             pat = a["pattern"] if said_pat.pop() else ""
             words = [a["wing"], pat] if r.random() < 0.6 else [pat, a["wing"]]
-            words = " ".join(w for w in words if w)
-            phrases.append(f"{words} wings" if r.random() < 0.85 else _article(f"{words} wing"))
+            said = " ".join(w for w in words if w)
+            phrases.append(f"{said} wings" if r.random() < 0.85 else _article(f"{said} wing"))
         if said_body[i] or not phrases:
             noun = r.choice(("belly", "breast", "body", "mostly body"))
             phrases.append(f"a mostly {a['body']} body" if noun == "mostly body" else _article(f"{a['body']} {noun}"))
         if said_beak[i]:
             noun = r.choice(("beak", "bill"))
-            words = r.choice(((a["beak"],), (a["beak"], a["beak_color"]), (a["beak_color"],)))
-            phrases.append(_article(" ".join(words) + " " + noun))
+            beak: tuple[str, ...] = r.choice(((a["beak"],), (a["beak"], a["beak_color"]), (a["beak_color"],)))
+            phrases.append(_article(" ".join(beak) + " " + noun))
         if said_tail[i]:
             phrases.append(_article(f"{a['tail']} tail"))
         r.shuffle(phrases)
@@ -553,7 +554,7 @@ def generate_split(
     masks = np.empty((n, len(PART_NAMES), image_size, image_size), np.uint8)
     labels = np.empty(n, np.int64)
     captions: list[list[str]] = []
-    attrs: dict[str, list[str]] = {}
+    attrs: dict[str, list[Any]] = {}  # attribute names, and fact lists
     sub = max(1, SUB_PIXELS // (image_size * image_size))  # images rendered at once
     for start in range(0, n, BLOCK):
         rng = np.random.default_rng([GENERATOR_VERSION, seed, start // BLOCK])

@@ -26,6 +26,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -303,6 +304,7 @@ def _sample_params(
     wing = _other(rng, [bar, body], allc)
     group = np.zeros(b, np.int64)
     if shortcut_p is not None:
+        assert pairs is not None  # given together with shortcut_p
         aligned = rng.random(b) < shortcut_p
         body = np.where(aligned, pairs[labels, 0], body)
         wing = np.where(aligned, pairs[labels, 1], wing)
@@ -529,7 +531,7 @@ def _draw_block(
     b = len(p.labels)
     g = (np.arange(size, dtype=np.float32) + 0.5) / size
     x, y = g[None, None, :], g[None, :, None]
-    img = _background(p, x, y, clutter)  # (B, S, S, 3)
+    img = _background(cast(Any, p), x, y, clutter)  # (B, S, S, 3); this _Params has the fields it reads
     label, bare = _shapes(p, x, y)
     colors = _layer_rgb(p).reshape(-1, 3)
     flat = label.astype(np.int64) + (np.arange(b) * _N_LAYERS)[:, None, None]

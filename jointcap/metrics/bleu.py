@@ -64,7 +64,8 @@ def bleu_from_corpus(c: NgramCorpus) -> list[float]:
     t = bleu_counts(c)
     scores, prod = [], 1.0
     for k in range(c.n):
-        prod *= float(t["correct"][k] + _TINY) / (float(t["guess"][k]) + _SMALL)
+        correct, guess = np.asarray(t["correct"]), np.asarray(t["guess"])
+        prod *= float(correct[k] + _TINY) / (float(guess[k]) + _SMALL)
         scores.append(prod ** (1.0 / (k + 1)))
     ratio = (t["testlen"] + _TINY) / (t["reflen"] + _SMALL)
     if ratio < 1:

@@ -103,7 +103,7 @@ class _Slices(Sequence[list[str]]):
     def __len__(self) -> int:
         return len(self.starts) - 1
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self.words[self.starts[i] : self.starts[i + 1]]
 
 
@@ -164,6 +164,9 @@ class CaptionScores(Metric):
     Under ``ddp_spawn`` the metric is pickled, so ``decode`` and ``references`` must be
     picklable: module-level functions or methods of picklable objects, not lambdas.
     """
+
+    indices: list[Tensor]  # list states, declared for the type checker
+    tokens: list[Tensor]
 
     is_differentiable = False
     higher_is_better = True

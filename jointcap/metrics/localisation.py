@@ -321,6 +321,7 @@ def _best_iou(q: np.ndarray, gt: np.ndarray, threshold: float, multi_contour: bo
     if gt.shape[0] == 0:
         return 0.0
     mask = threshold_map(q, threshold)
+    boxes: np.ndarray | None
     if multi_contour:
         labels, k = ndimage.label(mask, structure=_EIGHT)
         boxes = np.concatenate([_reference_boxes(ndimage.find_objects(labels), mask.shape), _hole_boxes(mask)])
@@ -360,6 +361,9 @@ class BoxAccuracy(Metric):
     returns them) is a candidate, with False (V1) only the largest contour's. CAM thresholds
     default to wsolevaluation's np.arange(0, 1, 0.01). Sum states, so DDP-safe.
     """
+
+    hits: Tensor  # (n_iou, n_thr) states, declared for the type checker
+    count: Tensor
 
     is_differentiable = False
     higher_is_better = True
@@ -464,6 +468,11 @@ class LocalisationScores(Metric):
     all parts. Images whose union is empty are left out of that score's mean. Sum states,
     so DDP-safe; a score with no images is NaN.
     """
+
+    n_images: Tensor  # scalar states, declared for the type checker
+    agree: Tensor
+    n_class: Tensor
+    n_object: Tensor
 
     is_differentiable = False
     higher_is_better = True

@@ -118,7 +118,9 @@ def encode(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[Sequence[str]]
     return encode_flat(list(chain.from_iterable(sentences)), lengths, n_refs, n)
 
 
-def encode_flat(flat: Sequence[str], lengths: np.ndarray, n_refs: np.ndarray, n: int = 4) -> NgramCorpus:
+def encode_flat(
+    flat: Sequence[str], lengths: np.ndarray | Sequence[int], n_refs: np.ndarray | Sequence[int], n: int = 4
+) -> NgramCorpus:
     """:func:`encode` of sentences given as one word list and their lengths (N+R,): hypotheses, then references.
 
     n_refs (N,) says how many references each image has, grouped by image in image order.

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from torch.serialization import MAP_LOCATION
 
 from jointcap.lit_module import JointCaptionModule
 
@@ -63,7 +64,7 @@ def _refuse(path: _PATH, error: Exception) -> UnsafeCheckpointError:
     )
 
 
-def load_checkpoint(path: _PATH, map_location: _MAP_LOCATION_TYPE = "cpu", mmap: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: _PATH, map_location: MAP_LOCATION = "cpu", mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict at `path`, read with `weights_only=True` (UnsafeCheckpointError otherwise).
 
     `mmap=True` maps the tensors instead of reading them (cheap when only metadata is wanted).

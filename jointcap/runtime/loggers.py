@@ -11,7 +11,7 @@ import csv
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
@@ -66,7 +66,7 @@ class ResumableCSVLogger(CSVLogger):
     """
 
     def __init__(self, *args: Any, flush_logs_every_n_steps: int = 1, **kwargs: Any) -> None:
-        super().__init__(*args, flush_logs_every_n_steps=flush_logs_every_n_steps, **kwargs)
+        super().__init__(*args, **{**kwargs, "flush_logs_every_n_steps": flush_logs_every_n_steps})
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Rows logged before a checkpoint are on disk whenever it is (a resumed run will not log them again)."""
@@ -78,4 +78,4 @@ class ResumableCSVLogger(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = ResumingExperimentWriter(log_dir=self.log_dir)
-        return self._experiment
+        return cast(ResumingExperimentWriter, self._experiment)  # the only writer this logger makes

@@ -31,7 +31,7 @@ import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 WANDB_MODES = ("online", "offline", "disabled")
+WandbMode = Literal["online", "offline", "disabled"]
 DIRNAME_LIMIT = 120
 # overrides that say where or how a job logs, not what it computes: left out of W&B run names
 UNNAMED_OVERRIDES = (
@@ -110,7 +111,7 @@ def has_wandb_credentials(env: Mapping[str, str] = os.environ) -> bool:
     return bool(entry and entry[2])
 
 
-def wandb_mode(requested: str | None, env: Mapping[str, str] = os.environ) -> str:
+def wandb_mode(requested: str | None, env: Mapping[str, str] = os.environ) -> WandbMode:
     """online | offline | disabled: the request, else $WANDB_MODE, else online iff credentials (never without them)."""
     mode = (requested or env.get("WANDB_MODE") or "").lower().replace("dryrun", "offline")
     if mode not in WANDB_MODES:
@@ -118,7 +119,7 @@ def wandb_mode(requested: str | None, env: Mapping[str, str] = os.environ) -> st
     if mode == "online" and not has_wandb_credentials(env):
         log.warning("W&B: no credentials (WANDB_API_KEY or `wandb login`): logging offline instead")
         mode = "offline"
-    return mode
+    return cast(WandbMode, mode)  # one of WANDB_MODES
 
 
 def run_name(overrides: list[str]) -> str:
@@ -259,7 +260,7 @@ def finish_wandb(exit_code: int = 0) -> None:
     """Close this process's W&B run, if any, and say how to upload it when it was offline."""
     wandb = sys.modules.get("wandb")
     run = getattr(wandb, "run", None) if wandb is not None else None
-    if run is None:
+    if wandb is None or run is None:
         return
     offline = run.settings.mode in ("offline", "dryrun")
     sync_dir = run.settings.sync_dir

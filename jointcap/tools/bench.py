@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -220,7 +220,7 @@ def compose_config(overrides: Sequence[str], device: str, root: Path, task: str 
 def trainer_kwargs(cfg: DictConfig, device: str) -> dict[str, Any]:
     """The run's Trainer settings, minus what a benchmark must not do (progress bar, checkpoints, validation)."""
     HydraConfig.instance().set_config(cfg)
-    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kw = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
     for key in ("_target_", "plugins", "max_epochs", "enable_progress_bar"):
         kw.pop(key, None)
     kw.update(
@@ -408,9 +408,9 @@ def launches_per_step(module: JointCaptionModule, cfg: DictConfig, device: str, 
 def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     """The module's AdamW parameter groups and warm-up + cosine schedule, built without a Trainer."""
     c = module.optim_cfg
-    enc = list(module.model.encoder.parameters())
+    enc = list(module.net.encoder.parameters())
     enc_ids = {id(p) for p in enc}
-    rest = [p for p in module.model.parameters() if id(p) not in enc_ids]
+    rest = [p for p in module.net.parameters() if id(p) not in enc_ids]
     opt = torch.optim.AdamW(
         [{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}],
         lr=c["lr"],
@@ -494,7 +494,8 @@ def interleave(
 
     With `peaks` (CUDA only), each arm's peak allocated GPU memory (MiB, max over its runs) is written there.
     """
-    names, out = list(arms), {n: [] for n in arms}
+    names = list(arms)
+    out: dict[str, list[Timing]] = {n: [] for n in arms}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             if peaks is not None:
@@ -700,16 +701,17 @@ def bench_beam(
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if precision.startswith("bf16") else nullcontext()
     with torch.no_grad(), autocast:
         x = module.on_after_batch_transfer({"image": images.to(dev)}, 0)["image"]
-        emb = module.model.embed(x)  # (N, D, h, w)
+        emb = module.net.embed(x)  # (N, D, h, w)
 
         def batched() -> None:
-            module.model.generate(emb, beam, max_len, lp)
+            module.net.generate(emb, beam, max_len, lp)
 
         def one_by_one() -> None:
             for i in range(emb.shape[0]):
-                module.model.generate(emb[i : i + 1], beam, max_len, lp)
+                module.net.generate(emb[i : i + 1], beam, max_len, lp)
 
-        batched(), one_by_one()  # warm-up
+        batched()  # warm-up
+        one_by_one()
         times = interleave({"batched": _timer(batched, dev), "single": _timer(one_by_one, dev)}, args.beam_repeats)
     n = emb.shape[0]
     b, s = (statistics.median(x.wall_s for x in times[k]) for k in ("batched", "single"))

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     reference, reference_rows = final_test_metrics(out / "reference"), logged_rows(out / "reference")
     failures = 0
     for i in range(args.cycles):
-        kills = [
+        kills: list[tuple[int, float]] = [
             (rng.choice((signal.SIGTERM, signal.SIGKILL)), rng.uniform(0, args.max_delay))
             for _ in range(rng.choice((1, 1, 2)))
         ]

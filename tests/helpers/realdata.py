@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,7 +129,7 @@ def make_cub(directory: Path, bad: dict[str, str] | None = None) -> FakeDataset:
     directory.mkdir(parents=True, exist_ok=True)
     ds = FakeDataset(directory, {})
     members: dict[str, bytes] = {"attributes.txt": b"1 has_bill_shape::curved\n"}
-    tables = {k: [] for k in ("images", "labels", "split", "boxes", "locs")}
+    tables: dict[str, list[Any]] = {k: [] for k in ("images", "labels", "split", "boxes", "locs")}
     reed: dict[tuple[str, str], list[str] | bytes | None] = {}
     image_id = 0
     for c, (cls, n, n_train) in enumerate(zip(CUB_CLASSES, CUB_PER_CLASS, CUB_TRAIN_PER_CLASS, strict=False)):

@@ -64,15 +64,16 @@ class StepCheckpoint(ModelCheckpoint):
 def validation_follows(trainer: L.Trainer) -> bool:
     """Whether the fit loop will validate right after the current training batch (Lightning's own test)."""
     loop = trainer.fit_loop
-    return bool(trainer.enable_validation and loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+    fetcher = loop._data_fetcher
+    return bool(trainer.enable_validation and fetcher is not None and loop.epoch_loop._should_check_val_fx(fetcher))
 
 
 def collect_rng_states() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain containers."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "numpy": [kind, torch.from_numpy(np.asarray(keys).astype(np.int64)), pos, has_gauss, gauss],
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -12,6 +12,7 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -66,7 +67,7 @@ class MediaLogger(L.Callback):
         if samples:
             self.send(trainer, samples)
 
-    def samples(self, pl_module: L.LightningModule, datamodule: L.LightningDataModule) -> list[MediaSample]:
+    def samples(self, pl_module: Any, datamodule: Any) -> list[MediaSample]:  # a JointCaptionModule, its data
         """Explain the split's first n_images in one batch."""
         dataset = datamodule.datasets[self.split]
         items = [dataset[i] for i in range(min(self.n_images, len(dataset)))]
@@ -94,7 +95,11 @@ class MediaLogger(L.Callback):
 def _sample(ex: Explanation, b: int, image: torch.Tensor, label: int, refs: list[str], names: list[str]) -> MediaSample:
     """Image b of an explanation as panels and caption texts."""
     name = lambda k: names[k] if k < len(names) else str(k)  # noqa: E731
-    predicted = f"{name(int(ex.pred[b]))} ({float(ex.probs[b].max()):.2f})" if ex.pred is not None else "-"
+    predicted = (
+        f"{name(int(ex.pred[b]))} ({float(ex.probs[b].max()):.2f})"
+        if ex.pred is not None and ex.probs is not None
+        else "-"
+    )
     mean = ex.mean_attention()
     panels = viz.explanation_panels(
         ex.cam[b] if ex.cam is not None else None, mean[b] if mean is not None else None, [], None

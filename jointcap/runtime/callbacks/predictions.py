@@ -44,7 +44,8 @@ class PerImagePredictions(L.Callback):
     ) -> None:
         if not isinstance(outputs, dict) or "index" not in outputs:
             return
-        split = trainer.datamodule.splits["test"] if trainer.datamodule is not None else None
+        dm = getattr(trainer, "datamodule", None)
+        split = dm.splits["test"] if dm is not None else None
         keys = split.keys if split is not None else None
         groups = split.extra.get("group") if split is not None else None
         tokenizer = getattr(pl_module, "tokenizer", None)
