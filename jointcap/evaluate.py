@@ -17,6 +17,7 @@ run used (`<run>/.hydra/config.yaml` beside `<run>/checkpoints/`), when it is th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import re
@@ -211,7 +212,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     chosen = {k: v for k, v in options.items() if v is not None}
     module.set_metric_options(box_stages=[cfg.split], **chosen)
     if cfg.beam_size is not None:
-        module.decode_cfg.update(beam_size=int(cfg.beam_size), test_beam_size=int(cfg.beam_size))
+        beam_size = int(cfg.beam_size)
+        module.decode_cfg = dataclasses.replace(module.decode_cfg, beam_size=beam_size, test_beam_size=beam_size)
     dm = instantiate(data_config(cfg, ckpt), _convert_="all")
     dm.prepare_data()
     dm.setup(cfg.split)
@@ -222,7 +224,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         dm.references(cfg.split),
         dm.info.get("class_names") or [],
         dm.info.get("class_parts"),
-        float(module.metrics_cfg["part_radius"]),
+        float(module.metrics_cfg.part_radius),
     )
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[collector], enable_checkpointing=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
@@ -230,7 +232,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     metrics = {k.split("/", 1)[-1]: float(v) for k, v in (results[0] if results else {}).items()}
     rows = [collector.rows[i] for i in sorted(collector.rows)]
     per_class = per_class_accuracy(rows, dm.info.get("class_names") or [], dm.num_classes)
-    beam = module.decode_cfg["test_beam_size" if cfg.split == "test" else "beam_size"]
+    beam = module.decode_cfg.test_beam_size if cfg.split == "test" else module.decode_cfg.beam_size
     report = {
         "checkpoint": str(ckpt.resolve()),
         "epoch": checkpoint_epoch(ckpt),

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from jointcap import losses
+from jointcap.config import DecodeConfig, LossConfig, MetricsConfig, OptimConfig, from_dict, to_dict
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from jointcap.metrics.caption_metric import CaptionScores
 from jointcap.metrics.cider_reward import CiderReward
-from jointcap.metrics.correctness import FactReader
-from jointcap.metrics.localisation import (
-    BoxAccuracy,
-    LocalisationScores,
-    gt_known_loc,
-    part_pointing,
-    upsample,
-    word_attention,
-    word_grounding,
-)
+from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.models.joint import JointModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,7 +38,7 @@ class JointCaptionModule(L.LightningModule):
 
     mean: torch.Tensor  # (1, 3, 1, 1) buffers: ImageNet normalisation
     std: torch.Tensor
-    eval_metrics: Any  # {stage: ModuleDict of metrics}, built with the network
+    eval_metrics: Any  # {stage: EvalMetrics} (an nn.ModuleDict), built with the network
 
     def __init__(
         self,
@@ -69,45 +59,19 @@ class JointCaptionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.loss_cfg = {
-            "caption_weight": 1.0,
-            "cam_weight": 1.0,
-            "divergence": "js",
-            "grad_to": "both",
-            "warmup_epochs": 1.0,
-            "doubly_stochastic": 0.0,
-            "label_smoothing": 0.0,
-            "attention_words": "all",
-            "scst_epochs": 0.0,
-            "scst_samples": 5,
-            **(loss or {}),
-        }
-        if self.loss_cfg["attention_words"] not in losses.ATTENTION_WORDS:
+        # typed views of the hyper-parameters (stored as the plain dicts given, so checkpoints load weights-only)
+        self.loss_cfg = from_dict(LossConfig, loss, "model.loss")
+        self.optim_cfg = from_dict(OptimConfig, optim, "model.optim")
+        self.decode_cfg = from_dict(DecodeConfig, decode, "model.decode")
+        self.metrics_cfg = from_dict(MetricsConfig, metrics, "model.metrics")
+        if self.loss_cfg.attention_words not in losses.ATTENTION_WORDS:
             raise ValueError(
                 f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
-                f"got {self.loss_cfg['attention_words']!r}"
+                f"got {self.loss_cfg.attention_words!r}"
             )
-        self.optim_cfg = {
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "encoder_lr_mult": 1.0,
-            "warmup_steps": 100,
-            "scheduler": "cosine",
-            **(optim or {}),
-        }
-        self.decode_cfg = {"beam_size": 1, "max_len": 24, "length_penalty": 0.0, "test_beam_size": 3, **(decode or {})}
-        # meteor: pycocoevalcap's Java METEOR; part_radius: part-pointing radius as a fraction of the image side;
-        # cam_threshold: GT-known Loc's CAM threshold; box_stages: where the (costly) box metrics run
-        self.metrics_cfg = {
-            "meteor": False,
-            "part_radius": 0.07,
-            "cam_threshold": 0.2,
-            "box_stages": ["test"],
-            **(metrics or {}),
-        }
-        if self.loss_cfg["cam_weight"] < 0:
-            raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg['cam_weight']}")
-        self.disagreement = losses.DisagreementLoss(self.loss_cfg["divergence"], self.loss_cfg["grad_to"])
+        if self.loss_cfg.cam_weight < 0:
+            raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg.cam_weight}")
+        self.disagreement = losses.DisagreementLoss(self.loss_cfg.divergence, self.loss_cfg.grad_to)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.model: JointModel | None = None
@@ -157,33 +121,19 @@ class JointCaptionModule(L.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.eval_metrics = nn.ModuleDict({s: self._eval_metrics(num_classes, s) for s in EVAL_STAGES})
 
-    def _eval_metrics(self, num_classes: int, stage: str) -> nn.ModuleDict:
-        # disagreement: the configured divergence; disagreement_js: always Jensen–Shannon, so runs compare
-        m: dict[str, nn.Module] = {"loss": MeanMetric(), "disagreement": MeanMetric(), "disagreement_js": MeanMetric()}
-        if self.has_classifier:
-            m["acc1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-            m["acc5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-            m["acc_per_class"] = MulticlassAccuracy(num_classes, top_k=1, average="macro")
-        if self.has_captioner:
-            m["captions"] = CaptionScores(
-                decode=self._decode,
-                references=self._references,
-                max_len=self.decode_cfg["max_len"],
-                meteor=bool(self.metrics_cfg["meteor"]),
-                facts=self._facts,
-                reader=FactReader.from_info(self.info),
-            )
-            m["word_grounding"] = MeanMetric()  # attribute words whose attention peak is on their part (masks)
-            m["attn_part_pointing"] = MeanMetric()  # annotated part locations (CUB `parts`)
-        m["localisation"] = LocalisationScores(class_parts=self.info.get("class_parts"))
-        if self.has_classifier:
-            m["cam_part_pointing"] = MeanMetric()
-            m["cam_entropy"] = MeanMetric()  # entropy of P (the true class's CAM as a distribution) / log(h·w)
-            if stage in self.metrics_cfg["box_stages"]:  # CUB `boxes`: Choe et al. 2020
-                m["cam_gt_known_loc"] = MeanMetric()
-                m["cam_box_v1"] = BoxAccuracy(iou_thresholds=(0.5,), multi_contour=False)
-                m["cam_box_v2"] = BoxAccuracy()
-        return nn.ModuleDict(m)
+    def _eval_metrics(self, num_classes: int, stage: str) -> EvalMetrics:
+        return EvalMetrics(
+            stage,
+            self.hparams["task"],
+            num_classes,
+            self.metrics_cfg,
+            self.loss_cfg.divergence,
+            self.decode_cfg.max_len,
+            self.info,
+            decode=self._decode,
+            references=self._references,
+            facts=self._facts,
+        )
 
     def setup(self, stage: str) -> None:
         """Build the network from the data's facts (class count, tokenizer) if not yet built."""
@@ -199,21 +149,21 @@ class JointCaptionModule(L.LightningModule):
             self.hparams["vocab_size"] = dm.tokenizer.vocab_size
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
-            m["localisation"].class_parts = self.info.get("class_parts")
-            if "captions" in m:
-                m["captions"].reader = FactReader.from_info(self.info)
+            m.set_data(self.info)
         self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(
             self.info.get("part_words", ())
         )
 
     def set_metric_options(self, **options: Any) -> None:
         """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
-        self.metrics_cfg.update(options)
-        self.hparams["metrics"] = dict(self.metrics_cfg)
+        self.metrics_cfg = dataclasses.replace(self.metrics_cfg, **options)
+        self.hparams["metrics"] = to_dict(self.metrics_cfg)
         if self.model is not None:
             self.eval_metrics = nn.ModuleDict(
                 {s: self._eval_metrics(self.hparams["num_classes"], s) for s in EVAL_STAGES}
             ).to(self.device)
+            for m in self.eval_metrics.values():
+                m.set_data(self.info)
 
     @property
     def has_classifier(self) -> bool:
@@ -239,7 +189,7 @@ class JointCaptionModule(L.LightningModule):
     def _attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) the words whose attention forms Q: every real word, or only content (attribute and part) words."""
         real = tokens != PAD_ID
-        if self.loss_cfg["attention_words"] == "all" or not self._content_words:
+        if self.loss_cfg.attention_words == "all" or not self._content_words:
             return real
         if self.tokenizer is None:
             raise RuntimeError("model.loss.attention_words=content needs the tokenizer")
@@ -287,7 +237,7 @@ class JointCaptionModule(L.LightningModule):
 
     def self_critical_now(self) -> bool:
         """Whether this training step trains the captioner self-critically (the last `loss.scst_epochs` epochs)."""
-        n = float(self.loss_cfg["scst_epochs"])
+        n = float(self.loss_cfg.scst_epochs)
         if n <= 0 or not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit":
             return False
         return self.training and self.current_epoch >= (self.trainer.max_epochs or 0) - n
@@ -298,14 +248,14 @@ class JointCaptionModule(L.LightningModule):
         of the image's other samples; loss = -(advantage · log p(caption)). It optimises what greedy and beam
         decoding return toward the consensus of the references, which the word-level cross-entropy does not
         (its most probable caption is a short, often looping one on randomly ordered reference phrases)."""
-        k, labels = int(self.loss_cfg["scst_samples"]), batch["label"]
+        k, labels = int(self.loss_cfg.scst_samples), batch["label"]
         if self._reward is None:
             self._reward = CiderReward(self.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
         reward_of = self._reward
         out = self.net(batch["image"], None)
         cap = self.net.captioner
         assert cap is not None  # self_critical_now() is False without a captioner
-        samples = cap.sample(out.emb, k, self.decode_cfg["max_len"])  # (B·k, T), image-major
+        samples = cap.sample(out.emb, k, self.decode_cfg.max_len)  # (B·k, T), image-major
         images = batch["index"].repeat_interleave(k).tolist()
         reward = torch.tensor(
             reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
@@ -335,9 +285,9 @@ class JointCaptionModule(L.LightningModule):
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
         if out.word_logits is not None:
             targets = tokens[:, 1:]
-            terms["cap"] = losses.caption_loss(out.word_logits, targets, PAD_ID, self.loss_cfg["label_smoothing"])
+            terms["cap"] = losses.caption_loss(out.word_logits, targets, PAD_ID, self.loss_cfg.label_smoothing)
             words = targets != PAD_ID
-            if self.loss_cfg["doubly_stochastic"] > 0:
+            if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
                 cam = self.net.cam(out.emb, labels)  # (B, h, w)
@@ -346,21 +296,21 @@ class JointCaptionModule(L.LightningModule):
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
-        total = terms.get("cls", 0.0) + c["caption_weight"] * terms.get("cap", 0.0)
+        total = terms.get("cls", 0.0) + c.caption_weight * terms.get("cap", 0.0)
         if "dis" in terms:
             total = total + self.cam_weight_now() * terms["dis"]
         if "ds" in terms:
-            total = total + c["doubly_stochastic"] * terms["ds"]
-        return total
+            total = total + c.doubly_stochastic * terms["ds"]
+        return cast(torch.Tensor, total)  # a tensor: every task has a cls or cap term
 
     def cam_weight_now(self) -> float:
         """λ after warm-up, from the fractional epoch the trainer has reached."""
         c = self.loss_cfg
         if self._trainer is None or self.trainer.state.fn != "fit":
-            return c["cam_weight"]  # a checkpoint tested or validated on its own: the full λ
+            return c.cam_weight  # a checkpoint tested or validated on its own: the full λ
         steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
         progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
-        return losses.warmup(c["cam_weight"], progress, c["warmup_epochs"])
+        return losses.warmup(c.cam_weight, progress, c.warmup_epochs)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -409,42 +359,24 @@ class JointCaptionModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         """Update the stage's metrics; return the per-image record (index, label, pred, prob, tokens, cam, attn)."""
-        m: Any = self.eval_metrics[stage]  # a ModuleDict of metrics (torch types its items as Module)
         terms, out = self._losses(batch)
-        m["loss"].update(self._total(terms))
         labels = batch["label"]
-        cam = None
+        logits = cam = None
         record: dict[str, torch.Tensor] = {"index": batch["index"], "label": labels}
         if out.class_logits is not None:
             logits = out.class_logits.float()
-            for k in ("acc1", "acc5", "acc_per_class"):
-                m[k].update(logits, labels)
             cam = self.net.cam(out.emb, labels)  # (B, h, w) of the true class
             record["prob"], record["pred"] = logits.softmax(1).max(1)
         attn = dec = None
         if self.has_captioner:
-            beam = self.decode_cfg["test_beam_size"] if stage == "test" else self.decode_cfg["beam_size"]
-            dec = self.net.generate(out.emb, beam, self.decode_cfg["max_len"], self.decode_cfg["length_penalty"])
-            m["captions"].update(batch["index"], dec.tokens)
+            c = self.decode_cfg
+            beam = c.test_beam_size if stage == "test" else c.beam_size
+            dec = self.net.generate(out.emb, beam, c.max_len, c.length_penalty)
             attn = losses.mean_attention(dec.alphas, self._attention_mask(dec.tokens))  # (B, L) over generated words
-        if cam is not None:
-            p = losses.cam_distribution(cam)
-            m["cam_entropy"].update(losses.entropy(p) / math.log(p.shape[1]))
-            if attn is not None:
-                m["disagreement"].update(losses.divergence(p, attn, self.loss_cfg["divergence"]))
-                m["disagreement_js"].update(losses.divergence(p, attn, "js"))
-        attn_map = attn.view(-1, *out.emb.shape[-2:]) if attn is not None else None  # (B, h, w)
-        # a single-task model scores its one map (the agreement keys are then dropped)
-        m["localisation"].update(
-            cam if cam is not None else attn_map, attn_map if attn_map is not None else cam, batch.get("masks")
-        )
-        size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-        if batch.get("parts") is not None:
-            self._update_part_pointing(m, {"cam": cam, "attn": attn_map}, batch["parts"], size)
-        if batch.get("boxes") is not None and cam is not None and "cam_box_v1" in m:
-            self._update_boxes(m, cam, batch["boxes"], size)
-        if dec is not None and batch.get("masks") is not None and self.info.get("part_words"):
-            self._update_word_grounding(m, dec, batch["masks"], tuple(out.emb.shape[-2:]))
+        grid = (int(out.emb.shape[-2]), int(out.emb.shape[-1]))
+        attn_map = attn.view(-1, *grid) if attn is not None else None  # (B, h, w)
+        metrics = self.eval_metrics[stage]
+        metrics.update(batch, self._total(terms), logits, cam, dec, attn, attn_map, grid, self.info, self.tokenizer)
         record.update(
             {
                 k: v
@@ -454,36 +386,6 @@ class JointCaptionModule(L.LightningModule):
         )
         return record
 
-    def _update_part_pointing(
-        self, m: Any, maps: dict[str, torch.Tensor | None], parts: torch.Tensor, size: tuple[int, int]
-    ) -> None:
-        """Per image with a visible part: does the map's peak lie within part_radius of one? (parts (B, P, 3))."""
-        radius = float(self.metrics_cfg["part_radius"]) * max(size)
-        for src, maps_ in maps.items():
-            if maps_ is None:
-                continue
-            hits, visible = part_pointing(maps_.float(), parts.float(), size, radius)  # (B,), (B,)
-            seen = visible > 0
-            if seen.any():
-                m[f"{src}_part_pointing"].update((hits[seen] > 0).float())
-
-    def _update_boxes(self, m: Any, cam: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> None:
-        """GT-known Loc at cam_threshold, MaxBoxAcc (V1) and MaxBoxAccV2 of the true class's CAM vs boxes (B, 4)."""
-        up = upsample(cam.float(), size, mode="bicubic")  # (B, S, S) as wsolevaluation: cv2.INTER_CUBIC
-        hits = gt_known_loc(up, boxes, threshold=float(self.metrics_cfg["cam_threshold"]))  # (B,) bool on the CPU
-        m["cam_gt_known_loc"].update(hits.float().to(self.device))
-        m["cam_box_v1"].update(up, boxes)
-        m["cam_box_v2"].update(up, boxes)
-
-    def _update_word_grounding(self, m: Any, dec: Any, masks: torch.Tensor, grid: tuple[int, int]) -> None:
-        """Attribute words (e.g. "red") whose attention peaks on the part they describe ("crown"), masks (B,P,S,S)."""
-        attn_words, words = word_attention(dec.tokens, dec.alphas, self.tok, grid)  # (B, W, h, w)
-        hits, count = word_grounding(
-            attn_words, words, self.info["part_words"], frozenset(self.info.get("attribute_words", ())), masks
-        )
-        if count:
-            m["word_grounding"].update(torch.tensor(hits / count, device=self.device), weight=count)
-
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
 
@@ -491,29 +393,10 @@ class JointCaptionModule(L.LightningModule):
         self._log_eval("test")
 
     def _log_eval(self, stage: str) -> None:
-        values: dict[str, float] = {}
-        for name, metric in self.eval_metrics[stage].items():
-            if not metric.update_called:
-                metric.reset()
-                continue
-            result = metric.compute()
-            if name == "localisation":
-                result = self._own_maps(result)
-            elif name.startswith("cam_box_"):
-                result = _box_scores(name, result)
-            if isinstance(result, dict):
-                values.update({k: float(v) for k, v in result.items()})
-            else:
-                values[name] = float(result)
-            metric.reset()
+        metrics = self.eval_metrics[stage]
+        values = metrics.compute()
+        metrics.reset()
         self.log_dict({f"{stage}/{k}": v for k, v in values.items() if math.isfinite(v)}, sync_dist=False)
-
-    def _own_maps(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Keep the localisation scores of the maps this model really has."""
-        if self.hparams["task"] == "joint":
-            return scores
-        keep = "cam_" if self.hparams["task"] == "classifier" else "attn_"
-        return {k: v for k, v in scores.items() if k.startswith(keep)}
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> OptimizerLRScheduler:
@@ -521,12 +404,12 @@ class JointCaptionModule(L.LightningModule):
         enc = list(self.net.encoder.parameters())
         enc_ids = {id(p) for p in enc}
         rest = [p for p in self.net.parameters() if id(p) not in enc_ids]
-        groups = [{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}]
-        opt = torch.optim.AdamW(groups, lr=c["lr"], weight_decay=c["weight_decay"])
-        if c["scheduler"] == "none":
+        groups = [{"params": enc, "lr": c.lr * c.encoder_lr_mult}, {"params": rest, "lr": c.lr}]
+        opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+        if c.scheduler == "none":
             return {"optimizer": opt}
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(int(c["warmup_steps"]), total // 2)
+        warm = min(int(c.warmup_steps), total // 2)
 
         def factor(step: int) -> float:
             if step < warm:
@@ -541,13 +424,6 @@ def _data_image_size(dm: Any) -> int | None:
     """The side of the data module's cached images (all splits share it)."""
     split = next(iter(getattr(dm, "splits", {}).values()), None)
     return int(split.images.shape[1]) if split is not None else dm.info.get("image_size")
-
-
-def _box_scores(name: str, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BoxAccuracy's keys under this metric's name: cam_max_box_acc(_threshold) (V1, δ=0.5), cam_max_box_acc_v2, …"""
-    if name == "cam_box_v1":
-        return {"cam_max_box_acc": scores["max_box_acc"], "cam_max_box_acc_threshold": scores["best_threshold_iou50"]}
-    return {("cam_max_box_acc_v2" if k == "max_box_acc" else f"cam_{k}_v2"): v for k, v in scores.items()}
 
 
 @contextmanager

@@ -12,7 +12,8 @@ import torch
 
 from jointcap.data.tokenizer import PAD_ID, Tokenizer
 from jointcap.evaluate import EvaluateError, check_compatible
-from jointcap.lit_module import IMAGENET_MEAN, JointCaptionModule, _box_scores
+from jointcap.lit_module import IMAGENET_MEAN, JointCaptionModule
+from jointcap.metrics.evaluation import box_scores as _box_scores
 from jointcap.models.captioner import Decoded
 from tests.conftest import run_cli
 from tests.helpers.ckpt import TinyRun  # the `tiny_run` fixture is a plugin of conftest.py

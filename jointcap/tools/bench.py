@@ -412,11 +412,11 @@ def _optimizer(module: JointCaptionModule, total_steps: int) -> tuple[torch.opti
     enc_ids = {id(p) for p in enc}
     rest = [p for p in module.net.parameters() if id(p) not in enc_ids]
     opt = torch.optim.AdamW(
-        [{"params": enc, "lr": c["lr"] * c["encoder_lr_mult"]}, {"params": rest, "lr": c["lr"]}],
-        lr=c["lr"],
-        weight_decay=c["weight_decay"],
+        [{"params": enc, "lr": c.lr * c.encoder_lr_mult}, {"params": rest, "lr": c.lr}],
+        lr=c.lr,
+        weight_decay=c.weight_decay,
     )
-    warm = min(int(c["warmup_steps"]), total_steps // 2)
+    warm = min(int(c.warmup_steps), total_steps // 2)
 
     def factor(step: int) -> float:
         if step < warm:
@@ -697,7 +697,8 @@ def bench_beam(
     dev = torch.device(device)
     module.eval()
     images = images[: args.beam_images]
-    beam, max_len, lp = (module.decode_cfg[k] for k in ("test_beam_size", "max_len", "length_penalty"))
+    c = module.decode_cfg
+    beam, max_len, lp = c.test_beam_size, c.max_len, c.length_penalty
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if precision.startswith("bf16") else nullcontext()
     with torch.no_grad(), autocast:
         x = module.on_after_batch_transfer({"image": images.to(dev)}, 0)["image"]
