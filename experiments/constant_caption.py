@@ -12,6 +12,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import jointcap.config  # noqa: F401  (registers the schema nodes the YAML configs build on)
 from jointcap.metrics.baselines import best_constant_caption, frequent_captions
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

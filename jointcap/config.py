@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, cast
 
+from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from jointcap.data import cub, flowers
 from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO
 from jointcap.models.encoder import _RESNETS as ENCODERS
 from jointcap.models.joint import TASKS
@@ -87,9 +89,9 @@ def each_of(default: list, options: tuple) -> Any:
 @dataclass
 class EncoderConfig:
     name: str = choice("resnet18", ENCODERS)
-    weights: str | None = None
-    stage: int = choice(3, (1, 2, 3, 4))
-    output_stride: int = choice(8, (8, 16, 32))
+    weights: str | None = None  # e.g. IMAGENET1K_V1 (needs a download or a torch hub cache)
+    stage: int = choice(2, (1, 2, 3, 4))  # keep layers up to layer<stage> (2: stride 8, cheap; the paper's: 4)
+    output_stride: int = choice(8, (8, 16, 32))  # 8: 8×8 maps at 64 px; the paper's setting: 16 at 224 px
 
 
 @dataclass
@@ -113,14 +115,18 @@ class CaptionerConfig:
 
 @dataclass
 class LossConfig:
-    caption_weight: float = at_least(1.0, 0)
-    cam_weight: float = at_least(1.0, 0)
+    caption_weight: float = at_least(1.0, 0)  # α
+    cam_weight: float = at_least(1.0, 0)  # λ; 0 = the "nocam" ablation
     divergence: str = choice("js", DIVERGENCES)
-    grad_to: str = choice("both", GRAD_TO)
-    warmup_epochs: float = at_least(1.0, 0)
+    grad_to: str = choice("both", GRAD_TO)  # which side the disagreement loss trains
+    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs
     doubly_stochastic: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
+    # all | content: Q averages the attention of every generated word or only of the attribute and part
+    # words (attention at "the" is no claim about the class)
     attention_words: str = choice("all", ATTENTION_WORDS)
+    # Self-critical training (SCST, CIDEr-D reward, k samples per image, mean-of-others baseline) for the
+    # last scst_epochs epochs; 0 = cross-entropy only. Word-level CE alone decodes to short looping captions.
     scst_epochs: float = at_least(0.0, 0)
     scst_samples: int = at_least(5, 2)
 
@@ -131,23 +137,23 @@ class OptimConfig:
     weight_decay: float = at_least(1e-4, 0)
     encoder_lr_mult: float = at_least(1.0, 0)
     warmup_steps: int = at_least(100, 0)
-    scheduler: str = choice("cosine", SCHEDULERS)
+    scheduler: str = choice("cosine", SCHEDULERS)  # cosine (after a linear warm-up) | none
 
 
 @dataclass
 class DecodeConfig:
-    beam_size: int = at_least(1, 1)
+    beam_size: int = at_least(1, 1)  # validation decoding (greedy is fast)
     test_beam_size: int = at_least(3, 1)
-    max_len: int = at_least(24, 1)
+    max_len: int = at_least(30, 1)
     length_penalty: float = unbounded(0.0)
 
 
 @dataclass
 class MetricsConfig:
-    meteor: bool = False
-    part_radius: float = above(0.07, 0)
+    meteor: bool = False  # METEOR via pycocoevalcap (needs Java; a JVM per evaluation, slow)
+    part_radius: float = above(0.07, 0)  # part pointing: a hit within this fraction of the side (≈15 px at 224)
     cam_threshold: float = between(0.2, 0.0, 1.0)  # GT-known Loc, 0.2 as in the WSOL literature
-    box_stages: list[str] = each_of(["test"], ("val", "test"))
+    box_stages: list[str] = each_of(["test"], ("val", "test"))  # box localisation: slow (100 thresholds/image)
 
 
 @dataclass
@@ -163,9 +169,9 @@ class ModelConfig:
     optim: OptimConfig | None = field(default_factory=OptimConfig)
     decode: DecodeConfig | None = field(default_factory=DecodeConfig)
     metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
-    channels_last: bool = False
-    compile: bool = False
-    num_classes: int | None = at_least(None, 1)
+    channels_last: bool = False  # NHWC activations
+    compile: bool = False  # torch.compile the encoder + embedding at fit start (in place; checkpoints unchanged)
+    num_classes: int | None = at_least(None, 1)  # null: from the data (then stored in checkpoints)
     vocab_size: int | None = at_least(None, 1)
 
 
@@ -181,12 +187,12 @@ class CUBSourceConfig:
     seed: int = at_least(0, 0)
     skip_bad: bool = False
     min_captions: int = at_least(10, 1)
-    images_url: str | None = None
-    images_md5: str | None = None
+    images_url: str | None = cub.IMAGES_URL
+    images_md5: str | None = cub.IMAGES_MD5
     images_archive: str = "CUB_200_2011.tgz"
     images_folder: str = "CUB_200_2011"
     captions_url: str | None = None
-    captions_gdrive_id: str | None = None
+    captions_gdrive_id: str | None = cub.CAPTIONS_GDRIVE_ID
     captions_md5: str | None = None
     captions_archive: str = "cvpr2016_cub.tar.gz"
     captions_folder: str = "cvpr2016_cub"
@@ -203,14 +209,14 @@ class FlowersSourceConfig:
     skip_bad: bool = False
     min_captions: int = at_least(10, 1)
     folder: str = "flowers-102"
-    images_url: str | None = None
-    images_md5: str | None = None
-    labels_url: str | None = None
-    labels_md5: str | None = None
-    setid_url: str | None = None
-    setid_md5: str | None = None
+    images_url: str | None = flowers.URL_PREFIX + "102flowers.tgz"
+    images_md5: str | None = flowers.IMAGES_MD5
+    labels_url: str | None = flowers.URL_PREFIX + "imagelabels.mat"
+    labels_md5: str | None = flowers.LABELS_MD5
+    setid_url: str | None = flowers.URL_PREFIX + "setid.mat"
+    setid_md5: str | None = flowers.SETID_MD5
     captions_url: str | None = None
-    captions_gdrive_id: str | None = None
+    captions_gdrive_id: str | None = flowers.CAPTIONS_GDRIVE_ID
     captions_md5: str | None = None
     captions_archive: str = "cvpr2016_flowers.tar.gz"
     captions_folder: str = "cvpr2016_flowers"
@@ -260,16 +266,17 @@ class DataConfig:
     source: Any = None  # checked against its own _target_'s arguments
     cache_root: str = "~/.cache/jointcap/cache"
     batch_size: int = at_least(64, 1)
-    eval_batch_size: int | None = at_least(None, 1)
+    eval_batch_size: int | None = at_least(128, 1)  # null: batch_size
     num_workers: int = at_least(2, 0)
     vocab_size: int = at_least(1000, 8)
-    tokenizer_type: str = choice("unigram", TOKENIZER_TYPES)
+    # unigram collapses to ~characters on small, repetitive corpora such as the synthetic captions
+    tokenizer_type: str = choice("bpe", TOKENIZER_TYPES)
     max_caption_len: int = at_least(32, 3)
     augment: bool = True
     pin_memory: bool = True
     persistent_workers: bool = True
-    seed: int = at_least(0, 0)
-    prepare_data_per_node: bool = False
+    seed: int = at_least(0, 0)  # training order and per-sample randomness: functions of (seed, epoch, index)
+    prepare_data_per_node: bool = False  # false: only global rank 0 builds the cache; true: each node's rank 0
 
 
 # -- top level (conf/config.yaml) -------------------------------------------------------------
@@ -300,6 +307,30 @@ def to_dict(section: Any) -> dict[str, Any]:
     """A dataclass section as the plain dict stored in hyper-parameters (checkpoints load with weights_only)."""
     return dataclasses.asdict(section)
 
+
+# -- the schema as Hydra's base configs: the YAML files build on these and state only what differs ----
+SCHEMA_NODES = {  # (config group, name) → schema; e.g. conf/model/joint.yaml's defaults list starts with `schema`
+    ("model", "schema"): ModelConfig,
+    ("data", "schema"): DataConfig,
+    ("data/source", "cub_schema"): CUBSourceConfig,
+    ("data/source", "flowers_schema"): FlowersSourceConfig,
+    ("data/source", "synthetic_schema"): SyntheticSourceConfig,
+}
+
+
+def schema_defaults(schema: type) -> dict[str, Any]:
+    """A schema's defaults as a plain container (untyped, so `validate` stays the one judge of values)."""
+    return dataclasses.asdict(schema())
+
+
+def register_schemas() -> None:
+    """Store the schema defaults in Hydra's ConfigStore under SCHEMA_NODES (done when this module is imported)."""
+    store = ConfigStore.instance()
+    for (group, name), schema in SCHEMA_NODES.items():
+        store.store(group=group, name=name, node=schema_defaults(schema))
+
+
+register_schemas()
 
 GROUPS = ("data", "model", "trainer", "logger", "callbacks")  # checked section by section below
 

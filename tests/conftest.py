@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import jointcap.config  # noqa: F401  (registers the schema nodes the YAML configs build on)
+
 # The session-wide TINY checkpoint shared by the evaluate, predict and media tests.
 pytest_plugins = ["tests.helpers.ckpt", "tests.helpers.realdata"]
 

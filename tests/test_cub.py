@@ -180,10 +180,10 @@ def test_stratified_split_is_seeded_and_per_class() -> None:
 def test_config_matches_constructor() -> None:
     import inspect
 
-    from omegaconf import DictConfig, OmegaConf
+    from hydra import compose, initialize_config_dir
 
-    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "source" / "cub.yaml")
-    assert isinstance(conf, DictConfig)
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        conf = compose(config_name="config", overrides=["data=cub"]).data.source  # the schema + cub.yaml
     params = inspect.signature(CUBSource).parameters
     assert conf._target_ == "jointcap.data.cub.CUBSource"
     assert set(conf) - {"_target_"} == set(params)

@@ -123,10 +123,10 @@ def test_defaults_match_torchvision() -> None:
 
 
 def test_config_matches_constructor() -> None:
-    from omegaconf import DictConfig, OmegaConf
+    from hydra import compose, initialize_config_dir
 
-    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "source" / "flowers.yaml")
-    assert isinstance(conf, DictConfig)
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        conf = compose(config_name="config", overrides=["data=flowers"]).data.source  # the schema + flowers.yaml
     params = inspect.signature(FlowersSource).parameters
     assert conf._target_ == "jointcap.data.flowers.FlowersSource"
     assert set(conf) - {"_target_"} == set(params)
@@ -135,11 +135,12 @@ def test_config_matches_constructor() -> None:
 
 
 def test_instantiate_from_config(monkeypatch, tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     monkeypatch.setenv("JOINTCAP_DATA", str(tmp_path))
-    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "source" / "flowers.yaml")
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        conf = compose(config_name="config", overrides=["data=flowers"]).data.source  # the schema + flowers.yaml
     source = instantiate(conf)
     assert isinstance(source, FlowersSource) and source.root == tmp_path
     monkeypatch.delenv("JOINTCAP_DATA")
