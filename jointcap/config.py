@@ -36,7 +36,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jointcap.data import cub, flowers
+from jointcap.data import cub, download, flowers
 from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO
 from jointcap.models.encoder import _RESNETS as ENCODERS
 from jointcap.models.joint import TASKS
@@ -264,7 +264,7 @@ class TrainerConfig:
 class DataConfig:
     _target_: str = "jointcap.data.datamodule.JointDataModule"
     source: Any = None  # checked against its own _target_'s arguments
-    cache_root: str = "~/.cache/jointcap/cache"
+    cache_root: str = "${paths.data_root}/cache"  # conf/paths/default.yaml
     batch_size: int = at_least(64, 1)
     eval_batch_size: int | None = at_least(128, 1)  # null: batch_size
     num_workers: int = at_least(2, 0)
@@ -324,10 +324,12 @@ def schema_defaults(schema: type) -> dict[str, Any]:
 
 
 def register_schemas() -> None:
-    """Store the schema defaults in Hydra's ConfigStore under SCHEMA_NODES (done when this module is imported)."""
+    """Store the schema defaults in Hydra's ConfigStore under SCHEMA_NODES and register the `jointcap.data_root`
+    resolver of conf/paths/default.yaml (done when this module is imported, before any composition)."""
     store = ConfigStore.instance()
     for (group, name), schema in SCHEMA_NODES.items():
         store.store(group=group, name=name, node=schema_defaults(schema))
+    OmegaConf.register_new_resolver("jointcap.data_root", download.data_root_setting, replace=True)
 
 
 register_schemas()
@@ -380,7 +382,7 @@ def _batch_errors(data: DictConfig, source: DictConfig) -> list[str]:
 def _top_level_errors(cfg: DictConfig) -> list[str]:
     """Unknown top-level keys, and the typed run settings."""
     declared = _declared_top_level()
-    known = declared | set(GROUPS) | {f.name for f in dataclasses.fields(RunConfig)}
+    known = declared | set(GROUPS) | {"paths"} | {f.name for f in dataclasses.fields(RunConfig)}  # paths: a group
     errors = [
         f"{key}: unknown top-level key (known: {', '.join(sorted(known - {'defaults'}))}); "
         "declare new ones in conf/config.yaml"

@@ -36,3 +36,39 @@ def test_experiment_composes(name: str) -> None:
 def test_nocam_means_lambda_zero() -> None:
     assert _compose(["+experiment=synthetic_nocam"]).model.loss.cam_weight == 0.0
     assert _compose(["+experiment=synthetic_cam"]).model.loss.cam_weight > 0.0
+
+
+def test_paper_setting_is_stated_once_and_shared_by_cub_and_flowers() -> None:
+    cub, flowers = _compose(["+experiment=cub_cam"]), _compose(["+experiment=flowers_cam"])
+    assert cub.model == flowers.model and cub.trainer == flowers.trainer  # only the data differs
+    enc = cub.model.encoder
+    assert (enc.name, enc.stage, enc.output_stride, cub.data.source.image_size) == ("resnet50", 4, 16, 224)
+    own = OmegaConf.load(CONF / "experiment" / "cub_cam.yaml")
+    assert isinstance(own, DictConfig) and "model" not in own and "trainer" not in own  # all in _paper.yaml
+
+
+def _values(node: object) -> list[str]:
+    """Every string value of a YAML file's content (comments left out)."""
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _values(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _values(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_data_root_is_spelled_in_one_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    spelled = [
+        str(p.relative_to(CONF))
+        for p in CONF.rglob("*.yaml")
+        if any(
+            "JOINTCAP_DATA" in v or ".cache/jointcap" in v for v in _values(OmegaConf.to_container(OmegaConf.load(p)))
+        )
+    ]
+    assert spelled == []  # the root is conf/paths/default.yaml's resolver, i.e. jointcap/data/download.py
+    monkeypatch.setenv("JOINTCAP_DATA", str(tmp_path))
+    cfg = _compose(["data=cub"])
+    assert (cfg.data.cache_root, cfg.data.source.root) == (f"{tmp_path}/cache", str(tmp_path))
+    cfg = _compose(["data=flowers", "paths.data_root=/elsewhere"])
+    assert (cfg.data.cache_root, cfg.data.source.root) == ("/elsewhere/cache", "/elsewhere")
+    monkeypatch.delenv("JOINTCAP_DATA")
+    assert _compose([]).data.cache_root == "~/.cache/jointcap/cache"

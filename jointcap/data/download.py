@@ -401,6 +401,15 @@ def gather_missing(*steps: Callable[[], T]) -> list[T]:
     return results
 
 
+DATA_ROOT_ENV = "JOINTCAP_DATA"  # the data root's environment variable …
+DEFAULT_DATA_ROOT = "~/.cache/jointcap"  # … and the root without it (the configs' paths.data_root reads both here)
+
+
+def data_root_setting() -> str:
+    """The data root as configured, unexpanded: $JOINTCAP_DATA, else ~/.cache/jointcap."""
+    return os.environ.get(DATA_ROOT_ENV, DEFAULT_DATA_ROOT)
+
+
 def default_root() -> Path:
     """The data root when none is configured: $JOINTCAP_DATA, else ~/.cache/jointcap."""
-    return expand_root(os.environ.get("JOINTCAP_DATA", "~/.cache/jointcap"))
+    return expand_root(data_root_setting())
