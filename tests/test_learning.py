@@ -40,8 +40,9 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> dict[float, dict[str, f
 def test_a_few_hundred_steps_learn_both_tasks(learned: dict[float, dict[str, float]]) -> None:
     m = learned[1.0]
     assert m["test/acc1"] >= 0.5, f"accuracy {m['test/acc1']:.2f} is near chance (0.17): classification did not learn"
-    assert m["train/cap"] < 2.5, f"caption loss {m['train/cap']:.2f}: the captioner did not learn"
-    assert m["test/class_attr_precision"] > 0.4, "the captions' head/wing colours are no better than guessing"
+    # a captioner that does not look at the image names a head/wing colour right about 1 time in 8
+    assert m["test/class_attr_precision"] >= 0.5, f"class-attribute precision {m['test/class_attr_precision']:.2f}"
+    assert m["test/rep3"] <= 0.5, f"{m['test/rep3']:.0%} of the captions repeat a trigram: the decoder loops"
 
 
 @pytest.mark.slow
