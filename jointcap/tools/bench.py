@@ -203,7 +203,9 @@ def resolve_device(name: str) -> str:
 
 def compose_config(overrides: Sequence[str], device: str, root: Path, task: str | None = None) -> DictConfig:
     """The run's config (conf/), as `python -m jointcap.run` composes it, with `root` as the run folder."""
-    extra = []
+    # the cross-entropy step is what the rows time (self-critical steps need the run's data module and
+    # sample captions: a different step, not benchmarked here)
+    extra = ["model.loss.scst_epochs=0"]
     if device == "cuda" and not any(o.startswith("trainer=") for o in overrides):
         extra.append("trainer=gpu")
     if task is not None:
