@@ -79,5 +79,6 @@ def print_summary(metrics: dict[str, float], run_dir: Path, trainer: L.Trainer, 
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or {
         k: v for k, v in metrics.items() if k.startswith("val/")
     }
-    title = "jointcap: final metrics" + (f" ({source})" if source else "")
-    print_metrics(shown, title, run_paths(run_dir, trainer))
+    print_metrics(shown, "jointcap: final metrics", run_paths(run_dir, trainer))
+    if source:  # plain print: rich would wrap a long title at 80 columns in a log
+        print(f"these metrics: {source}", flush=True)
