@@ -1,0 +1,1 @@
+"""Data: dataset sources (synthetic, CUB, Flowers) → decode-once cache → tokenizer → one LightningDataModule."""

@@ -1,0 +1,1 @@
+"""The network: encoder → shared embedding → CAM classifier and attention captioner."""
