@@ -3,7 +3,9 @@
 * best constant caption: the frequent training caption that scores highest said of every image;
 * held-out reference ("human-like"): each image's first reference scored against its other nine;
 * class template: "this bird has <wing colour> <pattern> wings and a <head colour> head", filled
-  with the image's true class attributes (names the class, nothing that varies within it).
+  with the image's true class attributes (names the class, nothing that varies within it);
+  and the same plus the image's true body colour, or plus a fixed one ("grey", mostly wrong):
+  what a captioner gains by also describing what varies within a class.
 
 Each with CIDEr-D, BLEU-4 and the caption-correctness metrics. Deterministic (no model, no seed).
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import jointcap.config  # noqa: F401  (registers the schema configs that conf/ builds on)
 from jointcap.metrics.baselines import best_constant_caption, frequent_captions
 from jointcap.metrics.caption_metric import score_tokenised
 from jointcap.metrics.correctness import FactReader, fact_scores
@@ -57,6 +60,16 @@ def main(argv: list[str]) -> None:
         attrs = [dm.info["class_attributes"][int(y)] for y in dm.splits["test"].labels]
         template = [f"this bird has {a['wing']} {a['pattern']} wings and a {a['head']} head" for a in attrs]
         rows["class template (true head, wing colour, pattern)"] = _scores(template, refs, facts, reader)
+        body = extra["attributes"]["body"]
+        rows["class template + the true body colour"] = _scores(
+            [t.replace(" and a ", ", a ") + f" and a {b} body" for t, b in zip(template, body, strict=True)],
+            refs,
+            facts,
+            reader,
+        )
+        rows["class template + a fixed (mostly wrong) body colour"] = _scores(
+            [t.replace(" and a ", ", a ") + " and a grey body" for t in template], refs, facts, reader
+        )
     if markdown:
         print("| caption source | " + " | ".join(KEYS) + " |")
         print("|---|" + "---:|" * len(KEYS))

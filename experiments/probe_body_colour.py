@@ -1,0 +1,62 @@
+"""How much of a nuisance attribute does the shared embedding keep? A linear probe for the body colour.
+
+    python experiments/probe_body_colour.py <run folder or .ckpt> <cache folder of its data> [n_train] [n_test]
+
+Trains a logistic-regression probe (Adam, 300 steps, seed 0) on the mean- and max-pooled embedding
+maps of n_train training images and reports its test accuracy against chance. A captioner can only
+state a body colour that the embedding it reads still encodes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from jointcap.analysis.explain import to_model_input
+from jointcap.cli import find_checkpoint
+from jointcap.data import cache
+from jointcap.lit_module import JointCaptionModule
+from jointcap.runtime.checkpoint import load_module
+
+
+def _features(module: JointCaptionModule, split: cache.SplitData, n: int) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, n, 250):
+            images = torch.from_numpy(np.array(split.images[i : min(n, i + 250)])).permute(0, 3, 1, 2).contiguous()
+            out.append(module.net.embed(to_model_input(module, images)).float().flatten(2))  # (B, D, h·w)
+    return torch.cat(out)
+
+
+def main(path: str, data_dir: str, n_train: int = 2000, n_test: int = 500) -> None:
+    torch.manual_seed(0)
+    module = load_module(find_checkpoint(path, prefer="best")).eval()
+    train, test = cache.read_split(Path(data_dir) / "train"), cache.read_split(Path(data_dir) / "test")
+    colours = sorted(set(train.extra["attributes"]["body"]))
+    y_train = torch.tensor([colours.index(c) for c in train.extra["attributes"]["body"][:n_train]])
+    y_test = torch.tensor([colours.index(c) for c in test.extra["attributes"]["body"][:n_test]])
+    x_train, x_test = _features(module, train, n_train), _features(module, test, n_test)
+    for name, pool in (("mean-pooled", lambda x: x.mean(2)), ("max-pooled", lambda x: x.amax(2))):
+        a, b = pool(x_train), pool(x_test)
+        mu, sd = a.mean(0), a.std(0) + 1e-6
+        a, b = (a - mu) / sd, (b - mu) / sd
+        w = torch.zeros(a.shape[1], len(colours), requires_grad=True)
+        bias = torch.zeros(len(colours), requires_grad=True)
+        opt = torch.optim.Adam([w, bias], lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = F.cross_entropy(a @ w + bias, y_train) + 1e-3 * w.pow(2).sum()
+            loss.backward()
+            opt.step()
+        acc = ((b @ w + bias).argmax(1) == y_test).float().mean().item()
+        print(
+            f"{name} embedding → body colour: test accuracy {acc:.3f} (chance {1 / len(colours):.3f}, {n_test} images)"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:5]))
