@@ -224,7 +224,9 @@ def test_wandb_sweep_gives_one_offline_run_per_job_and_a_summary(tmp_path: Path)
     for lam, job in zip((0, 1), jobs, strict=False):
         assert f"model.loss.cam_weight={lam}" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
         results = json.loads((job / "results.json").read_text())
-        assert results["objective"] == "val/acc1" and 0 <= results["metrics"]["test/acc1"] <= 1
+        assert (
+            results["objective"] == "val/cider_d" and 0 <= results["metrics"]["test/acc1"] <= 1
+        )  # the joint model is selected on captions
         (offline,) = (job / "wandb").glob("offline-run-*")  # exactly one W&B run per job, in its own folder
         record = next(offline.glob("run-*.wandb")).read_bytes()
         assert b"cam_weight" in record and b"n_train=96" in record and sweep.name.encode() in record
