@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from jointcap.data import cache
 from jointcap.data import synthetic_hard as sh
@@ -113,20 +116,28 @@ def test_shortcut_split_groups():
     assert "group" not in sh.generate_split(10, seed=1).extra
 
 
+def test_preset_yaml_matches_the_source_defaults():
+    """conf/data/synthetic_hard.yaml (the calibrated preset) states the same values as the source's defaults."""
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/data/synthetic_hard.yaml").source
+    params = inspect.signature(sh.HardSyntheticSource).parameters
+    assert set(yaml) - {"_target_"} == set(params)
+    assert {k: yaml[k] for k in params} == {k: v.default for k, v in params.items()}
+
+
 def test_source_cache_key_changes_with_every_argument():
     base = sh.HardSyntheticSource()
     assert isinstance(base, Source)
     changed: dict[str, Any] = dict(
-        n_classes=100,
+        n_classes=120,
         image_size=128,
         per_class=15,
         val_per_class=4,
-        test_per_class=10,
+        test_per_class=15,
         seed=1,
         captions_per_image=5,
-        clutter=0.5,
+        clutter=1.0,
         occlusion=0.1,
-        lighting=0.05,
+        lighting=0.1,
         shortcut=True,
     )
     keys = {base.cache_key()} | {sh.HardSyntheticSource(**{k: v}).cache_key() for k, v in changed.items()}

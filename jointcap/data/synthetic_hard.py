@@ -6,7 +6,7 @@ throat colour, wingbar colour and beak shape — drawn from a palette with confu
 attributes elsewhere on the bird (head, body, wing, beak colour) and in the clutter: decoy
 heads with an eye, eyering, crown, throat and beak in *another* class's attributes, a decoy
 wing with another class's wingbars, random shapes, and leaf occluders laid over the bird's
-parts. Scale, tilt, facing and position vary widely; images are 96–128 px so that a part
+parts. Scale, tilt, facing and position vary widely; images are 80–128 px so that a part
 spans a few cells of the feature map.
 
 Each image has CUB-like captions that each name a random subset of what is visible (not always
@@ -738,16 +738,16 @@ class HardSyntheticSource:
 
     def __init__(
         self,
-        n_classes: int = 120,
-        image_size: int = 96,
-        per_class: int = 30,
+        n_classes: int = 100,
+        image_size: int = 80,
+        per_class: int = 50,
         val_per_class: int = 5,
-        test_per_class: int = 15,
+        test_per_class: int = 10,
         seed: int = 0,
         captions_per_image: int = 10,
-        clutter: float = 1.0,
-        occlusion: float = 0.3,
-        lighting: float = 0.1,
+        clutter: float = 0.5,
+        occlusion: float = 0.15,
+        lighting: float = 0.05,
         shortcut: bool = False,
         shortcut_p: float = 0.95,
     ) -> None:
