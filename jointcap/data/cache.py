@@ -252,16 +252,20 @@ def read_info(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def remove_stale_temps(root: Path) -> list[Path]:
-    """Delete the `.NAME.tmp-*` leftovers of killed writers in `root`; call only as its sole writer."""
-    root = Path(root)
-    stale = sorted(root.glob(".*.tmp-*")) if root.is_dir() else []
-    for path in stale:
+def remove_paths(paths: list[Path]) -> list[Path]:
+    """Delete files and folders (a link is removed, never followed); returns `paths`."""
+    for path in paths:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    return stale
+    return paths
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete the `.NAME.tmp-*` leftovers of killed writers in `root`; call only as its sole writer."""
+    root = Path(root)
+    return remove_paths(sorted(root.glob(".*.tmp-*")) if root.is_dir() else [])
 
 
 def dataset_complete(root: Path) -> bool:

@@ -36,6 +36,8 @@ from filelock import FileLock
 from torchvision.datasets.utils import calculate_md5, download_file_from_google_drive, download_url
 from tqdm.auto import tqdm
 
+from jointcap.data.cache import remove_paths
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -343,13 +345,7 @@ def extracted_from(archive: Path, folder: str, md5: str | None) -> bool:
 
 def remove_stale_extractions(parent: Path, folder: str) -> list[Path]:
     """Delete `.FOLDER.extract-*` leftovers of killed extractions; call only holding the folder's lock."""
-    stale = sorted(parent.glob(f".{folder}.extract-*")) if parent.is_dir() else []
-    for path in stale:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    return stale
+    return remove_paths(sorted(parent.glob(f".{folder}.extract-*")) if parent.is_dir() else [])
 
 
 def ensure_extracted(remote: Remote, archive: Path, folder: str, download: bool) -> Path:

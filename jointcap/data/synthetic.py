@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,14 +142,17 @@ def class_specs(n_classes: int) -> list[ClassSpec]:
     return specs[:n_classes]
 
 
-def _color_index(names) -> np.ndarray:
-    return np.array([COLOR_NAMES.index(c) for c in names], dtype=np.int64)
+def _color_index(names, palette: Sequence[str] = COLOR_NAMES) -> np.ndarray:
+    """Indices of colour names in `palette` (this module's by default; the hard birds pass theirs)."""
+    return np.array([palette.index(c) for c in names], dtype=np.int64)
 
 
-def _contrast_color(color_idx: np.ndarray) -> np.ndarray:
+def _contrast_color(
+    color_idx: np.ndarray, rgb: np.ndarray = PALETTE_RGB, palette: Sequence[str] = COLOR_NAMES
+) -> np.ndarray:
     """Stripe/spot/eye colour for each colour: white on dark colours, black on light ones."""
-    lum = PALETTE_RGB[color_idx] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.where(lum < 100, COLOR_NAMES.index("white"), COLOR_NAMES.index("black"))
+    lum = rgb[color_idx] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.where(lum < 100, palette.index("white"), palette.index("black"))
 
 
 # ----------------------------------------------------------------------------------- sampling

@@ -48,10 +48,12 @@ from jointcap.data.synthetic import (
     _article,
     _background,
     _col,
+    _contrast_color,
     _join,
     _layer,
     _rotate,
 )
+from jointcap.data.synthetic import _color_index as _base_color_index
 
 GENERATOR_VERSION = 1
 PART_NAMES = ("crown", "eyering", "throat", "beak", "head", "body", "wing", "wingbar", "tail")
@@ -174,13 +176,12 @@ def class_specs(n_classes: int) -> list[HardClassSpec]:
 
 
 def _color_index(names) -> np.ndarray:
-    return np.array([COLOR_NAMES.index(c) for c in names], dtype=np.int64)
+    return _base_color_index(names, COLOR_NAMES)
 
 
 def _contrast(color_idx: np.ndarray) -> np.ndarray:
     """Eye colour on each head colour: white on dark colours, black on light ones."""
-    lum = PALETTE_RGB[color_idx] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.where(lum < 100, COLOR_NAMES.index("white"), COLOR_NAMES.index("black"))
+    return _contrast_color(color_idx, PALETTE_RGB, COLOR_NAMES)
 
 
 def shortcut_pairs(specs: list[HardClassSpec]) -> np.ndarray:
