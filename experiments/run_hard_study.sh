@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# The hard-benchmark study (issue 11) at +budget=study_hard: the ladder, λ ∈ {0, 0.25, 0.5, 1, 2}, grad_to,
-# the divergences, and the shortcut and low-data options (classifier · λ = 0 · λ = 1), SEEDS seeds each,
-# JOBS jobs at a time through Hydra's joblib launcher (hydra/launcher=local), then the paired summary.
+# The hard-benchmark study (issue 11) at +budget=study_hard, SEEDS seeds per setting, JOBS jobs at a time
+# through Hydra's joblib launcher (hydra/launcher=local), then the paired summary. Families run in order of
+# priority, each one Hydra multirun with the seed outermost (every setting's seed 1, then seed 2, …), so a
+# study cut short still has whole seeds to pair:
+#   classifier  the classifier alone: default, low-data and shortcut data (the ladder's first rung)
+#   hard      joint λ = 0 · joint λ = 1                          (accuracy, captions, localisation)
+#   lowdata   the same at 15 training images per class           (low-data accuracy)
+#   shortcut  the same on the shortcut split                     (worst-group accuracy)
+#   captioner the captioner alone                                (the ladder's last rung)
+#   lambda    λ ∈ {0.25, 0.5, 2}
+#   grad_to   the CAM loss's gradient into the captioner only / the classifier only
+#   divergence KL, L1, L2, 1−cosine at the gradient scale of JS at λ = 1 (λ = 1 / ratio; docs/method.md)
 #
-# Resumable: every sweep writes into a FIXED folder ($OUT/<sweep>/<job number>_<overrides>) with
-# skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and
-# resumes the unfinished ones from their last.ckpt (ckpt_path=auto). Keep SEEDS and the settings the
-# same between reruns: Hydra numbers the jobs in sweep order, and the folders carry those numbers.
-#   experiments/run_hard_study.sh                                   # 2-core CPU: ~95 jobs, 2 at a time
-#   JOBS=4 EXTRA="trainer=gpu data.num_workers=4" experiments/run_hard_study.sh   # a GPU machine, same sweep
-#   ONLY="ladder lambda" experiments/run_hard_study.sh              # a subset of the sweeps
+# Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
+# skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and resumes the
+# unfinished ones from their last.ckpt (ckpt_path=auto). Keep SEEDS the same between reruns: Hydra numbers
+# the jobs in sweep order, and the folders carry those numbers.
+#   experiments/run_hard_study.sh                                   # 2-core CPU, 2 jobs at a time
+#   ONLY="hard lowdata" experiments/run_hard_study.sh               # some families
+#   JOBS=8 EXTRA="trainer=gpu data.num_workers=2" experiments/run_hard_study.sh   # a GPU machine, same sweep
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -18,24 +27,33 @@ SEEDS=${SEEDS:-1,2,3,4,5}
 JOBS=${JOBS:-2}
 BUDGET=${BUDGET:-study_hard}
 EXTRA=${EXTRA:-}
-ONLY=${ONLY:-ladder lambda grad_to divergence shortcut lowdata}
+ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence}
 RESULTS=${RESULTS:-experiments/results/hard_study}
+JOINT=+experiment=hard_nocam,hard_cam
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per job on the CPU
 
-sweep() {  # sweep NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, finished jobs skipped
+family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed outermost, finished jobs skipped
   local name=$1
   shift
-  case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
+  case " $ONLY " in *" $name "* | *" ${name%%_[a-z0-9]*} "*) ;; *) return 0 ;; esac  # divergence = divergence_*, classifier = classifier_*
+  echo "== $name: $* (seeds $SEEDS) — $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
-  $PY -m jointcap.run -m "$@" +budget="$BUDGET" seed="$SEEDS" skip_if_done=true hydra/launcher=local \
+  $PY -m jointcap.run -m seed="$SEEDS" "$@" +budget="$BUDGET" skip_if_done=true hydra/launcher=local \
     hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT/$name" $EXTRA
 }
 
-sweep ladder '+experiment=hard_classifier,hard_captioner,hard_nocam,hard_cam'       # λ = 0 and λ = 1 live here
-sweep lambda +experiment=hard_cam 'model.loss.cam_weight=0.25,0.5,2'
-sweep grad_to +experiment=hard_cam 'model.loss.grad_to=captioner,classifier'
-sweep divergence +experiment=hard_cam 'model.loss.divergence=kl,l1,l2,cosine'
-sweep shortcut '+experiment=hard_classifier,hard_nocam,hard_cam' data.source.shortcut=true
-sweep lowdata '+experiment=hard_classifier,hard_nocam,hard_cam' data.source.per_class=15
+family classifier +experiment=hard_classifier data.source.per_class=50,15
+family classifier_shortcut +experiment=hard_classifier data.source.shortcut=true
+family hard "$JOINT"
+family lowdata "$JOINT" data.source.per_class=15
+family shortcut "$JOINT" data.source.shortcut=true
+family captioner +experiment=hard_captioner
+family lambda +experiment=hard_cam 'model.loss.cam_weight=0.25,0.5,2'
+family grad_to +experiment=hard_cam 'model.loss.grad_to=captioner,classifier'
+# matched gradient scale: λ = 1 / (the divergence's gradient norm ÷ JS's) at sharpness 1 (docs/method.md)
+family divergence_kl +experiment=hard_cam model.loss.divergence=kl model.loss.cam_weight=0.18
+family divergence_l1 +experiment=hard_cam model.loss.divergence=l1 model.loss.cam_weight=0.3
+family divergence_l2 +experiment=hard_cam model.loss.divergence=l2 model.loss.cam_weight=1.75
+family divergence_cosine +experiment=hard_cam model.loss.divergence=cosine model.loss.cam_weight=0.3
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"

@@ -236,7 +236,29 @@ class SyntheticSourceConfig:
     clutter: float = at_least(1.0, 0)
 
 
-SOURCES = {schema._target_: schema for schema in (CUBSourceConfig, FlowersSourceConfig, SyntheticSourceConfig)}
+@dataclass
+class HardSyntheticSourceConfig:
+    """The hard benchmark's generator (jointcap.data.synthetic_hard.HardSyntheticSource; issue 11)."""
+
+    _target_: str = "jointcap.data.synthetic_hard.HardSyntheticSource"
+    n_classes: int = at_least(100, 2)
+    image_size: int = at_least(80, 32)
+    per_class: int = at_least(50, 1)  # training images per class; 10–20 = the low-data option
+    val_per_class: int = at_least(5, 1)
+    test_per_class: int = at_least(10, 1)
+    seed: int = at_least(0, 0)
+    captions_per_image: int = at_least(10, 1)
+    clutter: float = at_least(0.5, 0)
+    occlusion: float = at_least(0.15, 0)
+    lighting: float = at_least(0.05, 0)
+    shortcut: bool = False
+    shortcut_p: float = at_least(0.95, 0)
+
+
+SOURCES = {
+    schema._target_: schema
+    for schema in (CUBSourceConfig, FlowersSourceConfig, SyntheticSourceConfig, HardSyntheticSourceConfig)
+}
 
 
 # -- trainer (conf/trainer/*.yaml → lightning.pytorch.Trainer): the arguments jointcap's configs use ----
@@ -315,6 +337,7 @@ SCHEMA_NODES = {  # (config group, name) → schema; e.g. conf/model/joint.yaml'
     ("data/source", "cub_schema"): CUBSourceConfig,
     ("data/source", "flowers_schema"): FlowersSourceConfig,
     ("data/source", "synthetic_schema"): SyntheticSourceConfig,
+    ("data/source", "synthetic_hard_schema"): HardSyntheticSourceConfig,
 }
 
 

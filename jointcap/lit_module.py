@@ -18,7 +18,9 @@ from jointcap import losses
 from jointcap.config import DecodeConfig, LossConfig, MetricsConfig, OptimConfig, from_dict, to_dict
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.cider_reward import CiderReward
+from jointcap.metrics.correctness import image_fact_scores
 from jointcap.metrics.evaluation import EvalMetrics
+from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -384,7 +386,21 @@ class JointCaptionModule(L.LightningModule):
                 if v is not None
             }
         )
+        if stage == "test" and dec is not None:
+            record.update(self._image_fact_scores(batch["index"], dec.tokens))
         return record
+
+    def _image_fact_scores(self, index: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image caption correctness (class_recall, facts_right, facts_wrong), each (B,), for the test's
+        per-image table; empty where the data stores no facts (CUB, Flowers)."""
+        reader = getattr(self.eval_metrics["test"]["captions"], "reader", None)
+        if reader is None or not self._split_extra.get("facts"):
+            return {}
+        rows = []
+        for i, ids in zip(index.tolist(), tokens.tolist(), strict=True):
+            truth, class_truth = self._facts(i)
+            rows.append(image_fact_scores(reader.read(tokenize(self._decode(ids))), truth, class_truth))
+        return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in rows[0]} if rows else {}
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

@@ -27,6 +27,7 @@ SECTIONS = [
     (schema.DataConfig, "data", "synthetic"),
     (schema.TrainerConfig, "trainer", "synthetic"),
     (schema.SyntheticSourceConfig, "data.source", "synthetic"),
+    (schema.HardSyntheticSourceConfig, "data.source", "synthetic_hard"),
     (schema.CUBSourceConfig, "data.source", "cub"),
     (schema.FlowersSourceConfig, "data.source", "flowers"),
 ]
@@ -142,7 +143,15 @@ def test_every_numeric_field_declares_its_range(cls: type, section: str, data: s
             )
 
 
-@pytest.mark.parametrize("source", [schema.CUBSourceConfig, schema.FlowersSourceConfig, schema.SyntheticSourceConfig])
+@pytest.mark.parametrize(
+    "source",
+    [
+        schema.CUBSourceConfig,
+        schema.FlowersSourceConfig,
+        schema.SyntheticSourceConfig,
+        schema.HardSyntheticSourceConfig,
+    ],
+)
 def test_source_schemas_match_their_constructors(source: Any) -> None:
     import inspect
 

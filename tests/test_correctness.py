@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jointcap.data import synthetic as sy
-from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores, repeats_ngram
+from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores, image_fact_scores, repeats_ngram
 from jointcap.metrics.text import tokenize
 
 _reader = FactReader.from_info(sy.dataset_info(6))
@@ -74,3 +74,13 @@ def test_synthetic_facts_match_the_class() -> None:
         assert f"head {spec.head}" in required and f"wing {spec.wing}" in required
         assert (f"wing {spec.pattern}" in required) == (spec.pattern != "plain")
         assert set(required) <= set(facts)
+
+
+def test_image_fact_scores_count_per_caption() -> None:
+    truth = ["head red", "wing green", "wing striped", "body blue"]
+    required = ["head red", "wing green"]
+    said = _facts("a red head, blue wings and a blue belly")
+    assert image_fact_scores(said, truth, required) == {"class_recall": 0.5, "facts_right": 2.0, "facts_wrong": 1.0}
+    looping = _facts("a red head, a red head and a red head")  # a loop states its fact once
+    assert image_fact_scores(looping, truth, required) == {"class_recall": 0.5, "facts_right": 1.0, "facts_wrong": 0.0}
+    assert image_fact_scores(set(), truth, [])["class_recall"] != image_fact_scores(set(), truth, [])["class_recall"]

@@ -25,6 +25,7 @@ CHAINS: list[tuple[list[str], str, type, list[str]]] = [
     (["data=cub"], "data", schema.DataConfig, ["data/datamodule.yaml", "data/cub.yaml"]),
     (["data=flowers"], "data", schema.DataConfig, ["data/datamodule.yaml", "data/flowers.yaml"]),
     (["data=synthetic"], "data.source", schema.SyntheticSourceConfig, []),
+    (["data=synthetic_hard"], "data.source", schema.HardSyntheticSourceConfig, []),
     (["data=cub"], "data.source", schema.CUBSourceConfig, ["data/source/cub.yaml"]),
     (["data=flowers"], "data.source", schema.FlowersSourceConfig, ["data/source/flowers.yaml"]),
 ]

@@ -116,3 +116,49 @@ def test_hard_experiments_with_study_budget_compose_and_validate(experiment: str
     assert cfg.callbacks.checkpoint.monitor is None  # the last-epoch rule
     assert cfg.callbacks.test_predictions._target_.endswith("PerImagePredictions") and cfg.callbacks.media is None
     assert (cfg.model.loss.cam_weight > 0) == (experiment == "hard_cam")
+
+
+def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path) -> None:
+    """A tiny `+experiment=hard_cam +budget=study_hard` job: its test_predictions.csv carries, per image, the
+    caption's class_recall / facts_right / facts_wrong, equal to reading the written caption against the
+    image's stored facts (the paired summary bootstraps these over images × seeds)."""
+    from jointcap.data import cache
+    from jointcap.data import synthetic_hard as sh
+    from jointcap.metrics.correctness import FactReader, image_fact_scores
+    from jointcap.metrics.text import tokenize
+    from tests.conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    small = {"n_classes": 12, "image_size": 48, "per_class": 4, "val_per_class": 1, "test_per_class": 3}
+    run_cli(
+        [
+            "+experiment=hard_cam",
+            "+budget=study_hard",
+            *(f"data.source.{k}={v}" for k, v in small.items()),
+            "data.batch_size=16",
+            "data.vocab_size=120",
+            "trainer.max_epochs=1",
+            "model.loss.scst_epochs=0",
+            "model.optim.warmup_steps=2",
+            "model.decode.max_len=12",
+            "model.embedding.dim=32",
+            "model.captioner.hidden_dim=32",
+            "model.captioner.embed_dim=16",
+            "model.captioner.attn_dim=16",
+            "logger=csv",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    rows = list(csv.DictReader(open(run_dir / "test_predictions.csv")))
+    built = tmp_path / "data"
+    sh.HardSyntheticSource(**small).build(built)  # the same images and facts the run generated
+    test, reader = cache.read_split(built / "test"), FactReader.from_info(cache.read_info(built))
+    assert reader is not None and len(rows) == 36 == len(test.labels)
+    assert {"class_recall", "facts_right", "facts_wrong", "caption"} <= set(rows[0])
+    for row in rows:
+        i = int(row["index"])
+        want = image_fact_scores(
+            reader.read(tokenize(row["caption"])), test.extra["facts"][i], test.extra["class_facts"][i]
+        )
+        assert {k: float(row[k]) for k in want} == pytest.approx(want, nan_ok=True)

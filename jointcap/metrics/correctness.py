@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["FactReader", "fact_scores", "degeneracy", "repeats_ngram"]
+__all__ = ["FactReader", "fact_scores", "image_fact_scores", "degeneracy", "repeats_ngram"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,18 @@ def fact_scores(
         out[f"{prefix}_precision"], out[f"{prefix}_recall"] = p, r
         out[f"{prefix}_f1"] = 2 * p * r / (p + r) if p + r else 0.0
     return out
+
+
+def image_fact_scores(said: set[str], truth: Sequence[str], class_truth: Sequence[str]) -> dict[str, float]:
+    """One caption's correctness as numbers whose mean over images is meaningful (for paired bootstraps over
+    images): the share of the image's class-defining facts it states (`class_recall`), and how many of the
+    facts it states are true (`facts_right`) or false (`facts_wrong`) of the image."""
+    true_set = set(truth)
+    return {
+        "class_recall": len(said & set(class_truth)) / len(class_truth) if class_truth else float("nan"),
+        "facts_right": float(len(said & true_set)),
+        "facts_wrong": float(len(said - true_set)),
+    }
 
 
 def repeats_ngram(words: Sequence[str], n: int) -> bool:
