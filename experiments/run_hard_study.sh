@@ -3,10 +3,11 @@
 # through Hydra's joblib launcher (hydra/launcher=local), then the paired summary. Families run in order of
 # priority, each one Hydra multirun with the seed outermost (every setting's seed 1, then seed 2, …), so a
 # study cut short still has whole seeds to pair:
-#   classifier  the classifier alone: default, low-data and shortcut data (the ladder's first rung)
+#   classifier  the classifier alone, default and low-data       (the ladder's first rung)
 #   hard      joint λ = 0 · joint λ = 1                          (accuracy, captions, localisation)
 #   lowdata   the same at 15 training images per class           (low-data accuracy)
 #   shortcut  the same on the shortcut split                     (worst-group accuracy)
+#   classifier_shortcut  the classifier alone on the shortcut split
 #   captioner the captioner alone                                (the ladder's last rung)
 #   lambda    λ ∈ {0.25, 0.5, 2}
 #   grad_to   the CAM loss's gradient into the captioner only / the classifier only
@@ -43,10 +44,10 @@ family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed out
 }
 
 family classifier +experiment=hard_classifier data.source.per_class=50,15
-family classifier_shortcut +experiment=hard_classifier data.source.shortcut=true
 family hard "$JOINT"
 family lowdata "$JOINT" data.source.per_class=15
 family shortcut "$JOINT" data.source.shortcut=true
+family classifier_shortcut +experiment=hard_classifier data.source.shortcut=true
 family captioner +experiment=hard_captioner
 family lambda +experiment=hard_cam 'model.loss.cam_weight=0.25,0.5,2'
 family grad_to +experiment=hard_cam 'model.loss.grad_to=captioner,classifier'

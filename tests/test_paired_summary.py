@@ -57,3 +57,26 @@ def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
     md = files["paired"].read_text()
     assert "**higher**" in md and "no significant difference" in md and "95 %" in md
     assert files["paired_0_correct.png"].is_file() and files["summary"].is_file()
+
+
+def test_questions_figure_draws_one_panel_per_question_with_data(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    family = rows[0].family
+    questions = (
+        ("Accuracy", family, "correct"),
+        ("CIDEr-D", family, "test/cider_d"),
+        ("Shortcut", "shortcut=True, per_class=30", "worst_group_acc"),  # no such family: no panel
+    )
+    import matplotlib.image as mpimg
+
+    one = paired.questions_figure(rows, tmp_path / "one.png", questions[:1])
+    two = paired.questions_figure(rows, tmp_path / "two.png", questions)
+    assert one is not None and two is not None
+    h1, w1 = mpimg.imread(one).shape[:2]
+    h2, w2 = mpimg.imread(two).shape[:2]
+    assert w2 > w1  # two panels side by side; the question without data drew none (else a second row)
+    assert paired.questions_figure(rows, tmp_path / "none.png", questions[2:]) is None
+    assert paired._in_points("correct") and not paired._in_points("test/cider_d")

@@ -33,6 +33,9 @@ FAMILY_KEYS = ("data.source.shortcut", "data.source.per_class")
 NON_SCORES = {"index", "key", "label", "pred", "prob", "group", "caption"}
 RUN_METRICS = (
     "test/acc1",
+    "test/class_attr_f1",
+    "test/attr_f1",
+    "test/rep3",
     "test/cider_d",
     "test/bleu4",
     "test/disagreement",
@@ -82,9 +85,10 @@ def _number(v: str | None) -> float:
 
 
 def per_image_scores(preds: dict[str, dict[str, str]]) -> list[str]:
-    """The numeric per-image score columns of a predictions table (`correct` and e.g. caption scores)."""
+    """The numeric per-image score columns of a predictions table (`correct` and e.g. caption scores): those
+    with a finite value on some image (a score can be undefined on a few, e.g. recall with nothing to recall)."""
     first = next(iter(preds.values()), {})
-    return [k for k in first if k not in NON_SCORES and math.isfinite(_number(first[k]))]
+    return [k for k in first if k not in NON_SCORES and any(math.isfinite(_number(r.get(k))) for r in preds.values())]
 
 
 def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> list[tuple[str, str, Comparison]]:
@@ -213,6 +217,75 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     return path
 
 
+SHARES = {"correct", "worst_group_acc", "class_recall"}  # per-image 0/1 or fractions: shown in percentage points
+# The study's questions, one panel each: (title, family, metric). Families as `family_of` names them.
+QUESTIONS = (
+    ("Test accuracy", "shortcut=False, per_class=50", "correct"),
+    ("Class-defining facts the caption names", "shortcut=False, per_class=50", "class_recall"),
+    ("False facts per caption", "shortcut=False, per_class=50", "facts_wrong"),
+    ("CAM peak on a class-defining part", "shortcut=False, per_class=50", "test/cam_pointing_class"),
+    ("Worst-group accuracy, shortcut split", "shortcut=True, per_class=50", "worst_group_acc"),
+    ("Test accuracy, 15 training images per class", "shortcut=False, per_class=15", "correct"),
+)
+
+
+def _in_points(metric: str) -> bool:
+    """Whether a metric is a share (accuracy, recall, pointing rate …) drawn in percentage points."""
+    return (
+        metric in SHARES
+        or metric in ("test/acc1", "test/class_attr_f1", "test/attr_f1", "test/rep3")
+        or ("pointing" in metric)
+    )
+
+
+def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> Path | None:
+    """One panel per study question: every setting's Δ against λ = 0 with its 95 % interval (settings as rows,
+    the same order in every panel); panels without data are left out. None if no panel has data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(t, f, m, [r for r in rows if r.family == f and r.metric == m]) for t, f, m in questions]
+    panels = [p for p in panels if p[3]]
+    if not panels:
+        return None
+    settings = list(dict.fromkeys(r.setting for *_, mine in panels for r in mine))
+    cols = 2 if len(panels) > 1 else 1
+    n_rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(6.2 * cols, 0.38 * len(settings) * n_rows + 1.4 * n_rows + 0.8))
+    flat = np.atleast_1d(axes).ravel()
+    for ax, (title, _family, metric, mine) in zip(flat, panels, strict=False):
+        other = "facts per caption" if metric.startswith("facts_") else "score units"
+        scale, unit = (100.0, "percentage points") if _in_points(metric) else (1.0, other)
+        by = {r.setting: r.result for r in mine}
+        for i, name in enumerate(settings):
+            c = by.get(name)
+            if c is None:
+                continue
+            color = "C0" if not c.significant else ("C2" if c.diff > 0 else "C3")
+            err = [[(c.diff - c.low) * scale], [(c.high - c.diff) * scale]]
+            ax.errorbar(c.diff * scale, i, xerr=err, fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set_yticks(range(len(settings)), settings, fontsize=8)
+        ax.set_ylim(len(settings) - 0.5, -0.5)
+        c0 = mine[0].result
+        base = f"{c0.stat_b * scale:.1f}" if scale == 100 else f"{c0.stat_b:.2f}"
+        ax.set_title(f"{title}\n(λ = 0: {base}; {c0.n_seeds} seeds, over {mine[0].level})", fontsize=9)
+        ax.set_xlabel(f"Δ vs joint λ = 0 ({unit})", fontsize=8)
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "Each setting minus the joint model without the CAM loss (λ = 0); bars: 95 % bootstrap intervals; "
+        "green/red: interval excludes 0",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def summarize_study(
     roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000
 ) -> dict[str, Path]:
@@ -258,6 +331,9 @@ def summarize_study(
                     c.significant,
                 ]
             )
+    figure = questions_figure(rows, out / "questions.png")
+    if figure:
+        files["questions"] = figure
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")
