@@ -5,8 +5,8 @@
 # study cut short still has whole seeds to pair:
 #   classifier  the classifier alone, default and low-data       (the ladder's first rung)
 #   hard      joint λ = 0 · joint λ = 1                          (accuracy, captions, localisation)
-#   lowdata   the same at 15 training images per class           (low-data accuracy)
 #   shortcut  the same on the shortcut split                     (worst-group accuracy)
+#   lowdata   the same at 15 training images per class, same epochs (low-data accuracy)
 #   classifier_shortcut  the classifier alone on the shortcut split
 #   captioner the captioner alone                                (the ladder's last rung)
 #   lambda    λ ∈ {0.25, 0.5, 2}
@@ -45,8 +45,8 @@ family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed out
 
 family classifier +experiment=hard_classifier data.source.per_class=50,15
 family hard "$JOINT"
-family lowdata "$JOINT" data.source.per_class=15
 family shortcut "$JOINT" data.source.shortcut=true
+family lowdata "$JOINT" data.source.per_class=15
 family classifier_shortcut +experiment=hard_classifier data.source.shortcut=true
 family captioner +experiment=hard_captioner
 family lambda +experiment=hard_cam 'model.loss.cam_weight=0.25,0.5,2'
