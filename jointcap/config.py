@@ -146,6 +146,7 @@ class DecodeConfig:
     test_beam_size: int = at_least(3, 1)
     max_len: int = at_least(30, 1)
     length_penalty: float = unbounded(0.0)
+    no_repeat_ngram: int = at_least(0, 0)  # n ≥ 1: no caption repeats an n-gram of tokens (a constraint); 0 = off
 
 
 @dataclass

@@ -214,6 +214,11 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.beam_size is not None:
         beam_size = int(cfg.beam_size)
         module.decode_cfg = dataclasses.replace(module.decode_cfg, beam_size=beam_size, test_beam_size=beam_size)
+    if cfg.get("no_repeat_ngram") is not None:
+        n = int(cfg.no_repeat_ngram)
+        if n < 0:
+            raise EvaluateError(f"no_repeat_ngram must be ≥ 0 (0 = off), got {n}")
+        module.decode_cfg = dataclasses.replace(module.decode_cfg, no_repeat_ngram=n)
     dm = instantiate(data_config(cfg, ckpt), _convert_="all")
     dm.prepare_data()
     dm.setup(cfg.split)
@@ -241,6 +246,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "n_images": len(rows),
         "task": module.hparams["task"],
         "beam_size": beam,
+        "no_repeat_ngram": module.decode_cfg.no_repeat_ngram,
         "metrics": metrics,
         "per_class_accuracy": [c["accuracy"] for c in per_class],
     }

@@ -373,7 +373,7 @@ class JointCaptionModule(L.LightningModule):
         if self.has_captioner:
             c = self.decode_cfg
             beam = c.test_beam_size if stage == "test" else c.beam_size
-            dec = self.net.generate(out.emb, beam, c.max_len, c.length_penalty)
+            dec = self.net.generate(out.emb, beam, c.max_len, c.length_penalty, c.no_repeat_ngram)
             attn = losses.mean_attention(dec.alphas, self._attention_mask(dec.tokens))  # (B, L) over generated words
         grid = (int(out.emb.shape[-2]), int(out.emb.shape[-1]))
         attn_map = attn.view(-1, *grid) if attn is not None else None  # (B, h, w)

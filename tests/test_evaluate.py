@@ -148,6 +148,35 @@ def test_evaluate_writes_report_and_predictions(tiny_run: TinyRun, tmp_path: Pat
     assert "report.html: " in proc.stdout
 
 
+def test_evaluate_no_repeat_ngram_overrides_the_decoding(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """`no_repeat_ngram=2` re-decodes a checkpoint so that no caption repeats a bigram (the tiny model loops)."""
+    from jointcap.metrics.correctness import repeats_ngram
+    from jointcap.metrics.text import tokenize
+
+    out = tmp_path / "eval"
+    args = [
+        f"ckpt_path={tiny_run.ckpt}",
+        f"hydra.run.dir={out}",
+        "no_repeat_ngram=2",
+        "beam_size=1",
+        "report.gallery=0",
+    ]
+    run_cli(args, cwd=tmp_path, module="jointcap.evaluate")
+    report = json.loads((out / "report.json").read_text())
+    assert report["no_repeat_ngram"] == 2
+    with open(out / "predictions.csv") as f:
+        captions = [r["caption"] for r in csv.DictReader(f)]
+    # the ban is on tokenizer pieces; a repeated word bigram would need a repeated piece bigram
+    assert len(captions) == 32 and not any(repeats_ngram(tokenize(c), 2) for c in captions), captions[:4]
+    bad = run_cli(
+        [*args[:1], f"hydra.run.dir={tmp_path / 'bad'}", "no_repeat_ngram=-1"],
+        cwd=tmp_path,
+        module="jointcap.evaluate",
+        check=False,
+    )
+    assert bad.returncode != 0 and "no_repeat_ngram must be ≥ 0" in bad.stderr  # (run_cli shows tracebacks)
+
+
 def test_evaluate_refuses_data_the_model_was_not_trained_on() -> None:
     """Another class count or tokenizer is a clear error, not a crash deep in the model."""
     module, tok = _module()

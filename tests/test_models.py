@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from jointcap.metrics.correctness import repeats_ngram
 from jointcap.models.captioner import AttentionCaptioner
 from jointcap.models.encoder import Encoder
 from jointcap.models.joint import JointModel
@@ -177,3 +178,31 @@ def test_gradients_reach_encoder_from_both_heads(model: JointModel) -> None:
         weight = m.encoder.body[0].weight
         assert isinstance(weight, torch.Tensor) and weight.grad is not None
         assert weight.grad.abs().sum() > 0
+
+
+def test_ban_repeats_bans_exactly_the_tokens_that_would_repeat_an_ngram() -> None:
+    from jointcap.models.captioner import ban_repeats
+
+    seqs = torch.tensor([[5, 6, 7, 5, 6], [5, 6, 7, 8, 9]])  # row 0 ends in "5 6", which "7" once followed
+    out = ban_repeats(torch.zeros(2, 10), seqs, 3)
+    assert torch.isinf(out[0, 7]) and torch.isfinite(out[0]).sum() == 9  # only 7 is banned in row 0
+    assert torch.isfinite(out[1]).all()  # "8 9" never occurred before: nothing banned
+    assert torch.isinf(ban_repeats(torch.zeros(1, 10), seqs[:1], 1)[0, [5, 6, 7]]).all()  # unigrams: every word said
+    assert torch.equal(ban_repeats(torch.zeros(2, 10), seqs, 0), torch.zeros(2, 10))  # 0 = off
+
+
+def test_no_repeat_ngram_decoding_never_repeats_and_changes_only_looping_captions() -> None:
+    """A captioner made to loop ("4 5 4 5 …") decodes without a repeated trigram under no_repeat_ngram=3, with
+    greedy and beam search, and the constraint is off by default."""
+    torch.manual_seed(0)
+    cap = AttentionCaptioner(8, 8, 4, 8, 4, pad_id=0, bos_id=2, eos_id=3).eval()
+    with torch.no_grad():  # a loop: the output layer prefers words 4 and 5 (and 6) whatever the state, never EOS
+        cap.out.weight.zero_()
+        cap.out.bias.copy_(torch.tensor([-9.0, -9.0, -9.0, -9.0, 3.0, 3.0, 1.0, -1.0]))
+    emb = torch.rand(2, 8, 2, 2)
+    for decode in (lambda **kw: cap.greedy(emb, max_len=10, **kw), lambda **kw: cap.beam_search(emb, 3, 10, **kw)):
+        looping, fixed = decode(), decode(no_repeat_ngram=3)
+        assert any(repeats_ngram(row, 3) for row in looping.tokens.tolist())
+        assert not any(
+            repeats_ngram(row[: int(n)], 3) for row, n in zip(fixed.tokens.tolist(), fixed.lengths, strict=True)
+        )

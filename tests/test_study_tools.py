@@ -129,7 +129,7 @@ def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path
     from tests.conftest import run_cli
 
     run_dir = tmp_path / "run"
-    small = {"n_classes": 12, "image_size": 48, "per_class": 4, "val_per_class": 1, "test_per_class": 3}
+    small: dict[str, Any] = {"n_classes": 12, "image_size": 48, "per_class": 4, "val_per_class": 1, "test_per_class": 3}
     run_cli(
         [
             "+experiment=hard_cam",

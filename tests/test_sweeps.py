@@ -205,6 +205,16 @@ def test_summary_groups_settings_over_seeds(tmp_path: Path) -> None:
     assert len((tmp_path / "out" / "jobs.csv").read_text().splitlines()) == 11
 
 
+def test_a_key_missing_from_older_jobs_splits_no_setting() -> None:
+    """A schema key added mid-study (absent from the older jobs' configs, one value in the newer) is no setting."""
+    old = summarize.Job(Path("a"), {"seed": 1, "model.loss.cam_weight": 1.0}, [], {})
+    new = summarize.Job(Path("b"), {"seed": 2, "model.loss.cam_weight": 1.0, "model.decode.no_repeat_ngram": 0}, [], {})
+    other = summarize.Job(Path("c"), {"model.loss.cam_weight": 0.0, "model.decode.no_repeat_ngram": 0}, [], {})
+    assert summarize.setting_keys([old, new, other]) == ["model.loss.cam_weight"]
+    differs = summarize.Job(Path("d"), {"model.loss.cam_weight": 0.0, "model.decode.no_repeat_ngram": 3}, [], {})
+    assert summarize.setting_keys([old, new, differs]) == ["model.decode.no_repeat_ngram", "model.loss.cam_weight"]
+
+
 # -- end to end ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_wandb_sweep_gives_one_offline_run_per_job_and_a_summary(tmp_path: Path) -> None:

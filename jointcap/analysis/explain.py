@@ -62,7 +62,7 @@ def explain(module: JointCaptionModule, images: torch.Tensor, beam_size: int | N
         words: list[list[str]] = [[] for _ in range(images.shape[0])]
         if model.captioner is not None:
             c = module.decode_cfg
-            dec = model.generate(emb, beam_size or c.test_beam_size, c.max_len, c.length_penalty)
+            dec = model.generate(emb, beam_size or c.test_beam_size, c.max_len, c.length_penalty, c.no_repeat_ngram)
             tokens = dec.tokens
             steps = dec.alphas.float().view(*dec.alphas.shape[:2], *grid)  # (B, T, h, w)
             word_maps, words = word_attention(dec.tokens, dec.alphas, module.tok, grid)

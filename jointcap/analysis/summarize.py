@@ -125,9 +125,12 @@ def find_jobs(roots: list[Path]) -> list[Job]:
 
 
 def setting_keys(jobs: list[Job]) -> list[str]:
-    """Config keys whose values differ between the jobs, bookkeeping keys left out."""
+    """Config keys whose values differ between the jobs that have them, bookkeeping keys left out (a key that
+    a newer schema added, absent from older jobs' configs, splits no setting unless its values differ)."""
     keys = sorted({k for job in jobs for k in job.config})
-    return [k for k in keys if k not in IGNORED_KEYS and len({repr(job.config.get(k)) for job in jobs}) > 1]
+    return [
+        k for k in keys if k not in IGNORED_KEYS and len({repr(job.config[k]) for job in jobs if k in job.config}) > 1
+    ]
 
 
 def _value(v: Any) -> Any:

@@ -100,17 +100,20 @@ class AttentionCaptioner(nn.Module):
 
     # -- inference -------------------------------------------------------------------------
     @torch.no_grad()
-    def greedy(self, emb: torch.Tensor, max_len: int = 24) -> Decoded:
-        """Arg-max decoding, batched over images."""
+    def greedy(self, emb: torch.Tensor, max_len: int = 24, no_repeat_ngram: int = 0) -> Decoded:
+        """Arg-max decoding, batched over images (`no_repeat_ngram`: see `ban_repeats`)."""
         feats, feats_proj, state = self._prepare(emb)
         b, dev = emb.shape[0], emb.device
         words = torch.full((b,), self.bos_id, dtype=torch.long, device=dev)
         done = torch.zeros(b, dtype=torch.bool, device=dev)
-        tokens, alphas = [], []
+        tokens: list[torch.Tensor] = []
+        alphas: list[torch.Tensor] = []
         scores = torch.zeros(b, device=dev)
         for _ in range(max_len):
             logits, alpha, state = self._step(words, feats, feats_proj, state)
             logp = logits.float().log_softmax(-1)
+            if no_repeat_ngram and tokens:
+                logp = ban_repeats(logp, torch.stack(tokens, 1), no_repeat_ngram)
             words = logp.argmax(-1)
             scores += torch.where(done, 0.0, logp.gather(1, words[:, None]).squeeze(1))
             words = words.masked_fill(done, self.pad_id)
@@ -149,12 +152,17 @@ class AttentionCaptioner(nn.Module):
 
     @torch.no_grad()
     def beam_search(
-        self, emb: torch.Tensor, beam_size: int = 3, max_len: int = 24, length_penalty: float = 0.0
+        self,
+        emb: torch.Tensor,
+        beam_size: int = 3,
+        max_len: int = 24,
+        length_penalty: float = 0.0,
+        no_repeat_ngram: int = 0,
     ) -> Decoded:
         """Beam search batched over images × beams; beam 1 is greedy decoding.
 
         Scores are summed log-probabilities, divided by length**length_penalty when
-        choosing the final beam (0 = no normalisation).
+        choosing the final beam (0 = no normalisation). `no_repeat_ngram`: see `ban_repeats`.
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be ≥ 1, got {beam_size}")
@@ -175,6 +183,8 @@ class AttentionCaptioner(nn.Module):
         for _ in range(max_len):
             logits, alpha, state = self._step(words, feats, feats_proj, state)
             logp = logits.float().log_softmax(-1).view(b, k, v)
+            if no_repeat_ngram and seqs.shape[2]:
+                logp = ban_repeats(logp.view(b * k, v), seqs.view(b * k, -1), no_repeat_ngram).view(b, k, v)
             logp = torch.where(done[..., None], pad_only, logp)
             cand = (scores[..., None] + logp).view(b, k * v)
             scores, flat = cand.topk(k, dim=-1)  # (B, K)
@@ -200,6 +210,26 @@ class AttentionCaptioner(nn.Module):
         best = final.argmax(-1)  # (B,)
         ar = torch.arange(b, device=dev)
         return _finish(seqs[ar, best], alph[ar, best], scores[ar, best], self.eos_id, self.pad_id)
+
+
+def ban_repeats(logp: torch.Tensor, seqs: torch.Tensor, n: int) -> torch.Tensor:
+    """`logp` (N, V) with -inf at every token that would make row r of `seqs` (N, t) repeat one of its n-grams
+    of tokens (Hugging Face's `no_repeat_ngram_size`; 0 = off). A decoding constraint, not a model fix: the
+    caption must say something else where it would loop, so what it says instead is scored as usual."""
+    if n < 1 or seqs.shape[1] < n - 1:
+        return logp
+    rows, cols = [], []
+    for r, seq in enumerate(seqs.tolist()):
+        prefix = seq[len(seq) - (n - 1) :] if n > 1 else []
+        for i in range(len(seq) - n + 1):
+            if seq[i : i + n - 1] == prefix:
+                rows.append(r)
+                cols.append(seq[i + n - 1])
+    if not rows:
+        return logp
+    out = logp.clone()
+    out[torch.tensor(rows, device=logp.device), torch.tensor(cols, device=logp.device)] = float("-inf")
+    return out
 
 
 def _finish(tokens: torch.Tensor, alphas: torch.Tensor, scores: torch.Tensor, eos_id: int, pad_id: int) -> Decoded:

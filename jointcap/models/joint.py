@@ -76,10 +76,15 @@ class JointModel(nn.Module):
         return self.classifier.cam(emb, classes)
 
     def generate(
-        self, emb: torch.Tensor, beam_size: int = 1, max_len: int = 24, length_penalty: float = 0.0
+        self,
+        emb: torch.Tensor,
+        beam_size: int = 1,
+        max_len: int = 24,
+        length_penalty: float = 0.0,
+        no_repeat_ngram: int = 0,
     ) -> Decoded:
         if self.captioner is None:
             raise RuntimeError("the classifier-only model has no captioner")
         if beam_size == 1:
-            return self.captioner.greedy(emb, max_len)
-        return self.captioner.beam_search(emb, beam_size, max_len, length_penalty)
+            return self.captioner.greedy(emb, max_len, no_repeat_ngram)
+        return self.captioner.beam_search(emb, beam_size, max_len, length_penalty, no_repeat_ngram)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The hard-benchmark study (issue 11) on a GPU machine: the same sweep as run_hard_study.sh — every family,
+# SEEDS seeds — with JOBS jobs sharing the GPU at once (each model is small: ~1–2 GiB of GPU memory at batch
+# 32), into its own folders so the CPU study's results are not mixed in. Resumable like the CPU study.
+#   bash experiments/gpu_study.sh                  # on the GPU machine, from the repository root
+#   JOBS=12 SEEDS=1,2,3,4,5,6,7,8,9,10 bash experiments/gpu_study.sh
+# Not yet run: no GPU was lent to the session that prepared it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export JOBS=${JOBS:-8}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OUT=${OUT:-multirun/hard_study_gpu}
+export RESULTS=${RESULTS:-experiments/results/hard_study_gpu}
+export EXTRA="trainer=gpu data.num_workers=1 ${EXTRA:-}"
+exec bash experiments/run_hard_study.sh
