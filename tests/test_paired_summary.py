@@ -80,3 +80,13 @@ def test_questions_figure_draws_one_panel_per_question_with_data(tmp_path: Path)
     assert w2 > w1  # two panels side by side; the question without data drew none (else a second row)
     assert paired.questions_figure(rows, tmp_path / "none.png", questions[2:]) is None
     assert paired._in_points("correct") and not paired._in_points("test/cider_d")
+
+
+def test_display_names_say_the_setting_in_words() -> None:
+    assert paired.display_name((("model.loss.cam_weight", 0.0), ("model.task", "classifier"))) == "classifier alone"
+    assert paired.display_name((("model.loss.cam_weight", 1.0), ("model.task", "joint"))) == "joint, λ = 1"
+    named = paired.display_name(
+        (("model.loss.cam_weight", 0.18), ("model.loss.divergence", "kl"), ("model.loss.scst_epochs", 2.0))
+    )
+    assert named == "joint, λ = 0.18, divergence=kl"
+    assert paired.display_name(()) == "all jobs"

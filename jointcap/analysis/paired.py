@@ -126,6 +126,25 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
     return out
 
 
+NAME_DROPS = ("model.loss.scst_epochs", "model.task", "model.loss.cam_weight")  # said by the name's head
+
+
+def display_name(setting: tuple[tuple[str, object], ...]) -> str:
+    """A setting in words: `classifier alone`, `captioner alone`, `joint, λ = 1`, `joint, λ = 0.18, divergence=kl`
+    (the keys the head does not say, as `summarize.label` writes them)."""
+    values = dict(setting)
+    task, lam = values.get("model.task"), values.get("model.loss.cam_weight")
+    if task in ("classifier", "captioner"):
+        head = f"{task} alone"
+    elif task == "joint" or lam is not None:
+        head = f"joint, λ = {lam:g}" if isinstance(lam, (int, float)) else "joint"
+    else:
+        head = ""
+    rest = sm.label(tuple((k, v) for k, v in setting if k not in NAME_DROPS)) if len(values) > 0 else ""
+    rest = "" if rest == "all jobs" else rest
+    return ", ".join(p for p in (head, rest) if p) or "all jobs"
+
+
 def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
     """Every setting against its family's λ = 0 baseline (families without one are skipped)."""
     sm.assign_settings(jobs)
@@ -142,7 +161,7 @@ def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
         for setting, js in groups.items():
             if setting == base[0]:
                 continue
-            name = sm.label(tuple((k, v) for k, v in setting if k not in FAMILY_KEYS))
+            name = display_name(tuple((k, v) for k, v in setting if k not in FAMILY_KEYS))
             rows += [Row(family, name, metric, level, c) for metric, level, c in compare(js, base_jobs, n_boot)]
     return rows
 
