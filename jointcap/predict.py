@@ -106,7 +106,7 @@ def display_image(path: Path, longest: int) -> torch.Tensor:
 def domain_warning(module: JointCaptionModule) -> str | None:
     """A warning when the checkpoint's training data is unlike image files a user passes (synthetic drawings)."""
     name = str(module.info.get("name") or "")
-    if name == "synthetic":
+    if name.startswith("synthetic"):  # synthetic, synthetic_hard
         return (
             "this checkpoint was trained on jointcap's synthetic birds (procedural drawings of coloured parts): its "
             "classes and captions describe those drawings only. On photographs or other images its output is "

@@ -181,6 +181,8 @@ def test_predict_warns_about_synthetic_checkpoints() -> None:
         info = {"name": "synthetic"}
 
     assert "synthetic birds" in (domain_warning(cast(Any, M())) or "")
+    M.info = {"name": "synthetic_hard"}  # the hard benchmark's drawings too
+    assert "synthetic birds" in (domain_warning(cast(Any, M())) or "")
     M.info = {"name": "cub"}
     assert domain_warning(cast(Any, M())) is None
     assert confidence_note(0.058, 24) == "low confidence" and confidence_note(0.9, 24) == ""
