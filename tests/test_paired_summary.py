@@ -90,3 +90,19 @@ def test_display_names_say_the_setting_in_words() -> None:
     )
     assert named == "joint, λ = 0.18, divergence=kl"
     assert paired.display_name(()) == "all jobs"
+
+
+def test_headline_answers_each_question_with_its_interval(tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)  # a real gain of ~20 points
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    family = rows[0].family
+    questions = (("Test accuracy", family, "correct"), ("Nothing here", "shortcut=True, per_class=30", "correct"))
+    table = paired.headline(rows, "joint, λ = 1", questions)
+    body = [line for line in table if line.startswith("| Test accuracy")]
+    assert len(body) == 1 and "**higher**" in body[0] and "| 3 |" in body[0]  # in percentage points, 3 seeds
+    cells = body[0].split("|")
+    assert 45 < float(cells[2]) < 55 and 65 < float(cells[3]) < 75, body[0]
+    assert not any("Nothing here" in line for line in table)
+    assert paired.headline(rows, "joint, λ = 1", questions[1:]) == []

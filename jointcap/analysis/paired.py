@@ -166,6 +166,57 @@ def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
     return rows
 
 
+SHARES = {"correct", "worst_group_acc", "class_recall"}  # per-image 0/1 or fractions: shown in percentage points
+# The study's questions, one panel each: (title, family, metric). Families as `family_of` names them.
+QUESTIONS = (
+    ("Test accuracy", "shortcut=False, per_class=50", "correct"),
+    ("Class-defining facts the caption names", "shortcut=False, per_class=50", "class_recall"),
+    ("False facts per caption", "shortcut=False, per_class=50", "facts_wrong"),
+    ("CAM peak on a class-defining part", "shortcut=False, per_class=50", "test/cam_pointing_class"),
+    ("Worst-group accuracy, shortcut split", "shortcut=True, per_class=50", "worst_group_acc"),
+    ("Test accuracy, 15 training images per class", "shortcut=False, per_class=15", "correct"),
+)
+
+
+def _in_points(metric: str) -> bool:
+    """Whether a metric is a share (accuracy, recall, pointing rate …) drawn in percentage points."""
+    return (
+        metric in SHARES
+        or metric in ("test/acc1", "test/class_attr_f1", "test/attr_f1", "test/rep3")
+        or ("pointing" in metric)
+    )
+
+
+HEADLINE_SETTING = "joint, λ = 1"
+
+
+def headline(rows: list[Row], setting: str = HEADLINE_SETTING, questions: tuple = QUESTIONS) -> list[str]:
+    """The study's answers as one markdown table: per question, λ = 0, the CAM loss (`setting`), Δ with its 95 %
+    interval and the verdict; shares in percentage points. Empty when no question has data."""
+    lines = []
+    for title, family, metric in questions:
+        r = next((r for r in rows if r.family == family and r.metric == metric and r.setting == setting), None)
+        if r is None:
+            continue
+        c, points = r.result, _in_points(metric)
+        values = (c.stat_b, c.stat_a, c.diff, c.low, c.high)
+        b, a, d, lo, hi = (f"{v * 100:.1f}" if points else f"{v:.3f}" for v in values)
+        verdict = f"**{c.verdict()}**" if c.significant else c.verdict()
+        sign = "+" if c.diff >= 0 else ""
+        lines.append(f"| {title} | {b} | {a} | {sign}{d} [{lo}, {hi}] | {verdict} | {c.n_seeds} |")
+    if not lines:
+        return []
+    unit = "shares in %, Δ in percentage points; false facts: per caption"
+    return [
+        f"## Does the CAM loss help? {setting} vs λ = 0 ({unit})",
+        "",
+        "| question | joint, λ = 0 | " + setting + " | Δ [95 % CI] | verdict | seeds |",
+        "|---|---:|---:|---|---|---:|",
+        *lines,
+        "",
+    ]
+
+
 def markdown(rows: list[Row], title: str) -> str:
     """One table per family: metric, both means, Δ, 95 % CI, n, and the verdict."""
     lines = [
@@ -176,6 +227,7 @@ def markdown(rows: list[Row], title: str) -> str:
         "images with replacement; **bold** = the interval excludes 0. `correct` is top-1 accuracy; "
         "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies.",
         "",
+        *headline(rows),
     ]
     for family in dict.fromkeys(r.family for r in rows):
         lines += [
@@ -234,27 +286,6 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-SHARES = {"correct", "worst_group_acc", "class_recall"}  # per-image 0/1 or fractions: shown in percentage points
-# The study's questions, one panel each: (title, family, metric). Families as `family_of` names them.
-QUESTIONS = (
-    ("Test accuracy", "shortcut=False, per_class=50", "correct"),
-    ("Class-defining facts the caption names", "shortcut=False, per_class=50", "class_recall"),
-    ("False facts per caption", "shortcut=False, per_class=50", "facts_wrong"),
-    ("CAM peak on a class-defining part", "shortcut=False, per_class=50", "test/cam_pointing_class"),
-    ("Worst-group accuracy, shortcut split", "shortcut=True, per_class=50", "worst_group_acc"),
-    ("Test accuracy, 15 training images per class", "shortcut=False, per_class=15", "correct"),
-)
-
-
-def _in_points(metric: str) -> bool:
-    """Whether a metric is a share (accuracy, recall, pointing rate …) drawn in percentage points."""
-    return (
-        metric in SHARES
-        or metric in ("test/acc1", "test/class_attr_f1", "test/attr_f1", "test/rep3")
-        or ("pointing" in metric)
-    )
 
 
 def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> Path | None:
