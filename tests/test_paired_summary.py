@@ -60,7 +60,7 @@ def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
 
 
 def test_questions_figure_draws_one_panel_per_question_with_data(tmp_path: Path) -> None:
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
         _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)
     rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
@@ -106,3 +106,16 @@ def test_headline_answers_each_question_with_its_interval(tmp_path: Path) -> Non
     assert 45 < float(cells[2]) < 55 and 65 < float(cells[3]) < 75, body[0]
     assert not any("Nothing here" in line for line in table)
     assert paired.headline(rows, "joint, λ = 1", questions[1:]) == []
+
+
+def test_run_level_metrics_need_three_seeds_and_columns_every_job_has(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)
+    extra = tmp_path / "runs" / "cam_s1" / "test_predictions.csv"  # one job has an extra per-image column
+    lines = extra.read_text().splitlines()
+    extra.write_text("\n".join([lines[0] + ",class_recall", *(line + ",0.5" for line in lines[1:])]) + "\n")
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    metrics = {r.metric for r in rows}
+    assert "correct" in metrics and "class_recall" not in metrics  # not in every job's table: left out
+    assert not any(r.level == "seeds" for r in rows)  # 2 seeds: no run-level comparison

@@ -10,7 +10,7 @@ both ran:
   score; `worst_group_acc` where images carry a shortcut group): mean difference with a 95 %
   bootstrap interval over seeds × test images (`jointcap.analysis.stats.paired_difference`);
 * the run-level test metrics of results.json (CIDEr-D, localisation, …): the same bootstrap over
-  seeds only (one value per run), so these intervals are wider and cruder.
+  seeds only (one value per run), so these intervals are wider and cruder; from 3 common seeds on.
 Writes `paired.md` (one table per family, significance stated), `paired.csv` and one forest plot
 per family and metric kind (`paired_<family>.png`), next to the usual summary.md / jobs.csv / plots.
 """
@@ -44,6 +44,9 @@ RUN_METRICS = (
     "test/cam_iou_class",
     "test/word_grounding",
 )
+
+
+MIN_SEEDS_RUN_LEVEL = 3  # run-level metrics (one value per run) are compared from this many common seeds on
 
 
 @dataclass
@@ -103,7 +106,8 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
     preds_a, preds_b = [p for p in loaded_a if p], [p for p in loaded_b if p]
     if len(preds_a) == len(loaded_a) and len(preds_b) == len(loaded_b):  # every job has its predictions
         keys = sorted(set.intersection(*(set(p) for p in preds_a + preds_b)))
-        names = [n for n in per_image_scores(preds_a[0]) if n in per_image_scores(preds_b[0])]
+        common = set.intersection(*(set(per_image_scores(p)) for p in preds_a + preds_b))  # in every job's table
+        names = [n for n in per_image_scores(preds_a[0]) if n in common]
         for name in names:
             a = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_a])
             b = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_b])
@@ -118,6 +122,8 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
                         paired_difference(a, b, groups=np.array(groups), n_boot=n_boot),
                     )
                 )
+    if len(seeds) < MIN_SEEDS_RUN_LEVEL:  # one value per run: a bootstrap over 1–2 seeds says nothing
+        return out
     for name in RUN_METRICS:
         a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
         b = np.array([b_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
