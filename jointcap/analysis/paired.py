@@ -317,7 +317,16 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
         by = {r.setting: r.result for r in mine}
         for i, name in enumerate(settings):
             c = by.get(name)
-            if c is None:
+            if c is None:  # e.g. the classifier alone has no caption to score
+                ax.annotate(
+                    "not measured",
+                    (0.5, i),
+                    xycoords=("axes fraction", "data"),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="grey",
+                )
                 continue
             color = "C0" if not c.significant else ("C2" if c.diff > 0 else "C3")
             err = [[(c.diff - c.low) * scale], [(c.high - c.diff) * scale]]
@@ -327,7 +336,8 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
         ax.set_ylim(len(settings) - 0.5, -0.5)
         c0 = mine[0].result
         base = f"{c0.stat_b * scale:.1f}" if scale == 100 else f"{c0.stat_b:.2f}"
-        ax.set_title(f"{title}\n(λ = 0: {base}; {c0.n_seeds} seeds, over {mine[0].level})", fontsize=9)
+        seeds = f"{c0.n_seeds} seed{'s' if c0.n_seeds != 1 else ''}"
+        ax.set_title(f"{title}\n(λ = 0: {base}; {seeds}, bootstrap over {mine[0].level})", fontsize=9)
         ax.set_xlabel(f"Δ vs joint λ = 0 ({unit})", fontsize=8)
     for ax in flat[len(panels) :]:
         ax.set_visible(False)
