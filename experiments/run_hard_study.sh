@@ -31,6 +31,8 @@ EXTRA=${EXTRA:-}
 ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence}
 RESULTS=${RESULTS:-experiments/results/hard_study}
 JOINT=+experiment=hard_nocam,hard_cam
+# `++data.source.KEY=…` with a swept +experiment: Hydra first composes the sweep's base config without the swept
+# values, whose default data (synthetic) has no such key; `++` adds it there and overrides it in every job.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per job on the CPU
 
 family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed outermost, finished jobs skipped
@@ -45,8 +47,8 @@ family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed out
 
 family classifier +experiment=hard_classifier data.source.per_class=50,15
 family hard "$JOINT"
-family shortcut "$JOINT" data.source.shortcut=true
-family lowdata "$JOINT" data.source.per_class=15
+family shortcut "$JOINT" ++data.source.shortcut=true
+family lowdata "$JOINT" ++data.source.per_class=15
 family classifier_shortcut +experiment=hard_classifier data.source.shortcut=true
 family captioner +experiment=hard_captioner
 family lambda +experiment=hard_cam 'model.loss.cam_weight=0.25,0.5,2'
