@@ -162,3 +162,40 @@ def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path
             reader.read(tokenize(row["caption"])), test.extra["facts"][i], test.extra["class_facts"][i]
         )
         assert {k: float(row[k]) for k in want} == pytest.approx(want, nan_ok=True)
+
+
+def _study_families() -> list[tuple[str, list[str]]]:
+    """(name, overrides) of every `family NAME OVERRIDE…` line of experiments/run_hard_study.sh, $JOINT expanded."""
+    import shlex
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "experiments" / "run_hard_study.sh").read_text()
+    joint = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("JOINT="))
+    out = []
+    for line in text.splitlines():
+        if line.startswith("family "):
+            name, *args = shlex.split(line.replace('"$JOINT"', joint))[1:]
+            out.append((name, args))
+    return out
+
+
+@pytest.mark.parametrize("name,overrides", _study_families(), ids=[n for n, _ in _study_families()])
+def test_every_study_family_composes_as_a_multirun_does(name: str, overrides: list[str]) -> None:
+    """Hydra composes a sweep's base config from its non-swept overrides before any job (where the default data
+    lacks the hard source's keys), then each job's: both must compose, and every job must validate."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from jointcap.config import validate
+    from tests.test_configs import CONF
+
+    fixed = ["seed=1", "+budget=study_hard", "skip_if_done=true", *[o for o in overrides if "," not in o]]
+    swept = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides if "," in o]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        compose(config_name="config", overrides=fixed)  # the sweep's base composition
+        for combo in itertools.product(*swept):
+            cfg = compose(config_name="config", overrides=[*fixed, *combo])
+            validate(cfg)
+            assert cfg.data.source._target_.endswith("HardSyntheticSource"), (name, combo)
