@@ -178,7 +178,9 @@ QUESTIONS = (
     ("Test accuracy", "shortcut=False, per_class=50", "correct"),
     ("Class-defining facts the caption names", "shortcut=False, per_class=50", "class_recall"),
     ("False facts per caption", "shortcut=False, per_class=50", "facts_wrong"),
+    ("CIDEr-D of the captions", "shortcut=False, per_class=50", "test/cider_d"),
     ("CAM peak on a class-defining part", "shortcut=False, per_class=50", "test/cam_pointing_class"),
+    ("Caption attention peak on a class-defining part", "shortcut=False, per_class=50", "test/attn_pointing_class"),
     ("Worst-group accuracy, shortcut split", "shortcut=True, per_class=50", "worst_group_acc"),
     ("Test accuracy, 15 training images per class", "shortcut=False, per_class=15", "correct"),
 )
