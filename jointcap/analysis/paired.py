@@ -233,7 +233,9 @@ def markdown(rows: list[Row], title: str) -> str:
         "Each setting against the joint model with λ = 0 of the same data option, on the seeds both ran. "
         "Δ = setting − baseline; CI: 95 % percentile bootstrap, resampling seeds and (for per-image scores) test "
         "images with replacement; **bold** = the interval excludes 0. `correct` is top-1 accuracy; "
-        "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies.",
+        "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies. Intervals "
+        '"over seeds" rest on one value per run (3–5 runs): a percentile bootstrap over so few values is too '
+        "narrow, so read those verdicts as descriptive and the images × seeds ones as the test.",
         "",
         *headline(rows),
     ]
