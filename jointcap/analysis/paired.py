@@ -146,8 +146,8 @@ def display_name(setting: tuple[tuple[str, object], ...]) -> str:
         head = f"joint, λ = {lam:g}" if isinstance(lam, (int, float)) else "joint"
     else:
         head = ""
-    rest = sm.label(tuple((k, v) for k, v in setting if k not in NAME_DROPS)) if len(values) > 0 else ""
-    rest = "" if rest == "all jobs" else rest
+    rest = sm.label(tuple((k, v) for k, v in setting if k not in NAME_DROPS))
+    rest = "" if rest == "all jobs" else rest  # summarize.label's name for no keys
     return ", ".join(p for p in (head, rest) if p) or "all jobs"
 
 
@@ -269,9 +269,7 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     mine = [r for r in rows if r.family == family and r.metric == metric]
     if not mine:
         return None
-    scale, unit = (
-        (100.0, "percentage points") if metric in ("correct", "worst_group_acc", "test/acc1") else (1.0, "score units")
-    )
+    scale, unit = (100.0, "percentage points") if _in_points(metric) else (1.0, "score units")
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(mine) + 1.6))
     for i, r in enumerate(mine):
         c = r.result
