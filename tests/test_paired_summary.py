@@ -119,3 +119,22 @@ def test_run_level_metrics_need_three_seeds_and_columns_every_job_has(tmp_path: 
     metrics = {r.metric for r in rows}
     assert "correct" in metrics and "class_recall" not in metrics  # not in every job's table: left out
     assert not any(r.level == "seeds" for r in rows)  # 2 seeds: no run-level comparison
+
+
+def test_settings_table_has_a_row_per_setting_and_a_column_per_question(tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)  # a real gain
+        _job(tmp_path / "runs", "half", seed, 0.5, 0.5)  # none
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    family = rows[0].family
+    questions = (("Accuracy", family, "correct"), ("CIDEr-D", family, "test/cider_d"), ("None", "other", "correct"))
+    table = paired.settings_table(rows, family, questions)
+    header = next(line for line in table if line.startswith("| setting"))
+    assert header.count("|") == 5 and "None" not in header  # setting, 2 questions, seeds
+    body = {line.split("|")[1].strip(): line for line in table if line.startswith("| joint")}
+    assert set(body) == {"joint, λ = 1", "joint, λ = 0.5"}
+    acc_gain = body["joint, λ = 1"].split("|")[2]
+    assert acc_gain.strip().startswith("**+") and 15 < float(acc_gain.strip("* ").split()[0]) < 25
+    assert not body["joint, λ = 0.5"].split("|")[2].strip().startswith("**")  # no gain: not bold
+    assert paired.settings_table(rows, "other", questions) == []

@@ -225,6 +225,37 @@ def headline(rows: list[Row], setting: str = HEADLINE_SETTING, questions: tuple 
     ]
 
 
+def settings_table(rows: list[Row], family: str = QUESTIONS[0][1], questions: tuple = QUESTIONS) -> list[str]:
+    """Every setting of one family against λ = 0 on each of that family's questions, a row per setting: which
+    variant of the loss (λ, grad_to, divergence) helps where. Cells: Δ [95 % CI] (shares in percentage points),
+    **bold** when the interval excludes 0; the seeds column is the fewest common seeds in the row."""
+    mine = [(t, m) for t, f, m in questions if f == family and any(r.family == f and r.metric == m for r in rows)]
+    if not mine:
+        return []
+    settings = list(dict.fromkeys(r.setting for r in rows if r.family == family))
+    lines = [
+        f"## Every setting against λ = 0 ({family}; Δ [95 % CI], shares in percentage points, **bold**: excludes 0)",
+        "",
+        "| setting | " + " | ".join(t for t, _ in mine) + " | seeds |",
+        "|---|" + "---|" * len(mine) + "---:|",
+    ]
+    for setting in settings:
+        by = {r.metric: r.result for r in rows if r.family == family and r.setting == setting}
+        cells, seeds = [], []
+        for _, metric in mine:
+            c = by.get(metric)
+            if c is None:
+                cells.append("–")
+                continue
+            k = 100.0 if _in_points(metric) else 1.0
+            digits = 1 if k == 100 else 3
+            text = f"{c.diff * k:+.{digits}f} [{c.low * k:+.{digits}f}, {c.high * k:+.{digits}f}]"
+            cells.append(f"**{text}**" if c.significant else text)
+            seeds.append(c.n_seeds)
+        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {min(seeds) if seeds else '–'} |")
+    return [*lines, ""]
+
+
 def markdown(rows: list[Row], title: str) -> str:
     """One table per family: metric, both means, Δ, 95 % CI, n, and the verdict."""
     lines = [
@@ -238,6 +269,7 @@ def markdown(rows: list[Row], title: str) -> str:
         "narrow, so read those verdicts as descriptive and the images × seeds ones as the test.",
         "",
         *headline(rows),
+        *settings_table(rows),
     ]
     for family in dict.fromkeys(r.family for r in rows):
         lines += [
