@@ -53,7 +53,7 @@ def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
     null = get[("shortcut=True, per_class=30", "correct")]
     assert null["significant"] == "False" and float(null["ci_low"]) < 0 < float(null["ci_high"])
     assert ("shortcut=True, per_class=30", "worst_group_acc") in get  # groups present → worst-group comparison
-    assert get[("shortcut=False, per_class=30", "test/cider_d")]["bootstrap_over"] == "seeds"
+    assert get[("shortcut=False, per_class=30", "test/cider_d")]["interval"] == paired.BY_SEEDS
     md = files["paired"].read_text()
     assert "**higher**" in md and "no significant difference" in md and "95 %" in md
     assert files["paired_0_correct.png"].is_file() and files["summary"].is_file()
@@ -101,7 +101,7 @@ def test_headline_answers_each_question_with_its_interval(tmp_path: Path) -> Non
     questions = (("Test accuracy", family, "correct"), ("Nothing here", "shortcut=True, per_class=30", "correct"))
     table = paired.headline(rows, "joint, λ = 1", questions)
     body = [line for line in table if line.startswith("| Test accuracy")]
-    assert len(body) == 1 and "**higher**" in body[0] and "| 3 |" in body[0]  # in percentage points, 3 seeds
+    assert len(body) == 1 and "**higher**" in body[0] and "per image, 3 seeds" in body[0]  # in points
     cells = body[0].split("|")
     assert 45 < float(cells[2]) < 55 and 65 < float(cells[3]) < 75, body[0]
     assert not any("Nothing here" in line for line in table)
@@ -118,7 +118,7 @@ def test_run_level_metrics_need_three_seeds_and_columns_every_job_has(tmp_path: 
     rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
     metrics = {r.metric for r in rows}
     assert "correct" in metrics and "class_recall" not in metrics  # not in every job's table: left out
-    assert not any(r.level == "seeds" for r in rows)  # 2 seeds: no run-level comparison
+    assert not any(r.level == paired.BY_SEEDS for r in rows)  # 2 seeds: no run-level comparison
 
 
 def test_settings_table_has_a_row_per_setting_and_a_column_per_question(tmp_path: Path) -> None:

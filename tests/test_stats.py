@@ -62,3 +62,22 @@ def test_non_finite_images_are_left_out_and_bad_shapes_named():
         stats.paired_difference(np.zeros((2, 3)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="groups"):
         stats.paired_difference(np.zeros((1, 3)), np.zeros((1, 3)), groups=np.zeros(2))
+
+
+def test_paired_t_matches_scipy_and_is_wider_than_a_bootstrap_over_few_runs():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(3)
+    b = rng.normal(0.6, 0.05, size=4)
+    a = b + rng.normal(0.03, 0.02, size=4)
+    t = stats.paired_t(a, b)
+    ref = ttest_rel(a, b).confidence_interval(0.95)
+    assert t.diff == pytest.approx(float(np.mean(a - b)))
+    assert (t.low, t.high) == pytest.approx((ref.low, ref.high))
+    assert t.n_seeds == 4 and t.stat_a == pytest.approx(a.mean())
+    boot = stats.paired_difference(a[:, None], b[:, None], n_boot=4000)  # the old run-level interval
+    assert t.high - t.low > 1.5 * (boot.high - boot.low)
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.paired_t(a[:1], b[:1])
+    with pytest.raises(ValueError, match="must match"):
+        stats.paired_t(a, b[:3])

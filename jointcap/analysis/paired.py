@@ -9,8 +9,8 @@ both ran:
 * per-image scores (test top-1 `correct`, and any numeric per-image column such as a caption
   score; `worst_group_acc` where images carry a shortcut group): mean difference with a 95 %
   bootstrap interval over seeds × test images (`jointcap.analysis.stats.paired_difference`);
-* the run-level test metrics of results.json (CIDEr-D, localisation, …): the same bootstrap over
-  seeds only (one value per run), so these intervals are wider and cruder; from 3 common seeds on.
+* the run-level test metrics of results.json (CIDEr-D, localisation, …): one value per run, so a
+  paired Student-t interval over the seeds (`stats.paired_t`); from 3 common seeds on.
 Writes `paired.md` (one table per family, significance stated), `paired.csv` and one forest plot
 per family and metric kind (`paired_<family>.png`), next to the usual summary.md / jobs.csv / plots.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jointcap.analysis import summarize as sm
-from jointcap.analysis.stats import Comparison, paired_difference
+from jointcap.analysis.stats import Comparison, paired_difference, paired_t
 from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
 
 FAMILY_KEYS = ("data.source.shortcut", "data.source.per_class")
@@ -47,6 +47,8 @@ RUN_METRICS = (
 
 
 MIN_SEEDS_RUN_LEVEL = 3  # run-level metrics (one value per run) are compared from this many common seeds on
+BY_IMAGES = "bootstrap, images × seeds"  # Row.level: how the interval was made
+BY_SEEDS = "t, seeds"
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Row:
     family: str
     setting: str
     metric: str
-    level: str  # "images × seeds" or "seeds"
+    level: str  # BY_IMAGES or BY_SEEDS
     result: Comparison
 
 
@@ -112,23 +114,23 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
             a = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_a])
             b = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_b])
             if np.isfinite(a).any() and np.isfinite(b).any():
-                out.append((name, "images × seeds", paired_difference(a, b, n_boot=n_boot)))
+                out.append((name, BY_IMAGES, paired_difference(a, b, n_boot=n_boot)))
             groups = [preds_a[0][k].get("group", "") for k in keys]
             if name == "correct" and all(g != "" for g in groups):
                 out.append(
                     (
                         "worst_group_acc",
-                        "images × seeds",
+                        BY_IMAGES,
                         paired_difference(a, b, groups=np.array(groups), n_boot=n_boot),
                     )
                 )
-    if len(seeds) < MIN_SEEDS_RUN_LEVEL:  # one value per run: a bootstrap over 1–2 seeds says nothing
+    if len(seeds) < MIN_SEEDS_RUN_LEVEL:  # one value per run: 1–2 runs say nothing
         return out
     for name in RUN_METRICS:
-        a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
-        b = np.array([b_by[s].metrics.get(name, math.nan) for s in seeds])[:, None]
+        a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])
+        b = np.array([b_by[s].metrics.get(name, math.nan) for s in seeds])
         if np.isfinite(a).all() and np.isfinite(b).all():
-            out.append((name, "seeds", paired_difference(a, b, n_boot=n_boot)))
+            out.append((name, BY_SEEDS, paired_t(a, b)))
     return out
 
 
@@ -211,15 +213,16 @@ def headline(rows: list[Row], setting: str = HEADLINE_SETTING, questions: tuple 
         b, a, d, lo, hi = (f"{v * 100:.1f}" if points else f"{v:.3f}" for v in values)
         verdict = f"**{c.verdict()}**" if c.significant else c.verdict()
         sign = "+" if c.diff >= 0 else ""
-        lines.append(f"| {title} | {b} | {a} | {sign}{d} [{lo}, {hi}] | {verdict} | {c.n_seeds} |")
+        kind = "per image" if r.level == BY_IMAGES else "per run"
+        lines.append(f"| {title} | {b} | {a} | {sign}{d} [{lo}, {hi}] | {verdict} | {kind}, {c.n_seeds} seeds |")
     if not lines:
         return []
     unit = "shares in %, Δ in percentage points; false facts: per caption"
     return [
         f"## Does the CAM loss help? {setting} vs λ = 0 ({unit})",
         "",
-        "| question | joint, λ = 0 | " + setting + " | Δ [95 % CI] | verdict | seeds |",
-        "|---|---:|---:|---|---|---:|",
+        "| question | joint, λ = 0 | " + setting + " | Δ [95 % CI] | verdict | scores |",
+        "|---|---:|---:|---|---|---|",
         *lines,
         "",
     ]
@@ -262,11 +265,11 @@ def markdown(rows: list[Row], title: str) -> str:
         f"# {title}",
         "",
         "Each setting against the joint model with λ = 0 of the same data option, on the seeds both ran. "
-        "Δ = setting − baseline; CI: 95 % percentile bootstrap, resampling seeds and (for per-image scores) test "
-        "images with replacement; **bold** = the interval excludes 0. `correct` is top-1 accuracy; "
-        "`worst_group_acc` the lower of the shortcut split's aligned/conflicting group accuracies. Intervals "
-        '"over seeds" rest on one value per run (3–5 runs): a percentile bootstrap over so few values is too '
-        "narrow, so read those verdicts as descriptive and the images × seeds ones as the test.",
+        "Δ = setting − baseline; 95 % intervals: per-image scores by a percentile bootstrap resampling seeds and "
+        f"test images with replacement (`{BY_IMAGES}`); run-level metrics (one value per run: CIDEr-D, "
+        f"pointing, …) by a paired Student-t interval over the seeds (`{BY_SEEDS}`), which is wide with 3–5 runs. "
+        "**bold** = the interval excludes 0. `correct` is top-1 accuracy; `worst_group_acc` the lower of the "
+        "shortcut split's aligned/conflicting group accuracies.",
         "",
         *headline(rows),
         *settings_table(rows),
@@ -275,14 +278,14 @@ def markdown(rows: list[Row], title: str) -> str:
         lines += [
             f"## {family}",
             "",
-            "| setting | metric | bootstrap over | setting | λ = 0 | Δ | 95 % CI | seeds | images | verdict |",
+            "| setting | metric | interval | setting | λ = 0 | Δ | 95 % CI | seeds | images | verdict |",
             "|---|---|---|---:|---:|---:|---|---:|---:|---|",
         ]
         for r in (r for r in rows if r.family == family):
             c = r.result
             delta = f"{c.diff:+.4f}"
             verdict = f"**{c.verdict()}**" if c.significant else c.verdict()
-            images = c.n_images if r.level != "seeds" else "–"
+            images = c.n_images if r.level == BY_IMAGES else "–"
             lines.append(
                 f"| {r.setting} | {r.metric} | {r.level} | {c.stat_a:.4f} | {c.stat_b:.4f} | {delta} | "
                 f"[{c.low:+.4f}, {c.high:+.4f}] | {c.n_seeds} | {images} | {verdict} |"
@@ -320,7 +323,7 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     name = {"correct": "test top-1 accuracy", "worst_group_acc": "worst-group test accuracy"}.get(metric, metric)
     ax.set_xlabel(f"Δ {name} vs joint λ = 0 ({unit})", fontsize=9)
     ax.set_title(
-        f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % bootstrap CI over {mine[0].level}", fontsize=9
+        f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % interval ({mine[0].level})", fontsize=9
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -371,12 +374,12 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
         c0 = mine[0].result
         base = f"{c0.stat_b * scale:.1f}" if scale == 100 else f"{c0.stat_b:.2f}"
         seeds = f"{c0.n_seeds} seed{'s' if c0.n_seeds != 1 else ''}"
-        ax.set_title(f"{title}\n(λ = 0: {base}; {seeds}, bootstrap over {mine[0].level})", fontsize=9)
+        ax.set_title(f"{title}\n(λ = 0: {base}; {seeds}, 95 % interval: {mine[0].level})", fontsize=9)
         ax.set_xlabel(f"Δ vs joint λ = 0 ({unit})", fontsize=8)
     for ax in flat[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(
-        "Each setting minus the joint model without the CAM loss (λ = 0); bars: 95 % bootstrap intervals; "
+        "Each setting minus the joint model without the CAM loss (λ = 0); bars: 95 % intervals; "
         "green/red: interval excludes 0",
         fontsize=9,
     )
@@ -402,7 +405,7 @@ def summarize_study(
                 "family",
                 "setting",
                 "metric",
-                "bootstrap_over",
+                "interval",
                 "setting_value",
                 "baseline_value",
                 "diff",

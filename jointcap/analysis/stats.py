@@ -9,6 +9,7 @@ and recomputes both settings' statistic on the same resample (so the pairing can
 image difficulty and the seed's shared randomness). The statistic is the mean, or with
 `groups` the worst-group mean (e.g. the shortcut split's aligned / conflicting images).
 The difference is significant at the interval's level when the interval excludes 0.
+Run-level metrics (one value per run) get `paired_t` instead: a t interval over the seeds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import t as student_t
 
 CHUNK = 250  # bootstrap replicates computed at once (memory: CHUNK × images floats)
 
@@ -142,3 +144,35 @@ def paired_difference(
         stat_a=sa,
         stat_b=sb,
     )
+
+
+def paired_t(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Comparison:
+    """mean(a − b) over paired runs (one value per seed) with a Student-t interval on n − 1 degrees of freedom.
+
+    For run-level metrics (3–5 seeds) a percentile bootstrap is too narrow: it ignores the t quantile and
+    underestimates the spread by √((n−1)/n). Runs with a non-finite value in either setting are left out."""
+    a, b = (np.asarray(x, dtype=np.float64).ravel() for x in (a, b))
+    if a.shape != b.shape:
+        raise ValueError(f"paired runs must match: a has {a.size}, b {b.size}")
+    if not 0 < level < 1:
+        raise ValueError(f"need 0 < level < 1, got {level}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    n = len(a)
+    if n < 2:
+        raise ValueError(f"a t interval needs at least 2 paired runs, got {n}")
+    d = a - b
+    half = float(student_t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    mean = float(d.mean())
+    return Comparison(
+        diff=mean,
+        low=mean - half,
+        high=mean + half,
+        level=level,
+        n_seeds=n,
+        n_images=0,
+        n_boot=0,
+        stat_a=float(a.mean()),
+        stat_b=float(b.mean()),
+    )
+
