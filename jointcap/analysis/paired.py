@@ -322,9 +322,7 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     ax.invert_yaxis()
     name = {"correct": "test top-1 accuracy", "worst_group_acc": "worst-group test accuracy"}.get(metric, metric)
     ax.set_xlabel(f"Δ {name} vs joint λ = 0 ({unit})", fontsize=9)
-    ax.set_title(
-        f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % interval ({mine[0].level})", fontsize=9
-    )
+    ax.set_title(f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % interval ({mine[0].level})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -175,4 +175,3 @@ def paired_t(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Comparison:
         stat_a=float(a.mean()),
         stat_b=float(b.mean()),
     )
-
