@@ -11,12 +11,20 @@ import numpy as np
 from jointcap.analysis import paired
 
 
-def _job(root: Path, name: str, seed: int, cam_weight: float, p_correct: float, shortcut: bool = False) -> None:
+def _job(
+    root: Path,
+    name: str,
+    seed: int,
+    cam_weight: float,
+    p_correct: float,
+    shortcut: bool = False,
+    divergence: str = "js",
+) -> None:
     folder = root / f"{name}_s{seed}"
     (folder / ".hydra").mkdir(parents=True)
     cfg = {
         "seed": seed,
-        "model": {"task": "joint", "loss": {"cam_weight": cam_weight}},
+        "model": {"task": "joint", "loss": {"cam_weight": cam_weight, "divergence": divergence}},
         "data": {"source": {"shortcut": shortcut, "per_class": 30}},
     }
     (folder / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
@@ -82,14 +90,19 @@ def test_questions_figure_draws_one_panel_per_question_with_data(tmp_path: Path)
     assert paired._in_points("correct") and not paired._in_points("test/cider_d")
 
 
-def test_display_names_say_the_setting_in_words() -> None:
-    assert paired.display_name((("model.loss.cam_weight", 0.0), ("model.task", "classifier"))) == "classifier alone"
-    assert paired.display_name((("model.loss.cam_weight", 1.0), ("model.task", "joint"))) == "joint, λ = 1"
-    named = paired.display_name(
-        (("model.loss.cam_weight", 0.18), ("model.loss.divergence", "kl"), ("model.loss.scst_epochs", 2.0))
-    )
-    assert named == "joint, λ = 0.18, divergence=kl"
-    assert paired.display_name(()) == "all jobs"
+def test_settings_are_named_in_words_and_the_plain_loss_goes_unsaid() -> None:
+    name = paired.sm.setting_name
+    assert name((("model.loss.cam_weight", 0.0), ("model.task", "classifier"))) == "classifier alone"
+    assert name((("model.loss.cam_weight", 1.0), ("model.task", "joint"))) == "joint, λ = 1"
+    named = name((("model.loss.cam_weight", 0.18), ("model.loss.divergence", "kl"), ("model.loss.scst_epochs", 2.0)))
+    assert named == "joint, λ = 0.18, KL divergence"
+    plain = (("model.loss.cam_weight", 1.0), ("model.loss.divergence", "js"), ("model.loss.grad_to", "both"))
+    assert name(plain) == "joint, λ = 1"  # the schema's defaults: what the headline looks up
+    one_side = (("model.loss.cam_weight", 1.0), ("model.loss.grad_to", "captioner"), ("model.task", "joint"))
+    assert name(one_side) == "joint, λ = 1, CAM loss trains the captioner only"
+    data = (("data.source.per_class", 15.0), ("data.source.shortcut", True), ("model.task", "joint"), ("x.y", 3.0))
+    assert name(data) == "joint, 15 images per class, shortcut split, y=3"
+    assert name(()) == "all jobs"
 
 
 def test_headline_answers_each_question_with_its_interval(tmp_path: Path) -> None:
@@ -138,3 +151,20 @@ def test_settings_table_has_a_row_per_setting_and_a_column_per_question(tmp_path
     assert acc_gain.strip().startswith("**+") and 15 < float(acc_gain.strip("* ").split()[0]) < 25
     assert not body["joint, λ = 0.5"].split("|")[2].strip().startswith("**")  # no gain: not bold
     assert paired.settings_table(rows, "other", questions) == []
+
+
+def test_lambda_figure_needs_two_weights_of_the_plain_loss(tmp_path: Path) -> None:
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.6)
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    family = rows[0].family
+    questions = (("Accuracy", family, "correct"), ("CIDEr-D", family, "test/cider_d"))
+    assert paired.lambda_figure(rows, tmp_path / "one.png", questions) is None  # one λ > 0: no dose response
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "half", seed, 0.5, 0.55)
+        _job(tmp_path / "runs", "kl", seed, 0.25, 0.5, divergence="kl")  # a variant, not the plain loss: no point
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    assert {r.setting for r in rows} == {"joint, λ = 0.5", "joint, λ = 1", "joint, λ = 0.25, KL divergence"}
+    path = paired.lambda_figure(rows, tmp_path / "two.png", questions)
+    assert path is not None and path.stat().st_size > 5000

@@ -215,6 +215,51 @@ def test_a_key_missing_from_older_jobs_splits_no_setting() -> None:
     assert summarize.setting_keys([old, new, differs]) == ["model.decode.no_repeat_ngram", "model.loss.cam_weight"]
 
 
+def test_panels_leave_out_a_metric_equal_to_another_in_every_job() -> None:
+    """Mean per-class accuracy on a balanced test split is top-1 accuracy: one panel, not two."""
+    jobs = [
+        summarize.Job(Path(str(i)), {}, [], {"test/acc1": a, "test/acc_per_class": a, "test/cider_d": 0.5 + a})
+        for i, a in enumerate((0.6, 0.7))
+    ]
+    names = ["test/acc1", "test/acc_per_class", "test/cider_d"]
+    assert summarize.panel_metrics(names, jobs) == ["test/acc1", "test/cider_d"]
+    jobs[1].metrics["test/acc_per_class"] = 0.68  # unbalanced in one job: a panel of its own
+    assert summarize.panel_metrics(names, jobs) == names
+    jobs[0].metrics.pop("test/acc_per_class")  # missing in one job is no proof of equality
+    assert summarize.panel_metrics(names, jobs) == names
+
+
+def test_a_setting_run_at_one_lambda_is_a_point_and_a_single_task_rung_a_reference_line(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    def job(i: int, task: str, lam: float, div: str = "js") -> summarize.Job:
+        cfg = {"seed": i % 2, "model.task": task, "model.loss.cam_weight": lam, "model.loss.divergence": div}
+        return summarize.Job(Path(f"{task}{lam}{div}{i}"), cfg, [], {"test/acc1": 0.5 + 0.1 * lam + 0.01 * i})
+
+    jobs = [job(i, "joint", lam) for lam in (0.0, 1.0) for i in (0, 1)]
+    jobs += [job(i, "joint", 0.18, "kl") for i in (0, 1)] + [job(i, "classifier", 0.0) for i in (0, 1)]
+    summarize.assign_settings(jobs)
+    drawn: dict[str, str] = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):  # record each legend entry's artist before the figure is written
+        for text, handle in zip(fig.legends[0].texts, fig.legends[0].legend_handles, strict=True):
+            drawn[text.get_text()] = type(handle).__name__
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        assert summarize.plot_against(jobs, summarize.LAMBDA, tmp_path / "p.png") is not None
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert set(drawn) == {"joint", "joint, KL divergence", "classifier alone"}, drawn
+    assert drawn["classifier alone"] == "Line2D"  # a dashed reference line across the λ axis
+    assert drawn["joint, KL divergence"] != "Line2D" and drawn["joint"] != "Line2D"  # points with error bars
+
+
 # -- end to end ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_wandb_sweep_gives_one_offline_run_per_job_and_a_summary(tmp_path: Path) -> None:

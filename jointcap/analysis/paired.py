@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,25 +135,6 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
     return out
 
 
-NAME_DROPS = ("model.loss.scst_epochs", "model.task", "model.loss.cam_weight")  # said by the name's head
-
-
-def display_name(setting: tuple[tuple[str, object], ...]) -> str:
-    """A setting in words: `classifier alone`, `captioner alone`, `joint, λ = 1`, `joint, λ = 0.18, divergence=kl`
-    (the keys the head does not say, as `summarize.label` writes them)."""
-    values = dict(setting)
-    task, lam = values.get("model.task"), values.get("model.loss.cam_weight")
-    if task in ("classifier", "captioner"):
-        head = f"{task} alone"
-    elif task == "joint" or lam is not None:
-        head = f"joint, λ = {lam:g}" if isinstance(lam, (int, float)) else "joint"
-    else:
-        head = ""
-    rest = sm.label(tuple((k, v) for k, v in setting if k not in NAME_DROPS))
-    rest = "" if rest == "all jobs" else rest  # summarize.label's name for no keys
-    return ", ".join(p for p in (head, rest) if p) or "all jobs"
-
-
 def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
     """Every setting against its family's λ = 0 baseline (families without one are skipped)."""
     sm.assign_settings(jobs)
@@ -169,7 +151,7 @@ def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
         for setting, js in groups.items():
             if setting == base[0]:
                 continue
-            name = display_name(tuple((k, v) for k, v in setting if k not in FAMILY_KEYS))
+            name = sm.setting_name(tuple((k, v) for k, v in setting if k not in FAMILY_KEYS))
             rows += [Row(family, name, metric, level, c) for metric, level, c in compare(js, base_jobs, n_boot)]
     return rows
 
@@ -387,6 +369,66 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     return path
 
 
+PLAIN_LAMBDA = re.compile(r"^joint, λ = ([0-9.e+-]+)$")  # the plain loss (JS, both sides) at one weight
+
+
+def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> Path | None:
+    """The dose response: Δ against λ = 0 (with its 95 % interval) as a function of λ for the plain loss, one
+    panel per question of the default data option; None when fewer than two λ > 0 were run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    family = questions[0][1]
+    weights = {
+        r.setting: float(m.group(1)) for r in rows if r.family == family and (m := PLAIN_LAMBDA.match(r.setting))
+    }
+    panels = []
+    for title, f, metric in questions:
+        mine = [r for r in rows if r.family == f == family and r.metric == metric and r.setting in weights]
+        if mine:
+            panels.append((title, metric, mine))
+    if len(set(weights.values())) < 2 or not panels:
+        return None
+    cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.3 * n_rows), squeeze=False)
+    for ax, (title, metric, mine) in zip(axes.flat, panels, strict=False):
+        scale = 100.0 if _in_points(metric) else 1.0
+        other = "facts per caption" if metric.startswith("facts_") else "score units"
+        unit = "percentage points" if scale == 100 else other
+        mine = sorted(mine, key=lambda r: weights[r.setting])
+        xs = [0.0] + [weights[r.setting] for r in mine]
+        ds = [0.0] + [r.result.diff * scale for r in mine]
+        lo = [0.0] + [(r.result.diff - r.result.low) * scale for r in mine]
+        hi = [0.0] + [(r.result.high - r.result.diff) * scale for r in mine]
+        ax.errorbar(xs, ds, yerr=[lo, hi], fmt="o-", capsize=3, color="C0")
+        for r in mine:
+            if r.result.significant:
+                ax.plot(weights[r.setting], r.result.diff * scale, "o", color="C2" if r.result.diff > 0 else "C3")
+        ax.axhline(0, color="grey", lw=1, ls="--")
+        c0, n = mine[0].result, sorted({r.result.n_seeds for r in mine})
+        base = f"{c0.stat_b * scale:.1f}" if scale == 100 else f"{c0.stat_b:.2f}"
+        seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}"
+        ax.set_title(f"{title}\n(λ = 0: {base}; {seeds} seeds; {mine[0].level})", fontsize=9)
+        ax.set_xlabel("λ (weight of the CAM disagreement loss)", fontsize=8)
+        ax.set_ylabel(f"Δ vs λ = 0 ({unit})", fontsize=8)
+        ax.set_xticks(sorted(set(xs)))
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(
+        f"The plain CAM loss at each weight, minus the joint model without it ({family}); bars: 95 % intervals; "
+        "green/red: interval excludes 0",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def summarize_study(
     roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000
 ) -> dict[str, Path]:
@@ -435,6 +477,9 @@ def summarize_study(
     figure = questions_figure(rows, out / "questions.png")
     if figure:
         files["questions"] = figure
+    dose = lambda_figure(rows, out / "lambda.png")
+    if dose:
+        files["lambda"] = dose
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")

@@ -20,12 +20,14 @@ import csv
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from jointcap.config import LossConfig
 from jointcap.runtime.tracking import RESULTS_FILE
 
 LAMBDA = "model.loss.cam_weight"
@@ -160,6 +162,40 @@ def label(setting: tuple[tuple[str, Any], ...]) -> str:
     )
 
 
+NAME_DROPS = ("model.loss.scst_epochs", "model.task", "model.loss.cam_weight")  # said by the name's head
+PLAIN_LOSS = {f"model.loss.{k}": getattr(LossConfig(), k) for k in ("divergence", "grad_to")}  # unsaid at these
+DIVERGENCE_WORDS = {"js": "JS", "kl": "KL", "l1": "L1", "l2": "L2", "cosine": "1 − cosine"}
+KEY_WORDS: dict[str, Callable[[Any], str]] = {
+    "model.loss.divergence": lambda v: f"{DIVERGENCE_WORDS.get(v, v)} divergence",
+    "model.loss.grad_to": lambda v: f"CAM loss trains the {v} only",
+    "data.source.shortcut": lambda v: "shortcut split" if v else "",
+    "data.source.per_class": lambda v: f"{v:g} images per class" if isinstance(v, (int, float)) else f"per_class={v}",
+}
+
+
+def setting_name(setting: tuple[tuple[str, Any], ...]) -> str:
+    """A setting in words: `classifier alone`, `joint, λ = 1`, `joint, λ = 0.18, KL divergence`; the plain loss
+    (JS, both sides trained: the schema's defaults) goes unsaid, other keys as `label` writes them."""
+    values = dict(setting)
+    task, lam = values.get("model.task"), values.get(LAMBDA)
+    if task in ("classifier", "captioner"):
+        head = f"{task} alone"
+    elif task == "joint" or lam is not None:
+        head = f"joint, λ = {lam:g}" if isinstance(lam, (int, float)) else "joint"
+    else:
+        head = ""
+    words, rest = [], []
+    for k, v in setting:
+        if k in NAME_DROPS or (k in PLAIN_LOSS and v == PLAIN_LOSS[k]):
+            continue
+        if k in KEY_WORDS:
+            words.append(KEY_WORDS[k](v))
+        else:
+            rest.append((k, v))
+    tail = label(tuple(rest)) if rest else ""
+    return ", ".join(p for p in (head, *words, tail) if p) or "all jobs"
+
+
 def mean_std(values: list[float]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (nan for one value) and count of the finite values."""
     vals = [v for v in values if math.isfinite(v)]
@@ -237,9 +273,27 @@ def metric_title(name: str) -> str:
     return f"{words} ({stage})" if stage else words
 
 
-def panel_metrics(names: list[str]) -> list[str]:
-    """The metrics worth a panel: `cider` dropped where `cider_d` of the same stage is there (near duplicates)."""
-    return [n for n in names if not (n.rsplit("/", 1)[-1] == "cider" and n[: -len("cider")] + "cider_d" in names)]
+def panel_metrics(names: list[str], jobs: list[Job] | None = None) -> list[str]:
+    """The metrics worth a panel: `cider` dropped where `cider_d` of the same stage is there (near duplicates),
+    and, given the jobs, a metric equal to an earlier one in every job (e.g. mean per-class accuracy on a
+    class-balanced test split is top-1 accuracy)."""
+    kept = [n for n in names if not (n.rsplit("/", 1)[-1] == "cider" and n[: -len("cider")] + "cider_d" in names)]
+    if not jobs:
+        return kept
+    out: list[str] = []
+    for name in kept:
+        values = [j.metrics.get(name, math.nan) for j in jobs]
+        if not any(_same(values, [j.metrics.get(o, math.nan) for j in jobs]) for o in out):
+            out.append(name)
+    return out
+
+
+def _same(a: list[float], b: list[float], tol: float = 1e-6) -> bool:
+    """Equal wherever both are finite, and finite in the same places (at least one)."""
+    pairs = list(zip(a, b, strict=True))
+    if any(math.isfinite(x) != math.isfinite(y) for x, y in pairs) or not any(math.isfinite(x) for x, _ in pairs):
+        return False
+    return all(abs(x - y) <= tol for x, y in pairs if math.isfinite(x))
 
 
 def honest_ylim(ax: Any, name: str) -> None:
@@ -258,6 +312,12 @@ def honest_ylim(ax: Any, name: str) -> None:
         ax.set_ylim(lo, hi)
 
 
+def _has_axis(setting: tuple[tuple[str, Any], ...], x_key: str) -> bool:
+    """Whether x means something for the setting: λ only for the joint model (the single-task rungs have no CAM
+    loss, so they are drawn as reference lines across the axis)."""
+    return x_key != LAMBDA or dict(setting).get("model.task", "joint") == "joint"
+
+
 def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | None = None) -> Path | None:
     """Each metric against `x_key` (mean ± std over seeds), one line per other setting; None if x does not vary."""
     import matplotlib
@@ -267,7 +327,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
 
     if len({repr(j.config.get(x_key)) for j in jobs}) < 2:
         return None
-    metrics = panel_metrics(metrics or metric_names(jobs))
+    metrics = panel_metrics(metrics or metric_names(jobs), jobs)
     lines: dict[tuple, dict[float, list[Job]]] = {}
     for job in jobs:
         rest = tuple((k, v) for k, v in job.setting if k != x_key)
@@ -275,19 +335,23 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
     cols = min(4, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    many = plt.get_cmap("tab20")
+    palette = [many(i) for i in range(20)] if len(lines) > 10 else [f"C{i}" for i in range(10)]
     for ax, name in zip(axes.flat, metrics, strict=False):
         for i, (rest, by_x) in enumerate(sorted(lines.items(), key=lambda kv: repr(kv[0]))):
+            color = palette[i % len(palette)]
             xs = sorted(by_x)
             stats = [mean_std([j.metrics.get(name, math.nan) for j in by_x[x]]) for x in xs]
             if all(n == 0 for _, _, n in stats):
                 continue
-            tag = label(rest) if rest else "mean ± std"
-            if len(xs) == 1:  # a baseline without this axis: a reference line
-                ax.axhline(stats[0][0], ls="--", lw=1, color=f"C{i}", label=tag)
+            tag = setting_name(rest) if rest else "mean ± std"
+            if len(xs) == 1 and not _has_axis(rest, x_key):  # e.g. the classifier alone on a λ axis: a reference
+                ax.axhline(stats[0][0], ls="--", lw=1, color=color, label=tag)
                 continue
             means = [m for m, _, _ in stats]
             stds = [s if math.isfinite(s) else 0.0 for _, s, _ in stats]
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i}", label=tag)
+            style = "o" if len(xs) == 1 else "o-"  # one x: a point (e.g. a loss variant at its own λ), no line
+            ax.errorbar(xs, means, yerr=stds, fmt=style, capsize=3, color=color, label=tag)
         ax.set_title(metric_title(name), fontsize=9)
         ax.set_xlabel("λ (weight of the CAM disagreement loss)" if x_key == LAMBDA else x_key, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -305,7 +369,7 @@ def plot_against(jobs: list[Job], x_key: str, path: Path, metrics: list[str] | N
     n_text = f"n = {seeds[0]}" if len(seeds) == 1 else f"n = {seeds[0]}–{seeds[-1]}"
     fig.suptitle(
         f"Points: mean over seeds; error bars: ± 1 sample standard deviation ({n_text} seeds per point); "
-        "dashed: settings without this axis",
+        "dashed: settings without this axis (the single-task models); lone points: settings run at one value",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
