@@ -274,25 +274,27 @@ def metric_title(name: str) -> str:
 
 
 def panel_metrics(names: list[str], jobs: list[Job] | None = None) -> list[str]:
-    """The metrics worth a panel: `cider` dropped where `cider_d` of the same stage is there (near duplicates),
-    and, given the jobs, a metric equal to an earlier one in every job (e.g. mean per-class accuracy on a
-    class-balanced test split is top-1 accuracy)."""
+    """The metrics worth a panel: `cider` dropped where `cider_d` of the same stage is there, and, given the
+    jobs, a metric that would draw the same panel as an earlier one (equal in every job to within 1 % of that
+    one's range, e.g. mean per-class accuracy on a near-balanced test split and top-1 accuracy)."""
     kept = [n for n in names if not (n.rsplit("/", 1)[-1] == "cider" and n[: -len("cider")] + "cider_d" in names)]
     if not jobs:
         return kept
     out: list[str] = []
     for name in kept:
         values = [j.metrics.get(name, math.nan) for j in jobs]
-        if not any(_same(values, [j.metrics.get(o, math.nan) for j in jobs]) for o in out):
+        if not any(_same_panel([j.metrics.get(o, math.nan) for j in jobs], values) for o in out):
             out.append(name)
     return out
 
 
-def _same(a: list[float], b: list[float], tol: float = 1e-6) -> bool:
-    """Equal wherever both are finite, and finite in the same places (at least one)."""
+def _same_panel(a: list[float], b: list[float], share: float = 0.01) -> bool:
+    """b equals a in every job to within `share` of a's range (finite in the same jobs, at least one)."""
     pairs = list(zip(a, b, strict=True))
-    if any(math.isfinite(x) != math.isfinite(y) for x, y in pairs) or not any(math.isfinite(x) for x, _ in pairs):
+    finite = [x for x, _ in pairs if math.isfinite(x)]
+    if any(math.isfinite(x) != math.isfinite(y) for x, y in pairs) or not finite:
         return False
+    tol = max(share * (max(finite) - min(finite)), 1e-6)
     return all(abs(x - y) <= tol for x, y in pairs if math.isfinite(x))
 
 
