@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -229,7 +230,9 @@ def test_panels_leave_out_a_metric_equal_to_another_in_every_job() -> None:
     assert summarize.panel_metrics(names, jobs) == names
 
 
-def test_a_setting_run_at_one_lambda_is_a_point_and_a_single_task_rung_a_reference_line(tmp_path: Path) -> None:
+def test_a_setting_run_at_one_lambda_is_a_point_and_a_single_task_rung_a_reference_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,16 +248,13 @@ def test_a_setting_run_at_one_lambda_is_a_point_and_a_single_task_rung_a_referen
     drawn: dict[str, str] = {}
     real_savefig = plt.Figure.savefig
 
-    def spy(fig, *args, **kwargs):  # record each legend entry's artist before the figure is written
+    def spy(fig: Any, *args: Any, **kwargs: Any) -> None:  # record each legend entry's artist before writing
         for text, handle in zip(fig.legends[0].texts, fig.legends[0].legend_handles, strict=True):
             drawn[text.get_text()] = type(handle).__name__
-        return real_savefig(fig, *args, **kwargs)
+        real_savefig(fig, *args, **kwargs)
 
-    plt.Figure.savefig = spy
-    try:
-        assert summarize.plot_against(jobs, summarize.LAMBDA, tmp_path / "p.png") is not None
-    finally:
-        plt.Figure.savefig = real_savefig
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    assert summarize.plot_against(jobs, summarize.LAMBDA, tmp_path / "p.png") is not None
     assert set(drawn) == {"joint", "joint, KL divergence", "classifier alone"}, drawn
     assert drawn["classifier alone"] == "Line2D"  # a dashed reference line across the λ axis
     assert drawn["joint, KL divergence"] != "Line2D" and drawn["joint"] != "Line2D"  # points with error bars
