@@ -311,6 +311,15 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     return path
 
 
+def _baseline_text(mine: list[Row], scale: float) -> str:
+    """`λ = 0: 67.2 (5 seeds); rows 3–5 seeds`: the baseline on the most seeds any row pairs it with."""
+    most = max(mine, key=lambda r: r.result.n_seeds).result
+    base = f"{most.stat_b * scale:.1f}" if scale == 100 else f"{most.stat_b:.2f}"
+    n = sorted({r.result.n_seeds for r in mine})
+    seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}"
+    return f"λ = 0: {base} ({most.n_seeds} seeds); rows {seeds} seeds"
+
+
 def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> Path | None:
     """One panel per study question: every setting's Δ against λ = 0 with its 95 % interval (settings as rows,
     the same order in every panel); panels without data are left out. None if no panel has data."""
@@ -326,7 +335,7 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     settings = list(dict.fromkeys(r.setting for *_, mine in panels for r in mine))
     cols = 2 if len(panels) > 1 else 1
     n_rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(6.2 * cols, 0.38 * len(settings) * n_rows + 1.4 * n_rows + 0.8))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(7.4 * cols, 0.38 * len(settings) * n_rows + 1.4 * n_rows + 0.8))
     flat = np.atleast_1d(axes).ravel()
     for ax, (title, _family, metric, mine) in zip(flat, panels, strict=False):
         other = "facts per caption" if metric.startswith("facts_") else "score units"
@@ -351,10 +360,7 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
         ax.axvline(0, color="grey", lw=1, ls="--")
         ax.set_yticks(range(len(settings)), settings, fontsize=8)
         ax.set_ylim(len(settings) - 0.5, -0.5)
-        c0 = mine[0].result
-        base = f"{c0.stat_b * scale:.1f}" if scale == 100 else f"{c0.stat_b:.2f}"
-        seeds = f"{c0.n_seeds} seed{'s' if c0.n_seeds != 1 else ''}"
-        ax.set_title(f"{title}\n(λ = 0: {base}; {seeds}, 95 % interval: {mine[0].level})", fontsize=9)
+        ax.set_title(f"{title}\n({_baseline_text(mine, scale)}; {mine[0].level})", fontsize=9)
         ax.set_xlabel(f"Δ vs joint λ = 0 ({unit})", fontsize=8)
     for ax in flat[len(panels) :]:
         ax.set_visible(False)
@@ -363,7 +369,7 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
         "green/red: interval excludes 0",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # half an inch for the suptitle
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -408,10 +414,7 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
             if r.result.significant:
                 ax.plot(weights[r.setting], r.result.diff * scale, "o", color="C2" if r.result.diff > 0 else "C3")
         ax.axhline(0, color="grey", lw=1, ls="--")
-        c0, n = mine[0].result, sorted({r.result.n_seeds for r in mine})
-        base = f"{c0.stat_b * scale:.1f}" if scale == 100 else f"{c0.stat_b:.2f}"
-        seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}"
-        ax.set_title(f"{title}\n(λ = 0: {base}; {seeds} seeds; {mine[0].level})", fontsize=9)
+        ax.set_title(f"{title}\n({_baseline_text(mine, scale)}; {mine[0].level})", fontsize=9)
         ax.set_xlabel("λ (weight of the CAM disagreement loss)", fontsize=8)
         ax.set_ylabel(f"Δ vs λ = 0 ({unit})", fontsize=8)
         ax.set_xticks(sorted(set(xs)))
