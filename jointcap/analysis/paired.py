@@ -399,7 +399,7 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
         return None
     cols = min(3, len(panels))
     n_rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.3 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(5.6 * cols, 3.4 * n_rows), squeeze=False)
     for ax, (title, metric, mine) in zip(axes.flat, panels, strict=False):
         scale = 100.0 if _in_points(metric) else 1.0
         other = "facts per caption" if metric.startswith("facts_") else "score units"
@@ -412,7 +412,14 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
         ax.errorbar(xs, ds, yerr=[lo, hi], fmt="o-", capsize=3, color="C0")
         for r in mine:
             if r.result.significant:
-                ax.plot(weights[r.setting], r.result.diff * scale, "o", color="C2" if r.result.diff > 0 else "C3")
+                ax.plot(
+                    weights[r.setting],
+                    r.result.diff * scale,
+                    "o",
+                    ms=7,
+                    zorder=3,
+                    color="C2" if r.result.diff > 0 else "C3",
+                )
         ax.axhline(0, color="grey", lw=1, ls="--")
         ax.set_title(f"{title}\n({_baseline_text(mine, scale)}; {mine[0].level})", fontsize=9)
         ax.set_xlabel("λ (weight of the CAM disagreement loss)", fontsize=8)
