@@ -42,6 +42,14 @@ def _job(
             w.writerow([i, f"test_{i:06d}", 0, 0 if c else 1, c, 0.5, "a bird", i % 2])
 
 
+def _rows(root: Path, *settings: tuple, n_boot: int = 100) -> list[paired.Row]:
+    """Seeds 1–3 of each setting (`name, λ, p_correct[, shortcut, divergence]`, as `_job` takes them), paired."""
+    for seed in (1, 2, 3):
+        for name, *spec in settings:
+            _job(root, name, seed, *spec)
+    return paired.paired_rows(paired.sm.find_jobs([root]), n_boot=n_boot)
+
+
 def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
     for seed in (1, 2, 3):
         _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
@@ -68,10 +76,7 @@ def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
 
 
 def test_questions_figure_draws_one_panel_per_question_with_data(tmp_path: Path) -> None:
-    for seed in (1, 2, 3):
-        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
-        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)
-    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.7))
     family = rows[0].family
     questions = (
         ("Accuracy", family, "correct"),
@@ -106,10 +111,7 @@ def test_settings_are_named_in_words_and_the_plain_loss_goes_unsaid() -> None:
 
 
 def test_headline_answers_each_question_with_its_interval(tmp_path: Path) -> None:
-    for seed in (1, 2, 3):
-        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
-        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)  # a real gain of ~20 points
-    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.7), n_boot=200)  # a gain of ~20 points
     family = rows[0].family
     questions = (("Test accuracy", family, "correct"), ("Nothing here", "shortcut=True, per_class=30", "correct"))
     table = paired.headline(rows, "joint, λ = 1", questions)
@@ -135,11 +137,8 @@ def test_run_level_metrics_need_three_seeds_and_columns_every_job_has(tmp_path: 
 
 
 def test_settings_table_has_a_row_per_setting_and_a_column_per_question(tmp_path: Path) -> None:
-    for seed in (1, 2, 3):
-        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
-        _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)  # a real gain
-        _job(tmp_path / "runs", "half", seed, 0.5, 0.5)  # none
-    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    # a real gain at λ = 1, none at λ = 0.5
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.7), ("half", 0.5, 0.5), n_boot=200)
     family = rows[0].family
     questions = (("Accuracy", family, "correct"), ("CIDEr-D", family, "test/cider_d"), ("None", "other", "correct"))
     table = paired.settings_table(rows, family, questions)
@@ -154,17 +153,12 @@ def test_settings_table_has_a_row_per_setting_and_a_column_per_question(tmp_path
 
 
 def test_lambda_figure_needs_two_weights_of_the_plain_loss(tmp_path: Path) -> None:
-    for seed in (1, 2, 3):
-        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
-        _job(tmp_path / "runs", "cam", seed, 1.0, 0.6)
-    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.6))
     family = rows[0].family
     questions = (("Accuracy", family, "correct"), ("CIDEr-D", family, "test/cider_d"))
     assert paired.lambda_figure(rows, tmp_path / "one.png", questions) is None  # one λ > 0: no dose response
-    for seed in (1, 2, 3):
-        _job(tmp_path / "runs", "half", seed, 0.5, 0.55)
-        _job(tmp_path / "runs", "kl", seed, 0.25, 0.5, divergence="kl")  # a variant, not the plain loss: no point
-    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=100)
+    # λ = 0.5 adds a second weight; the KL variant is not the plain loss, so it draws no point
+    rows = _rows(tmp_path / "runs", ("half", 0.5, 0.55), ("kl", 0.25, 0.5, False, "kl"))
     assert {r.setting for r in rows} == {"joint, λ = 0.5", "joint, λ = 1", "joint, λ = 0.25, KL divergence"}
     path = paired.lambda_figure(rows, tmp_path / "two.png", questions)
     assert path is not None and path.stat().st_size > 5000

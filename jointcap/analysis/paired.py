@@ -179,6 +179,14 @@ def _in_points(metric: str) -> bool:
     )
 
 
+def _scale_unit(metric: str) -> tuple[float, str]:
+    """How a Δ of the metric is drawn: (factor, unit) — shares ×100 in percentage points, facts per caption,
+    other scores as they are."""
+    if _in_points(metric):
+        return 100.0, "percentage points"
+    return 1.0, "facts per caption" if metric.startswith("facts_") else "score units"
+
+
 HEADLINE_SETTING = "joint, λ = 1"
 
 
@@ -232,7 +240,7 @@ def settings_table(rows: list[Row], family: str = QUESTIONS[0][1], questions: tu
             if c is None:
                 cells.append("–")
                 continue
-            k = 100.0 if _in_points(metric) else 1.0
+            k = _scale_unit(metric)[0]
             digits = 1 if k == 100 else 3
             text = f"{c.diff * k:+.{digits}f} [{c.low * k:+.{digits}f}, {c.high * k:+.{digits}f}]"
             cells.append(f"**{text}**" if c.significant else text)
@@ -286,7 +294,7 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     mine = [r for r in rows if r.family == family and r.metric == metric]
     if not mine:
         return None
-    scale, unit = (100.0, "percentage points") if _in_points(metric) else (1.0, "score units")
+    scale, unit = _scale_unit(metric)
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(mine) + 1.6))
     for i, r in enumerate(mine):
         c = r.result
@@ -338,8 +346,7 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     fig, axes = plt.subplots(n_rows, cols, figsize=(7.4 * cols, 0.38 * len(settings) * n_rows + 1.4 * n_rows + 0.8))
     flat = np.atleast_1d(axes).ravel()
     for ax, (title, _family, metric, mine) in zip(flat, panels, strict=False):
-        other = "facts per caption" if metric.startswith("facts_") else "score units"
-        scale, unit = (100.0, "percentage points") if _in_points(metric) else (1.0, other)
+        scale, unit = _scale_unit(metric)
         by = {r.setting: r.result for r in mine}
         for i, name in enumerate(settings):
             c = by.get(name)
@@ -401,9 +408,7 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
     n_rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(5.6 * cols, 3.4 * n_rows), squeeze=False)
     for ax, (title, metric, mine) in zip(axes.flat, panels, strict=False):
-        scale = 100.0 if _in_points(metric) else 1.0
-        other = "facts per caption" if metric.startswith("facts_") else "score units"
-        unit = "percentage points" if scale == 100 else other
+        scale, unit = _scale_unit(metric)
         mine = sorted(mine, key=lambda r: weights[r.setting])
         xs = [0.0] + [weights[r.setting] for r in mine]
         ds = [0.0] + [r.result.diff * scale for r in mine]

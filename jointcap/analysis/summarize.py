@@ -280,10 +280,10 @@ def panel_metrics(names: list[str], jobs: list[Job] | None = None) -> list[str]:
     kept = [n for n in names if not (n.rsplit("/", 1)[-1] == "cider" and n[: -len("cider")] + "cider_d" in names)]
     if not jobs:
         return kept
+    values = {n: [j.metrics.get(n, math.nan) for j in jobs] for n in kept}
     out: list[str] = []
     for name in kept:
-        values = [j.metrics.get(name, math.nan) for j in jobs]
-        if not any(_same_panel([j.metrics.get(o, math.nan) for j in jobs], values) for o in out):
+        if not any(_same_panel(values[o], values[name]) for o in out):
             out.append(name)
     return out
 
