@@ -230,6 +230,14 @@ def test_panels_leave_out_a_metric_equal_to_another_in_every_job() -> None:
     assert summarize.panel_metrics(names, jobs) == names
 
 
+def test_panels_prefer_the_js_disagreement_that_compares_across_divergences() -> None:
+    """`disagreement` is each run's own divergence (KL, L1, …); where `disagreement_js` is there it replaces it,
+    as `cider_d` replaces `cider`; a study from before disagreement_js keeps its disagreement panel."""
+    names = ["test/cider", "test/cider_d", "test/disagreement", "test/disagreement_js", "val/disagreement"]
+    assert summarize.panel_metrics(names) == ["test/cider_d", "test/disagreement_js", "val/disagreement"]
+    assert summarize.panel_metrics(["test/cider", "test/disagreement"]) == ["test/cider", "test/disagreement"]
+
+
 def test_a_setting_run_at_one_lambda_is_a_point_and_a_single_task_rung_a_reference_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

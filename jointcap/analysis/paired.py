@@ -39,7 +39,7 @@ RUN_METRICS = (
     "test/rep3",
     "test/cider_d",
     "test/bleu4",
-    "test/disagreement",
+    "test/disagreement_js",  # not test/disagreement: that one is in each run's own divergence
     "test/cam_pointing_class",
     "test/attn_pointing_class",
     "test/cam_iou_class",

@@ -47,7 +47,8 @@ METRIC_TITLES = {
     "cider_d": "CIDEr-D",
     "meteor": "METEOR",
     "loss": "loss",
-    "disagreement": "CAM–attention disagreement",
+    "disagreement": "CAM–attention disagreement (the loss's own divergence)",
+    "disagreement_js": "CAM–attention JS divergence",
     "peak_agreement": "CAM and attention peak in the same cell",
     "cam_pointing_class": "pointing game, CAM (class parts)",
     "attn_pointing_class": "pointing game, attention (class parts)",
@@ -65,6 +66,10 @@ METRIC_TITLES = {
 }
 UNBOUNDED = ("loss", "cider", "cider_d", "len", "vocab")  # scores not confined to [0, 1]
 MIN_SPAN = 0.1  # the least y-range of a [0, 1] score's panel
+# a metric left out of the panels where the one it maps to is there (same stage): CIDEr-D is the study's
+# CIDEr; the JS disagreement compares runs whatever divergence each trained with (`disagreement` is measured
+# in the run's own divergence: KL and L1 numbers do not compare)
+SUPERSEDED_BY = {"cider": "cider_d", "disagreement": "disagreement_js"}
 MAIN_METRICS = (
     "acc1",
     "acc_per_class",
@@ -72,6 +77,7 @@ MAIN_METRICS = (
     "bleu4",
     "rouge_l",
     "disagreement",
+    "disagreement_js",
     "cam_pointing_class",
     "attn_pointing_class",
     "cam_iou_class",
@@ -274,10 +280,10 @@ def metric_title(name: str) -> str:
 
 
 def panel_metrics(names: list[str], jobs: list[Job] | None = None) -> list[str]:
-    """The metrics worth a panel: `cider` dropped where `cider_d` of the same stage is there, and, given the
-    jobs, a metric that would draw the same panel as an earlier one (equal in every job to within 1 % of that
-    one's range, e.g. mean per-class accuracy on a near-balanced test split and top-1 accuracy)."""
-    kept = [n for n in names if not (n.rsplit("/", 1)[-1] == "cider" and n[: -len("cider")] + "cider_d" in names)]
+    """The metrics worth a panel: one SUPERSEDED_BY dropped where its successor of the same stage is there, and,
+    given the jobs, a metric that would draw the same panel as an earlier one (equal in every job to within 1 %
+    of that one's range, e.g. mean per-class accuracy on a near-balanced test split and top-1 accuracy)."""
+    kept = [n for n in names if not _superseded(n, names)]
     if not jobs:
         return kept
     values = {n: [j.metrics.get(n, math.nan) for j in jobs] for n in kept}
@@ -286,6 +292,13 @@ def panel_metrics(names: list[str], jobs: list[Job] | None = None) -> list[str]:
         if not any(_same_panel(values[o], values[name]) for o in out):
             out.append(name)
     return out
+
+
+def _superseded(name: str, names: list[str]) -> bool:
+    """`test/cider` among names that hold `test/cider_d` (SUPERSEDED_BY)."""
+    stage, _, metric = name.rpartition("/")
+    successor = SUPERSEDED_BY.get(metric)
+    return successor is not None and (f"{stage}/{successor}" if stage else successor) in names
 
 
 def _same_panel(a: list[float], b: list[float], share: float = 0.01) -> bool:
