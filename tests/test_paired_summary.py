@@ -162,3 +162,27 @@ def test_lambda_figure_needs_two_weights_of_the_plain_loss(tmp_path: Path) -> No
     assert {r.setting for r in rows} == {"joint, λ = 0.5", "joint, λ = 1", "joint, λ = 0.25, KL divergence"}
     path = paired.lambda_figure(rows, tmp_path / "two.png", questions)
     assert path is not None and path.stat().st_size > 5000
+
+
+def test_settings_go_in_order_single_task_plain_loss_by_weight_then_variants(tmp_path: Path) -> None:
+    names = [
+        "joint, λ = 0.3, L1 divergence",
+        "joint, λ = 2",
+        "joint, λ = 1, CAM loss trains the captioner only",
+        "captioner alone",
+        "joint, λ = 0.18, KL divergence",
+        "joint, λ = 0.25",
+        "classifier alone",
+    ]
+    assert sorted(names, key=paired.setting_order) == [
+        "captioner alone",
+        "classifier alone",
+        "joint, λ = 0.25",
+        "joint, λ = 2",
+        "joint, λ = 1, CAM loss trains the captioner only",
+        "joint, λ = 0.18, KL divergence",
+        "joint, λ = 0.3, L1 divergence",
+    ]
+    # the rows of a study follow it: λ = 1 before the KL variant at a lower weight, which sorted values put first
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("kl", 0.25, 0.5, False, "kl"), ("cam", 1.0, 0.6))
+    assert list(dict.fromkeys(r.setting for r in rows)) == ["joint, λ = 1", "joint, λ = 0.25, KL divergence"]

@@ -148,12 +148,29 @@ def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
         if not base:
             continue
         base_jobs = groups[base[0]]
-        for setting, js in groups.items():
-            if setting == base[0]:
-                continue
-            name = sm.setting_name(tuple((k, v) for k, v in setting if k not in FAMILY_KEYS))
-            rows += [Row(family, name, metric, level, c) for metric, level, c in compare(js, base_jobs, n_boot)]
+        named = {sm.setting_name(tuple((k, v) for k, v in s if k not in FAMILY_KEYS)): js for s, js in groups.items()}
+        if len(named) < len(groups):
+            raise ValueError(f"{family}: two settings share a name among {sorted(named)}; see summarize.setting_name")
+        for name in sorted(named, key=setting_order):
+            if named[name] is not base_jobs:
+                rows += [Row(family, name, m, level, c) for m, level, c in compare(named[name], base_jobs, n_boot)]
     return rows
+
+
+PLAIN_LAMBDA = re.compile(r"^joint, λ = ([0-9.e+-]+)$")  # the plain loss (JS, both sides) at one weight
+LAMBDA_IN_NAME = re.compile(r"λ = ([0-9.e+-]+)")
+
+
+def setting_order(name: str) -> tuple[int, str, float]:
+    """Where a setting's rows go: the single-task models, then the plain loss by λ, then each variant of the
+    loss (grad_to, a divergence) by λ; tables and figures list settings in this order."""
+    lam = LAMBDA_IN_NAME.search(name)
+    weight = float(lam.group(1)) if lam else 0.0
+    if "alone" in name:
+        return 0, name, weight
+    if PLAIN_LAMBDA.match(name):
+        return 1, "", weight
+    return 2, LAMBDA_IN_NAME.sub("", name), weight
 
 
 SHARES = {"correct", "worst_group_acc", "class_recall"}  # per-image 0/1 or fractions: shown in percentage points
@@ -380,9 +397,6 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-PLAIN_LAMBDA = re.compile(r"^joint, λ = ([0-9.e+-]+)$")  # the plain loss (JS, both sides) at one weight
 
 
 def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> Path | None:
