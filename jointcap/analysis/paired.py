@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jointcap.analysis import curves
 from jointcap.analysis import summarize as sm
 from jointcap.analysis.stats import Comparison, paired_difference, paired_t
 from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
@@ -135,25 +136,37 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
     return out
 
 
-def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
-    """Every setting against its family's λ = 0 baseline (families without one are skipped)."""
+def named_settings(jobs: list[sm.Job]) -> dict[str, dict[str, list[sm.Job]]]:
+    """{family: {setting name: its jobs}}, settings in `setting_order` (the λ = 0 baseline among them)."""
     sm.assign_settings(jobs)
-    rows: list[Row] = []
     families: dict[str, list[sm.Job]] = {}
     for job in jobs:
         families.setdefault(family_of(job), []).append(job)
+    out: dict[str, dict[str, list[sm.Job]]] = {}
     for family, members in sorted(families.items()):
         groups = sm.group_jobs(members)
-        base = [s for s, js in groups.items() if is_baseline(js[0])]
-        if not base:
-            continue
-        base_jobs = groups[base[0]]
         named = {sm.setting_name(tuple((k, v) for k, v in s if k not in FAMILY_KEYS)): js for s, js in groups.items()}
         if len(named) < len(groups):
             raise ValueError(f"{family}: two settings share a name among {sorted(named)}; see summarize.setting_name")
-        for name in sorted(named, key=setting_order):
-            if named[name] is not base_jobs:
-                rows += [Row(family, name, m, level, c) for m, level, c in compare(named[name], base_jobs, n_boot)]
+        out[family] = {name: named[name] for name in sorted(named, key=setting_order)}
+    return out
+
+
+def baseline_name(settings: dict[str, list[sm.Job]]) -> str | None:
+    """The name of a family's λ = 0 baseline, None when it has none."""
+    return next((name for name, js in settings.items() if is_baseline(js[0])), None)
+
+
+def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
+    """Every setting against its family's λ = 0 baseline (families without one are skipped)."""
+    rows: list[Row] = []
+    for family, settings in named_settings(jobs).items():
+        base = baseline_name(settings)
+        if base is None:
+            continue
+        for name, js in settings.items():
+            if name != base:
+                rows += [Row(family, name, m, level, c) for m, level, c in compare(js, settings[base], n_boot)]
     return rows
 
 
@@ -509,6 +522,15 @@ def summarize_study(
     dose = lambda_figure(rows, out / "lambda.png")
     if dose:
         files["lambda"] = dose
+    default = named_settings(sm.find_jobs(roots)).get(QUESTIONS[0][1], {})
+    base = baseline_name(default)
+    body = [line for m in curves.CURVE_METRICS for line in curves.table(default, m)]
+    if base is not None and body:  # the default data option's settings, epoch by epoch (jobs' metrics.csv)
+        files["curves"] = out / "curves.md"
+        files["curves"].write_text(f"# {title}: learning curves ({QUESTIONS[0][1]})\n\n" + "\n".join(body))
+        drawn = curves.figure(default, out / "curves.png", base)
+        if drawn:
+            files["curves_png"] = drawn
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")

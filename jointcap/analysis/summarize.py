@@ -47,6 +47,7 @@ METRIC_TITLES = {
     "cider_d": "CIDEr-D",
     "meteor": "METEOR",
     "loss": "loss",
+    "cls": "classification loss",
     "disagreement": "CAM–attention disagreement (the loss's own divergence)",
     "disagreement_js": "CAM–attention JS divergence",
     "peak_agreement": "CAM and attention peak in the same cell",
