@@ -129,6 +129,9 @@ class LossConfig:
     # last scst_epochs epochs; 0 = cross-entropy only. Word-level CE alone decodes to short looping captions.
     scst_epochs: float = at_least(0.0, 0)
     scst_samples: int = at_least(5, 2)
+    # the CAM loss in the self-critical epochs too (Q from the sampled captions' attention); false: cross-entropy
+    # epochs only, as the paper trains (it has no SCST)
+    scst_cam: bool = True
 
 
 @dataclass

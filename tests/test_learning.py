@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,15 @@ def test_a_few_hundred_steps_learn_both_tasks(learned: dict[float, dict[str, flo
 def test_the_cam_loss_makes_cam_and_attention_agree(learned: dict[float, dict[str, float]]) -> None:
     on, off = learned[1.0]["test/disagreement_js"], learned[0.0]["test/disagreement_js"]
     assert on < 0.7 * off, f"JS(CAM, attention) with λ=1 is {on:.4f}, without {off:.4f}: the CAM loss does not act"
+
+
+def test_scst_cam_false_keeps_the_cam_loss_to_the_cross_entropy_epochs(tmp_path: Path) -> None:
+    """model.loss.scst_cam=false: the disagreement term trains in the cross-entropy epoch, not in the self-critical
+    one (which still trains the classifier)."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, "trainer.max_epochs=2", "model.loss.scst_epochs=1", "model.loss.scst_cam=false"]
+    run_cli([*args, "callbacks.media.every_n_epochs=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/cls")]
+    logged = {e: {k for r in rows if r["epoch"] == e for k in ("train/dis", "train/reward") if r.get(k)} for e in "01"}
+    assert logged == {"0": {"train/dis"}, "1": {"train/reward"}}

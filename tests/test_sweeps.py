@@ -216,6 +216,20 @@ def test_a_key_missing_from_older_jobs_splits_no_setting() -> None:
     assert summarize.setting_keys([old, new, differs]) == ["model.decode.no_repeat_ngram", "model.loss.cam_weight"]
 
 
+def test_a_loss_option_older_jobs_lack_reads_as_its_default() -> None:
+    """Jobs from before `model.loss.scst_cam` existed ran with the CAM loss in SCST: one setting with the new jobs
+    that say scst_cam=true, another than the new jobs that set it false."""
+    old = summarize.Job(Path("o"), {"model.loss.cam_weight": 1.0}, [], {})
+    new = summarize.Job(Path("n"), {"model.loss.cam_weight": 1.0, "model.loss.scst_cam": True}, [], {})
+    off = summarize.Job(Path("f"), {"model.loss.cam_weight": 1.0, "model.loss.scst_cam": False}, [], {})
+    assert summarize.assign_settings([old, new, off]) == ["model.loss.scst_cam"]
+    assert old.setting == new.setting != off.setting
+    assert summarize.setting_name(off.setting + (("model.loss.cam_weight", 1.0),)) == (
+        "joint, λ = 1, no CAM loss in the SCST epochs"
+    )
+    assert summarize.setting_name(old.setting + (("model.loss.cam_weight", 1.0),)) == "joint, λ = 1"
+
+
 def test_panels_leave_out_a_metric_equal_to_another_in_every_job() -> None:
     """Mean per-class accuracy on a (near-)balanced test split is top-1 accuracy: one panel, not two."""
     jobs = [

@@ -9,7 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jointcap.analysis import summarize as sm
+from jointcap.analysis.stats import paired_t
 
 CURVE_METRICS = ("val/acc1", "train/cls", "val/disagreement_js", "val/cider_d")
 METRICS_FILE = "metrics.csv"
@@ -70,6 +73,49 @@ def table(groups: dict[str, list[sm.Job]], metric: str, every: int = 4) -> list[
 
 def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if math.isfinite(std) else f"{mean:.3f}"
+
+
+def values_at(jobs: list[sm.Job], metric: str, epoch: int) -> dict[object, float]:
+    """{seed: the metric's mean in that epoch (0-based)} over the jobs that logged it."""
+    out: dict[object, float] = {}
+    for job in jobs:
+        path = job.folder / METRICS_FILE
+        value = epoch_means(path, (metric,))[metric].get(epoch) if path.is_file() else None
+        if value is not None:
+            out[job.seed] = value
+    return out
+
+
+def paired_table(
+    groups: dict[str, list[sm.Job]], baseline: str, metric: str, epochs: list[int], min_seeds: int = 3
+) -> list[str]:
+    """Markdown: each setting minus the baseline at the given epochs (0-based), paired over common seeds, with a
+    Student-t 95 % interval (**bold**: excludes 0); `–` with fewer than `min_seeds` common seeds."""
+    base = {e: values_at(groups[baseline], metric, e) for e in epochs}
+    lines = [
+        f"### {sm.metric_title(metric)}: Δ against {baseline} by epoch (t interval over seeds, 95 %; `{metric}`)",
+        "",
+        "| setting | " + " | ".join(f"epoch {e + 1}" for e in epochs) + " | seeds |",
+        "|---|" + "---|" * len(epochs) + "---:|",
+    ]
+    body = []
+    for name, jobs in groups.items():
+        if name == baseline:
+            continue
+        cells, seeds = [], []
+        for e in epochs:
+            mine = values_at(jobs, metric, e)
+            common = sorted(set(mine) & set(base[e]), key=repr)
+            if len(common) < min_seeds:
+                cells.append("–")
+                continue
+            c = paired_t(np.array([mine[s] for s in common]), np.array([base[e][s] for s in common]))
+            text = f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+            cells.append(f"**{text}**" if c.significant else text)
+            seeds.append(len(common))
+        if seeds:
+            body.append(f"| {name} | " + " | ".join(cells) + f" | {min(seeds)} |")
+    return [*lines, *body, ""] if body else []
 
 
 def scst_start(jobs: list[sm.Job]) -> float | None:

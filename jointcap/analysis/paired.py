@@ -471,6 +471,29 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
     return path
 
 
+def curves_files(jobs: list[sm.Job], out: Path, title: str, family: str = QUESTIONS[0][1]) -> dict[str, Path]:
+    """curves.md (per-epoch tables, and each setting against λ = 0 at the last cross-entropy epoch and the last
+    epoch: where a caption-score difference arises, before SCST or in it) and curves.png, for one data option."""
+    settings = named_settings(jobs).get(family, {})
+    base = baseline_name(settings)
+    body = [line for m in curves.CURVE_METRICS for line in curves.table(settings, m)]
+    if base is None or not body:
+        return {}
+    start = curves.scst_start([j for js in settings.values() for j in js])
+    if start is not None:
+        ce_end = int(start - 0.5) - 1  # 0-based: the last cross-entropy epoch (1-based start − 0.5)
+        curve = curves.setting_curve(settings[base], "val/cider_d")
+        epochs = sorted({ce_end, curve[0][-1]}) if curve else [ce_end]
+        for metric in ("val/cider_d", "val/acc1"):
+            body += curves.paired_table(settings, base, metric, epochs)
+    files = {"curves": out / "curves.md"}
+    files["curves"].write_text(f"# {title}: learning curves ({family})\n\n" + "\n".join(body))
+    drawn = curves.figure(settings, out / "curves.png", base)
+    if drawn:
+        files["curves_png"] = drawn
+    return files
+
+
 def summarize_study(
     roots: list[Path], out: Path, title: str = "Hard-benchmark study", n_boot: int = 2000
 ) -> dict[str, Path]:
@@ -522,15 +545,7 @@ def summarize_study(
     dose = lambda_figure(rows, out / "lambda.png")
     if dose:
         files["lambda"] = dose
-    default = named_settings(sm.find_jobs(roots)).get(QUESTIONS[0][1], {})
-    base = baseline_name(default)
-    body = [line for m in curves.CURVE_METRICS for line in curves.table(default, m)]
-    if base is not None and body:  # the default data option's settings, epoch by epoch (jobs' metrics.csv)
-        files["curves"] = out / "curves.md"
-        files["curves"].write_text(f"# {title}: learning curves ({QUESTIONS[0][1]})\n\n" + "\n".join(body))
-        drawn = curves.figure(default, out / "curves.png", base)
-        if drawn:
-            files["curves_png"] = drawn
+    files.update(curves_files(sm.find_jobs(roots), out, title))
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")

@@ -21,7 +21,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +147,17 @@ def _value(v: Any) -> Any:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
+# A loss option a newer schema added is absent from older jobs' configs, which ran with its default: read so,
+# a study's old and new jobs of one setting stay one setting when a new job sets the option otherwise.
+LOSS_DEFAULTS = {f"model.loss.{k}": v for k, v in asdict(LossConfig()).items()}
+
+
 def assign_settings(jobs: list[Job]) -> list[str]:
     """Give each job its setting (the varying keys' values); returns those keys."""
     for job in jobs:
         job.config = {k: v if k in IGNORED_KEYS else _value(v) for k, v in job.config.items()}
+        if any(k.startswith("model.loss.") for k in job.config):
+            job.config = {**{k: _value(v) for k, v in LOSS_DEFAULTS.items()}, **job.config}
     keys = setting_keys(jobs)
     for job in jobs:
         job.setting = tuple((k, job.config.get(k)) for k in keys)
@@ -170,11 +177,12 @@ def label(setting: tuple[tuple[str, Any], ...]) -> str:
 
 
 NAME_DROPS = ("model.loss.scst_epochs", "model.task", "model.loss.cam_weight")  # said by the name's head
-PLAIN_LOSS = {f"model.loss.{k}": getattr(LossConfig(), k) for k in ("divergence", "grad_to")}  # unsaid at these
+PLAIN_LOSS = {f"model.loss.{k}": getattr(LossConfig(), k) for k in ("divergence", "grad_to", "scst_cam")}  # unsaid
 DIVERGENCE_WORDS = {"js": "JS", "kl": "KL", "l1": "L1", "l2": "L2", "cosine": "1 − cosine"}
 KEY_WORDS: dict[str, Callable[[Any], str]] = {
     "model.loss.divergence": lambda v: f"{DIVERGENCE_WORDS.get(v, v)} divergence",
     "model.loss.grad_to": lambda v: f"CAM loss trains the {v} only",
+    "model.loss.scst_cam": lambda v: "" if v else "no CAM loss in the SCST epochs",
     "data.source.shortcut": lambda v: "shortcut split" if v else "",
     "data.source.per_class": lambda v: f"{v:g} images per class" if isinstance(v, (int, float)) else f"per_class={v}",
 }
