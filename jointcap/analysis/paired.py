@@ -174,16 +174,20 @@ PLAIN_LAMBDA = re.compile(r"^joint, λ = ([0-9.e+-]+)$")  # the plain loss (JS, 
 LAMBDA_IN_NAME = re.compile(r"λ = ([0-9.e+-]+)")
 
 
-def setting_order(name: str) -> tuple[int, str, float]:
-    """Where a setting's rows go: the single-task models, then the plain loss by λ, then each variant of the
-    loss (grad_to, a divergence) by λ; tables and figures list settings in this order."""
+VARIANT_ORDER = ("CAM loss trains", *(f"{w} divergence" for w in sm.DIVERGENCE_WORDS.values()))
+
+
+def setting_order(name: str) -> tuple[int, int, str, float]:
+    """Where a setting's rows go: the single-task models, then the plain loss by λ, then the variants of the loss
+    (grad_to, the divergences in DIVERGENCE_WORDS order, then any other) by λ; tables and figures follow it."""
     lam = LAMBDA_IN_NAME.search(name)
     weight = float(lam.group(1)) if lam else 0.0
     if "alone" in name:
-        return 0, name, weight
+        return 0, 0, name, weight
     if PLAIN_LAMBDA.match(name):
-        return 1, "", weight
-    return 2, LAMBDA_IN_NAME.sub("", name), weight
+        return 1, 0, "", weight
+    kind = next((i for i, words in enumerate(VARIANT_ORDER) if words in name), len(VARIANT_ORDER))
+    return 2, kind, LAMBDA_IN_NAME.sub("", name), weight
 
 
 SHARES = {"correct", "worst_group_acc", "class_recall"}  # per-image 0/1 or fractions: shown in percentage points
@@ -370,12 +374,23 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     panels = [p for p in panels if p[3]]
     if not panels:
         return None
-    settings = list(dict.fromkeys(r.setting for *_, mine in panels for r in mine))
+
+    def family_settings(family: str) -> list[str]:  # a panel's rows: its data option's settings, in one order
+        return sorted({r.setting for r in rows if r.family == family}, key=setting_order)
+
     cols = 2 if len(panels) > 1 else 1
     n_rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(7.4 * cols, 0.38 * len(settings) * n_rows + 1.4 * n_rows + 0.8))
-    flat = np.atleast_1d(axes).ravel()
-    for ax, (title, _family, metric, mine) in zip(flat, panels, strict=False):
+    heights = [max(len(family_settings(p[1])) for p in panels[i * cols : (i + 1) * cols]) for i in range(n_rows)]
+    fig, axes = plt.subplots(
+        n_rows,
+        cols,
+        figsize=(7.4 * cols, 0.38 * sum(heights) + 1.4 * n_rows + 0.8),
+        gridspec_kw={"height_ratios": [h + 3.7 for h in heights]},  # 3.7 rows' worth: title and axis labels
+        squeeze=False,
+    )
+    flat = axes.ravel()
+    for ax, (title, family, metric, mine) in zip(flat, panels, strict=False):
+        settings = family_settings(family)
         scale, unit = _scale_unit(metric)
         by = {r.setting: r.result for r in mine}
         for i, name in enumerate(settings):
