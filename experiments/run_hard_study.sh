@@ -13,6 +13,8 @@
 #   grad_to   the CAM loss's gradient into the captioner only / the classifier only
 #   divergence KL, L1, L2, 1−cosine at the gradient scale of JS at λ = 1 (λ = 1 / ratio; docs/method.md)
 #   scst_cam  λ = 1 with the CAM loss in the cross-entropy epochs only (not in the self-critical ones)
+#   lowdata_steps  the low-data option trained as many steps as the default (53 epochs of 1,500 images, the
+#             last 7 self-critical ≈ 16 of 5,000 and 2): low data without the step starvation of `lowdata`
 #
 # Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
 # skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and resumes the
@@ -29,7 +31,7 @@ SEEDS=${SEEDS:-1,2,3,4,5}
 JOBS=${JOBS:-2}
 BUDGET=${BUDGET:-study_hard}
 EXTRA=${EXTRA:-}
-ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence scst_cam}
+ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence scst_cam lowdata_steps}
 RESULTS=${RESULTS:-experiments/results/hard_study}
 JOINT=+experiment=hard_nocam,hard_cam
 # `++data.source.KEY=…` with a swept +experiment: Hydra first composes the sweep's base config without the swept
@@ -60,5 +62,6 @@ family divergence_l1 +experiment=hard_cam model.loss.divergence=l1 model.loss.ca
 family divergence_l2 +experiment=hard_cam model.loss.divergence=l2 model.loss.cam_weight=1.75
 family divergence_cosine +experiment=hard_cam model.loss.divergence=cosine model.loss.cam_weight=0.3
 family scst_cam +experiment=hard_cam model.loss.scst_cam=false
+family lowdata_steps "$JOINT" ++data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"

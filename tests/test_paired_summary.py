@@ -19,6 +19,7 @@ def _job(
     p_correct: float,
     shortcut: bool = False,
     divergence: str = "js",
+    epochs: int | None = None,
 ) -> None:
     folder = root / f"{name}_s{seed}"
     (folder / ".hydra").mkdir(parents=True)
@@ -26,10 +27,12 @@ def _job(
         "seed": seed,
         "model": {"task": "joint", "loss": {"cam_weight": cam_weight, "divergence": divergence}},
         "data": {"source": {"shortcut": shortcut, "per_class": 30}},
+        "trainer": {"max_epochs": epochs or 16},
     }
     (folder / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
+    overrides = [f"seed={seed}", f"model.loss.cam_weight={cam_weight}"]
     (folder / ".hydra" / "overrides.yaml").write_text(
-        json.dumps([f"seed={seed}", f"model.loss.cam_weight={cam_weight}"])
+        json.dumps(overrides + ([f"trainer.max_epochs={epochs}"] if epochs else []))
     )
     rng = np.random.default_rng(seed * 100 + int(cam_weight * 10) + 7 * shortcut)
     correct = (rng.random(300) < p_correct).astype(int)
@@ -186,3 +189,22 @@ def test_settings_go_in_order_single_task_plain_loss_by_weight_then_variants(tmp
     # the rows of a study follow it: λ = 1 before the KL variant at a lower weight, which sorted values put first
     rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("kl", 0.25, 0.5, False, "kl"), ("cam", 1.0, 0.6))
     assert list(dict.fromkeys(r.setting for r in rows)) == ["joint, λ = 1", "joint, λ = 0.25, KL divergence"]
+
+
+def test_a_training_length_set_on_the_command_line_is_a_data_option_of_its_own(tmp_path: Path) -> None:
+    """Low data trained as many steps (`trainer.max_epochs=53` on its command line) pairs with its own λ = 0, not
+    with the default length's, and its setting names stay `joint, λ = 1`."""
+    rows = _rows(
+        tmp_path / "runs",
+        ("nocam", 0.0, 0.5),
+        ("cam", 1.0, 0.5),
+        ("nocam_long", 0.0, 0.5, False, "js", 53),
+        ("cam_long", 1.0, 0.8, False, "js", 53),
+    )
+    families = {r.family: r.setting for r in rows}
+    assert families == {
+        "shortcut=False, per_class=30": "joint, λ = 1",
+        "shortcut=False, per_class=30, max_epochs=53": "joint, λ = 1",
+    }
+    long_acc = next(r for r in rows if r.family.endswith("max_epochs=53") and r.metric == "correct")
+    assert long_acc.result.significant and 0.2 < long_acc.result.diff < 0.4  # its own baseline: 0.8 − 0.5

@@ -32,6 +32,9 @@ from jointcap.analysis.stats import Comparison, paired_difference, paired_t
 from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
 
 FAMILY_KEYS = ("data.source.shortcut", "data.source.per_class")
+# a training length set on a job's command line makes a data option of its own (`…, max_epochs=53`: 15 images
+# per class trained as many steps as 50 per class are); unset, the budget's length goes unsaid
+BUDGET_KEYS = ("trainer.max_epochs",)
 NON_SCORES = {"index", "key", "label", "pred", "prob", "group", "caption"}
 RUN_METRICS = (
     "test/acc1",
@@ -65,8 +68,11 @@ class Row:
 
 
 def family_of(job: sm.Job) -> str:
-    """`shortcut=True, per_class=15`-style name of the job's data options."""
-    values = [(k.rsplit(".", 1)[-1], job.config.get(k)) for k in FAMILY_KEYS]
+    """`shortcut=True, per_class=15`-style name of the job's data options (with `max_epochs=53` where the job's
+    command line set its training length: BUDGET_KEYS)."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in job.overrides}
+    keys = [*FAMILY_KEYS, *(k for k in BUDGET_KEYS if k in given)]
+    values = [(k.rsplit(".", 1)[-1], job.config.get(k)) for k in keys]
     return ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in values)
 
 
@@ -145,7 +151,8 @@ def named_settings(jobs: list[sm.Job]) -> dict[str, dict[str, list[sm.Job]]]:
     out: dict[str, dict[str, list[sm.Job]]] = {}
     for family, members in sorted(families.items()):
         groups = sm.group_jobs(members)
-        named = {sm.setting_name(tuple((k, v) for k, v in s if k not in FAMILY_KEYS)): js for s, js in groups.items()}
+        drop = (*FAMILY_KEYS, *BUDGET_KEYS)  # said by the family
+        named = {sm.setting_name(tuple((k, v) for k, v in s if k not in drop)): js for s, js in groups.items()}
         if len(named) < len(groups):
             raise ValueError(f"{family}: two settings share a name among {sorted(named)}; see summarize.setting_name")
         out[family] = {name: named[name] for name in sorted(named, key=setting_order)}
@@ -201,6 +208,7 @@ QUESTIONS = (
     ("Caption attention peak on a class-defining part", "shortcut=False, per_class=50", "test/attn_pointing_class"),
     ("Worst-group accuracy, shortcut split", "shortcut=True, per_class=50", "worst_group_acc"),
     ("Test accuracy, 15 training images per class", "shortcut=False, per_class=15", "correct"),
+    ("Test accuracy, 15 images per class, as many steps", "shortcut=False, per_class=15, max_epochs=53", "correct"),
 )
 
 
