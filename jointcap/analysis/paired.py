@@ -301,7 +301,9 @@ def markdown(rows: list[Row], title: str) -> str:
         f"test images with replacement (`{BY_IMAGES}`); run-level metrics (one value per run: CIDEr-D, "
         f"pointing, …) by a paired Student-t interval over the seeds (`{BY_SEEDS}`), which is wide with 3–5 runs. "
         "**bold** = the interval excludes 0. `correct` is top-1 accuracy; `worst_group_acc` the lower of the "
-        "shortcut split's aligned/conflicting group accuracies.",
+        "shortcut split's aligned/conflicting group accuracies. The intervals are not corrected for multiple "
+        f"comparisons: of these {len(rows)} rows, about {len(rows) // 20} would exclude 0 by chance alone "
+        "were nothing real, so a lone bold cell is a lead to rerun with more seeds, not a finding.",
         "",
         *headline(rows),
         *settings_table(rows),
