@@ -272,9 +272,9 @@ class JointCaptionModule(L.LightningModule):
         terms: dict[str, torch.Tensor] = {"cap": -(advantage * logp * said).sum(1).mean(), "reward": reward.mean()}
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
-        if out.class_logits is not None and self.loss_cfg.scst_cam:
-            q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1]).mean(1)
-            terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q)
+            if self.loss_cfg.scst_cam:
+                q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1])
+                terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q.mean(1))
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:

@@ -71,9 +71,11 @@ def test_figure_draws_what_was_logged_and_marks_the_self_critical_epochs(tmp_pat
     joint = {"model.task": "joint", "trainer.max_epochs": 16, "model.loss.scst_epochs": 2}
     groups = {"joint, λ = 0": [_job(tmp_path, "b", _rows([0.1, 0.2, 0.4]), joint)]}
     groups["classifier alone"] = [_job(tmp_path, "c", _rows([0.2, 0.3, 0.4]), {**joint, "model.task": "classifier"})]
-    assert curves.scst_start([j for js in groups.values() for j in js]) == 14.5  # the classifier has no SCST
+    assert curves.scst_first_epoch([j for js in groups.values() for j in js]) == 14  # the classifier has no SCST
     assert (
-        curves.scst_start([*groups["joint, λ = 0"], sm.Job(tmp_path, {**joint, "model.loss.scst_epochs": 3}, [], {})])
+        curves.scst_first_epoch(
+            [*groups["joint, λ = 0"], sm.Job(tmp_path, {**joint, "model.loss.scst_epochs": 3}, [], {})]
+        )
         is None
     )
     path = curves.figure(groups, tmp_path / "curves.png", "joint, λ = 0")

@@ -5,6 +5,7 @@ variant of the loss gets there (e.g. a classifier that learns slower, not worse,
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,25 @@ METRICS_FILE = "metrics.csv"
 
 def epoch_means(path: Path, metrics: tuple[str, ...] = CURVE_METRICS) -> dict[str, dict[int, float]]:
     """{metric: {epoch: mean of the values logged in that epoch}} of one metrics.csv (0-based epochs)."""
-    sums: dict[str, dict[int, list[float]]] = {m: {} for m in metrics}
+    stat = path.stat()
+    every = _all_epoch_means(str(path), stat.st_mtime_ns, stat.st_size)
+    return {m: dict(every.get(m, {})) for m in metrics}
+
+
+@functools.lru_cache(maxsize=512)
+def _all_epoch_means(path: str, mtime_ns: int, size: int) -> dict[str, dict[int, float]]:
+    """Every column's per-epoch means, read once per version of the file (a summary asks each file for several
+    metrics, settings and epochs)."""
+    sums: dict[str, dict[int, list[float]]] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             if not row.get("epoch"):
                 continue
             epoch = int(float(row["epoch"]))
-            for m in metrics:
-                v = row.get(m)
-                if v not in (None, "") and math.isfinite(float(v)):
-                    sums[m].setdefault(epoch, []).append(float(v))
+            for m, v in row.items():
+                x = sm.csv_number(v) if m != "epoch" else math.nan
+                if math.isfinite(x):
+                    sums.setdefault(m, {}).setdefault(epoch, []).append(x)
     return {m: {e: sum(vs) / len(vs) for e, vs in sorted(by.items())} for m, by in sums.items()}
 
 
@@ -110,24 +120,23 @@ def paired_table(
                 cells.append("–")
                 continue
             c = paired_t(np.array([mine[s] for s in common]), np.array([base[e][s] for s in common]))
-            text = f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
-            cells.append(f"**{text}**" if c.significant else text)
+            cells.append(c.cell())
             seeds.append(len(common))
         if seeds:
             body.append(f"| {name} | " + " | ".join(cells) + f" | {min(seeds)} |")
     return [*lines, *body, ""] if body else []
 
 
-def scst_start(jobs: list[sm.Job]) -> float | None:
-    """The x (1-based epochs) where self-critical training begins, when every caption job starts it at the same
-    epoch (`trainer.max_epochs` − `model.loss.scst_epochs`); None otherwise."""
+def scst_first_epoch(jobs: list[sm.Job]) -> int | None:
+    """The first self-critical epoch (0-based: `trainer.max_epochs` − `model.loss.scst_epochs`) when every caption
+    job starts it at the same epoch; None otherwise."""
     starts = set()
     for job in jobs:
         epochs, scst = job.config.get("trainer.max_epochs"), job.config.get("model.loss.scst_epochs")
         if job.config.get("model.task") == "classifier" or not isinstance(epochs, (int, float)):
             continue
         if isinstance(scst, (int, float)) and scst > 0:
-            starts.add(float(epochs) - float(scst) + 0.5)
+            starts.add(int(epochs - scst))
     return starts.pop() if len(starts) == 1 else None
 
 
@@ -147,7 +156,8 @@ def figure(
         return None
     cmap = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
     colors = {n: cmap(i % cmap.N) for i, n in enumerate(n for n in groups if n != baseline)}
-    scst = scst_start([j for jobs in groups.values() for j in jobs])
+    first = scst_first_epoch([j for jobs in groups.values() for j in jobs])
+    scst = None if first is None else first + 0.5  # on the 1-based epoch axis: between the last CE and first SCST
     cols = 2 if len(panels) > 2 else len(panels)
     n_rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols + 3.4, 3.1 * n_rows + 0.5), squeeze=False)

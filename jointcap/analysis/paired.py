@@ -90,18 +90,13 @@ def read_predictions(job: sm.Job) -> dict[str, dict[str, str]] | None:
         return {row["key"]: row for row in csv.DictReader(f)}
 
 
-def _number(v: str | None) -> float:
-    try:
-        return float(v) if v not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
 def per_image_scores(preds: dict[str, dict[str, str]]) -> list[str]:
     """The numeric per-image score columns of a predictions table (`correct` and e.g. caption scores): those
     with a finite value on some image (a score can be undefined on a few, e.g. recall with nothing to recall)."""
     first = next(iter(preds.values()), {})
-    return [k for k in first if k not in NON_SCORES and any(math.isfinite(_number(r.get(k))) for r in preds.values())]
+    return [
+        k for k in first if k not in NON_SCORES and any(math.isfinite(sm.csv_number(r.get(k))) for r in preds.values())
+    ]
 
 
 def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> list[tuple[str, str, Comparison]]:
@@ -119,8 +114,8 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
         common = set.intersection(*(set(per_image_scores(p)) for p in preds_a + preds_b))  # in every job's table
         names = [n for n in per_image_scores(preds_a[0]) if n in common]
         for name in names:
-            a = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_a])
-            b = np.array([[_number(p[k].get(name)) for k in keys] for p in preds_b])
+            a = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_a])
+            b = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_b])
             if np.isfinite(a).any() and np.isfinite(b).any():
                 out.append((name, BY_IMAGES, paired_difference(a, b, n_boot=n_boot)))
             groups = [preds_a[0][k].get("group", "") for k in keys]
@@ -149,9 +144,9 @@ def named_settings(jobs: list[sm.Job]) -> dict[str, dict[str, list[sm.Job]]]:
     for job in jobs:
         families.setdefault(family_of(job), []).append(job)
     out: dict[str, dict[str, list[sm.Job]]] = {}
+    drop = (*FAMILY_KEYS, *BUDGET_KEYS)  # said by the family
     for family, members in sorted(families.items()):
         groups = sm.group_jobs(members)
-        drop = (*FAMILY_KEYS, *BUDGET_KEYS)  # said by the family
         named = {sm.setting_name(tuple((k, v) for k, v in s if k not in drop)): js for s, js in groups.items()}
         if len(named) < len(groups):
             raise ValueError(f"{family}: two settings share a name among {sorted(named)}; see summarize.setting_name")
@@ -166,8 +161,13 @@ def baseline_name(settings: dict[str, list[sm.Job]]) -> str | None:
 
 def paired_rows(jobs: list[sm.Job], n_boot: int = 2000) -> list[Row]:
     """Every setting against its family's λ = 0 baseline (families without one are skipped)."""
+    return rows_of(named_settings(jobs), n_boot)
+
+
+def rows_of(named: dict[str, dict[str, list[sm.Job]]], n_boot: int = 2000) -> list[Row]:
+    """`paired_rows` of settings `named_settings` already grouped."""
     rows: list[Row] = []
-    for family, settings in named_settings(jobs).items():
+    for family, settings in named.items():
         base = baseline_name(settings)
         if base is None:
             continue
@@ -283,9 +283,7 @@ def settings_table(rows: list[Row], family: str = QUESTIONS[0][1], questions: tu
                 cells.append("–")
                 continue
             k = _scale_unit(metric)[0]
-            digits = 1 if k == 100 else 3
-            text = f"{c.diff * k:+.{digits}f} [{c.low * k:+.{digits}f}, {c.high * k:+.{digits}f}]"
-            cells.append(f"**{text}**" if c.significant else text)
+            cells.append(c.cell(k, 1 if k == 100 else 3))
             seeds.append(c.n_seeds)
         lines.append(f"| {setting} | " + " | ".join(cells) + f" | {min(seeds) if seeds else '–'} |")
     return [*lines, ""]
@@ -496,19 +494,18 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
     return path
 
 
-def curves_files(jobs: list[sm.Job], out: Path, title: str, family: str = QUESTIONS[0][1]) -> dict[str, Path]:
+def curves_files(settings: dict[str, list[sm.Job]], out: Path, title: str, family: str) -> dict[str, Path]:
     """curves.md (per-epoch tables, and each setting against λ = 0 at the last cross-entropy epoch and the last
-    epoch: where a caption-score difference arises, before SCST or in it) and curves.png, for one data option."""
-    settings = named_settings(jobs).get(family, {})
+    epoch: where a caption-score difference arises, before SCST or in it) and curves.png, for one data option's
+    `named_settings`."""
     base = baseline_name(settings)
     body = [line for m in curves.CURVE_METRICS for line in curves.table(settings, m)]
     if base is None or not body:
         return {}
-    start = curves.scst_start([j for js in settings.values() for j in js])
-    if start is not None:
-        ce_end = int(start - 0.5) - 1  # 0-based: the last cross-entropy epoch (1-based start − 0.5)
+    first = curves.scst_first_epoch([j for js in settings.values() for j in js])
+    if first is not None:
         curve = curves.setting_curve(settings[base], "val/cider_d")
-        epochs = sorted({ce_end, curve[0][-1]}) if curve else [ce_end]
+        epochs = sorted({first - 1, curve[0][-1]}) if curve else [first - 1]  # the last cross-entropy epoch
         for metric in ("val/cider_d", "val/acc1"):
             body += curves.paired_table(settings, base, metric, epochs)
     files = {"curves": out / "curves.md"}
@@ -524,7 +521,8 @@ def summarize_study(
 ) -> dict[str, Path]:
     """The usual summary (summary.md, jobs.csv, λ plots), paired.md, paired.csv and forest plots; returns the files."""
     files = sm.summarize(roots, out, title)
-    rows = paired_rows(sm.find_jobs(roots), n_boot)
+    named = named_settings(sm.find_jobs(roots))
+    rows = rows_of(named, n_boot)
     files["paired"] = out / "paired.md"
     files["paired"].write_text(markdown(rows, f"{title}: paired comparisons against λ = 0"))
     files["paired_csv"] = out / "paired.csv"
@@ -570,7 +568,8 @@ def summarize_study(
     dose = lambda_figure(rows, out / "lambda.png")
     if dose:
         files["lambda"] = dose
-    files.update(curves_files(sm.find_jobs(roots), out, title))
+    family = QUESTIONS[0][1]
+    files.update(curves_files(named.get(family, {}), out, title, family))
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")

@@ -48,6 +48,11 @@ class Comparison:
             return "no significant difference"
         return "higher" if self.diff > 0 else "lower"
 
+    def cell(self, scale: float = 1.0, digits: int = 3) -> str:
+        """`+9.4 [+2.8, +15.9]` (Δ and interval × scale), bold (markdown) where the interval excludes 0."""
+        text = f"{self.diff * scale:+.{digits}f} [{self.low * scale:+.{digits}f}, {self.high * scale:+.{digits}f}]"
+        return f"**{text}**" if self.significant else text
+
     def as_dict(self) -> dict:
         return {**asdict(self), "significant": self.significant, "verdict": self.verdict()}
 

@@ -142,6 +142,14 @@ def setting_keys(jobs: list[Job]) -> list[str]:
     ]
 
 
+def csv_number(v: str | None) -> float:
+    """A CSV cell as a float; nan where it is empty or not a number."""
+    try:
+        return float(v) if v not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
 def _value(v: Any) -> Any:
     """Numbers as floats (so `2` from a command line and `2.0` from a file are one setting)."""
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
@@ -149,7 +157,7 @@ def _value(v: Any) -> Any:
 
 # A loss option a newer schema added is absent from older jobs' configs, which ran with its default: read so,
 # a study's old and new jobs of one setting stay one setting when a new job sets the option otherwise.
-LOSS_DEFAULTS = {f"model.loss.{k}": v for k, v in asdict(LossConfig()).items()}
+LOSS_DEFAULTS = {f"model.loss.{k}": _value(v) for k, v in asdict(LossConfig()).items()}
 
 
 def assign_settings(jobs: list[Job]) -> list[str]:
@@ -157,7 +165,7 @@ def assign_settings(jobs: list[Job]) -> list[str]:
     for job in jobs:
         job.config = {k: v if k in IGNORED_KEYS else _value(v) for k, v in job.config.items()}
         if any(k.startswith("model.loss.") for k in job.config):
-            job.config = {**{k: _value(v) for k, v in LOSS_DEFAULTS.items()}, **job.config}
+            job.config = {**LOSS_DEFAULTS, **job.config}
     keys = setting_keys(jobs)
     for job in jobs:
         job.setting = tuple((k, job.config.get(k)) for k in keys)
