@@ -81,3 +81,27 @@ def test_figure_draws_what_was_logged_and_marks_the_self_critical_epochs(tmp_pat
     path = curves.figure(groups, tmp_path / "curves.png", "joint, λ = 0")
     assert path is not None and path.stat().st_size > 10_000
     assert curves.figure(groups, tmp_path / "none.png", "joint, λ = 0", ("val/cider_d",)) is None
+
+
+def test_paired_table_compares_each_setting_with_the_baseline_per_epoch_over_common_seeds(tmp_path: Path) -> None:
+    def seeds(name: str, acc: list[float], n: int) -> list[sm.Job]:
+        jobs = [_job(tmp_path, f"{name}{s}", _rows([a + 0.01 * s for a in acc])) for s in range(n)]
+        for s, job in enumerate(jobs):
+            job.config["seed"] = s
+        return jobs
+
+    groups = {
+        "joint, λ = 0": seeds("base", [0.1, 0.5], 3),
+        "joint, λ = 1": seeds("gain", [0.1, 0.7], 3),  # equal at epoch 1, +0.2 at epoch 2 in every seed
+        "joint, λ = 2": seeds("few", [0.1, 0.7], 2),  # two seeds: no interval
+    }
+    table = curves.paired_table(groups, "joint, λ = 0", "val/acc1", [0, 1])
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in table
+        if line.startswith("| joint")
+    }
+    assert set(rows) == {"joint, λ = 1"}  # the baseline is no row, and a setting with too few seeds none either
+    equal, gain, n = rows["joint, λ = 1"]
+    assert not equal.startswith("**") and gain.startswith("**+0.200 [") and n == "3"
+    assert curves.paired_table(groups, "joint, λ = 0", "val/cider_d", [0, 1]) == []
