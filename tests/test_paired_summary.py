@@ -208,3 +208,18 @@ def test_a_training_length_set_on_the_command_line_is_a_data_option_of_its_own(t
     }
     long_acc = next(r for r in rows if r.family.endswith("max_epochs=53") and r.metric == "correct")
     assert long_acc.result.significant and 0.2 < long_acc.result.diff < 0.4  # its own baseline: 0.8 − 0.5
+
+
+def test_figures_colour_a_change_by_whether_it_is_better_not_by_its_sign() -> None:
+    from jointcap.analysis.stats import Comparison
+
+    def comp(low: float, high: float) -> Comparison:
+        return Comparison((low + high) / 2, low, high, 0.95, 5, 1000, 2000, 0.0, 0.0)
+
+    up, down, unsure = comp(0.01, 0.03), comp(-0.03, -0.01), comp(-0.01, 0.02)
+    assert paired.effect_color("correct", up) == "C2"  # more accuracy: better
+    assert paired.effect_color("correct", down) == "C3"
+    assert paired.effect_color("facts_wrong", down) == "C2"  # fewer false facts: better
+    assert paired.effect_color("facts_wrong", up) == "C3"
+    assert paired.effect_color("test/disagreement_js", down) == "C1"  # the loss's own target: no better side
+    assert {paired.effect_color(m, unsure) for m in ("correct", "facts_wrong")} == {"C0"}

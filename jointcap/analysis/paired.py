@@ -212,6 +212,23 @@ QUESTIONS = (
 )
 
 
+LOWER_IS_BETTER = {"facts_wrong", "test/rep3"}  # false facts per caption, repeated trigrams
+NO_DIRECTION = {"test/disagreement_js"}  # what the loss lowers: a mechanism, neither better nor worse
+
+
+def effect_color(metric: str, c: Comparison) -> str:
+    """A Δ's colour in the figures: C2 (green) better, C3 (red) worse, C1 (orange) a significant change with no
+    better side, C0 (blue) an interval that includes 0. Better is higher except for `LOWER_IS_BETTER`."""
+    if not c.significant:
+        return "C0"
+    if metric in NO_DIRECTION:
+        return "C1"
+    return "C2" if (c.diff > 0) != (metric in LOWER_IS_BETTER) else "C3"
+
+
+EFFECT_LEGEND = "green/red: better/worse, the interval excluding 0 (false facts: lower is better)"
+
+
 def _in_points(metric: str) -> bool:
     """Whether a metric is a share (accuracy, recall, pointing rate …) drawn in percentage points."""
     return (
@@ -340,7 +357,7 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(mine) + 1.6))
     for i, r in enumerate(mine):
         c = r.result
-        color = "C0" if not c.significant else ("C2" if c.diff > 0 else "C3")
+        color = effect_color(metric, c)
         ax.errorbar(
             c.diff * scale,
             i,
@@ -354,7 +371,10 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     ax.invert_yaxis()
     name = {"correct": "test top-1 accuracy", "worst_group_acc": "worst-group test accuracy"}.get(metric, metric)
     ax.set_xlabel(f"Δ {name} vs joint λ = 0 ({unit})", fontsize=9)
-    ax.set_title(f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % interval ({mine[0].level})", fontsize=9)
+    ax.set_title(
+        f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % interval ({mine[0].level}); {EFFECT_LEGEND}",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -414,7 +434,7 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
                     color="grey",
                 )
                 continue
-            color = "C0" if not c.significant else ("C2" if c.diff > 0 else "C3")
+            color = effect_color(metric, c)
             err = [[(c.diff - c.low) * scale], [(c.high - c.diff) * scale]]
             ax.errorbar(c.diff * scale, i, xerr=err, fmt="o", color=color, capsize=3)
         ax.axvline(0, color="grey", lw=1, ls="--")
@@ -425,8 +445,7 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     for ax in flat[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(
-        "Each setting minus the joint model without the CAM loss (λ = 0); bars: 95 % intervals; "
-        "green/red: interval excludes 0",
+        f"Each setting minus the joint model without the CAM loss (λ = 0); bars: 95 % intervals; {EFFECT_LEGEND}",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # half an inch for the suptitle
@@ -473,7 +492,7 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
                     "o",
                     ms=7,
                     zorder=3,
-                    color="C2" if r.result.diff > 0 else "C3",
+                    color=effect_color(metric, r.result),
                 )
         ax.axhline(0, color="grey", lw=1, ls="--")
         ax.set_title(f"{title}\n({_baseline_text(mine, scale)}; {mine[0].level})", fontsize=9)
@@ -485,7 +504,7 @@ def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> 
         ax.axis("off")
     fig.suptitle(
         f"The plain CAM loss at each weight, minus the joint model without it ({family}); bars: 95 % intervals; "
-        "green/red: interval excludes 0",
+        + EFFECT_LEGEND,
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
