@@ -15,6 +15,8 @@
 #   scst_cam  λ = 1 with the CAM loss in the cross-entropy epochs only (not in the self-critical ones)
 #   lowdata_steps  the low-data option trained as many steps as the default (53 epochs of 1,500 images, the
 #             last 7 self-critical ≈ 16 of 5,000 and 2): low data without the step starvation of `lowdata`
+#   grad_to_lowdata   grad_to ∈ {captioner, classifier} on the low-data option
+#   grad_to_shortcut  grad_to = classifier (the variant that localised on the default data) on the shortcut split
 #
 # Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
 # skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and resumes the
@@ -31,7 +33,7 @@ SEEDS=${SEEDS:-1,2,3,4,5}
 JOBS=${JOBS:-2}
 BUDGET=${BUDGET:-study_hard}
 EXTRA=${EXTRA:-}
-ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence scst_cam lowdata_steps}
+ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence scst_cam}
 RESULTS=${RESULTS:-experiments/results/hard_study}
 JOINT=+experiment=hard_nocam,hard_cam
 # `++data.source.KEY=…` with a swept +experiment: Hydra first composes the sweep's base config without the swept
@@ -41,7 +43,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per job on the CPU
 family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed outermost, finished jobs skipped
   local name=$1
   shift
-  case " $ONLY " in *" $name "* | *" ${name%%_[a-z0-9]*} "*) ;; *) return 0 ;; esac  # divergence = divergence_*, classifier = classifier_*
+  case " $ONLY " in *" $name "* | *" ${name%%_[a-z0-9]*} "*) ;; *) return 0 ;; esac  # a group runs its members: divergence = divergence_*, grad_to = grad_to_*, lowdata = lowdata_*
   echo "== $name: $* (seeds $SEEDS) — $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   $PY -m jointcap.run -m seed="$SEEDS" "$@" +budget="$BUDGET" skip_if_done=true hydra/launcher=local \
@@ -63,5 +65,7 @@ family divergence_l2 +experiment=hard_cam model.loss.divergence=l2 model.loss.ca
 family divergence_cosine +experiment=hard_cam model.loss.divergence=cosine model.loss.cam_weight=0.3
 family scst_cam +experiment=hard_cam model.loss.scst_cam=false
 family lowdata_steps "$JOINT" ++data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7
+family grad_to_lowdata +experiment=hard_cam data.source.per_class=15 'model.loss.grad_to=captioner,classifier'
+family grad_to_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=classifier
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"
