@@ -15,7 +15,8 @@
 #   scst_cam  λ = 1 with the CAM loss in the cross-entropy epochs only (not in the self-critical ones)
 #   lowdata_steps  the low-data option trained as many steps as the default (53 epochs of 1,500 images, the
 #             last 7 self-critical ≈ 16 of 5,000 and 2): low data without the step starvation of `lowdata`
-#   grad_to_lowdata   grad_to ∈ {captioner, classifier} on the low-data option
+#   classifier_lowdata_steps  the classifier alone on lowdata_steps (the ladder's first rung there)
+#   grad_to_lowdata_steps     grad_to ∈ {captioner, classifier} on lowdata_steps
 #   grad_to_shortcut  grad_to = classifier (the variant that localised on the default data) on the shortcut split
 #
 # Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
@@ -65,7 +66,8 @@ family divergence_l2 +experiment=hard_cam model.loss.divergence=l2 model.loss.ca
 family divergence_cosine +experiment=hard_cam model.loss.divergence=cosine model.loss.cam_weight=0.3
 family scst_cam +experiment=hard_cam model.loss.scst_cam=false
 family lowdata_steps "$JOINT" ++data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7
-family grad_to_lowdata +experiment=hard_cam data.source.per_class=15 'model.loss.grad_to=captioner,classifier'
+family classifier_lowdata_steps +experiment=hard_classifier data.source.per_class=15 trainer.max_epochs=53
+family grad_to_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 'model.loss.grad_to=captioner,classifier'
 family grad_to_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=classifier
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"
