@@ -59,7 +59,10 @@ def test_paired_summary_finds_a_real_gain_and_no_gain(tmp_path: Path) -> None:
         _job(tmp_path / "runs", "cam", seed, 1.0, 0.7)  # a large real gain
         _job(tmp_path / "runs", "sc_nocam", seed, 0.0, 0.6, shortcut=True)
         _job(tmp_path / "runs", "sc_cam", seed, 1.0, 0.6, shortcut=True)  # no gain
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "paired_7_correct.png").write_bytes(b"")  # a plot of a family an earlier summary had
     files = paired.summarize_study([tmp_path / "runs"], tmp_path / "out", n_boot=300)
+    assert not (tmp_path / "out" / "paired_7_correct.png").exists()
     rows = list(csv.DictReader(open(files["paired_csv"])))
     get = {(r["family"], r["metric"]): r for r in rows}
     gain = get[("shortcut=False, per_class=30", "correct")]

@@ -589,6 +589,8 @@ def summarize_study(
         files["lambda"] = dose
     family = QUESTIONS[0][1]
     files.update(curves_files(named.get(family, {}), out, title, family))
+    for stale in out.glob("paired_*_*.png"):  # numbered by family: a new data option renumbers them
+        stale.unlink()
     for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")
