@@ -18,6 +18,8 @@
 #   classifier_lowdata_steps  the classifier alone on lowdata_steps (the ladder's first rung there)
 #   grad_to_lowdata_steps     grad_to ∈ {captioner, classifier} on lowdata_steps
 #   grad_to_shortcut  grad_to = classifier (the variant that localised on the default data) on the shortcut split
+#   lambda_lowdata_steps      λ ∈ {0.5, 2} on lowdata_steps (the dose response where λ = 1 helped)
+#   divergence_cosine_lowdata_steps  1 − cosine (the divergence that localised) on lowdata_steps
 #
 # Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
 # skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and resumes the
@@ -69,5 +71,7 @@ family lowdata_steps "$JOINT" ++data.source.per_class=15 trainer.max_epochs=53 m
 family classifier_lowdata_steps +experiment=hard_classifier data.source.per_class=15 trainer.max_epochs=53
 family grad_to_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 'model.loss.grad_to=captioner,classifier'
 family grad_to_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=classifier
+family lambda_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 'model.loss.cam_weight=0.5,2'
+family divergence_cosine_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=cosine model.loss.cam_weight=0.3
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"

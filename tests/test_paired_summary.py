@@ -170,6 +170,32 @@ def test_lambda_figure_needs_two_weights_of_the_plain_loss(tmp_path: Path) -> No
     assert path is not None and path.stat().st_size > 5000
 
 
+def test_every_data_option_with_two_weights_gets_its_dose_response(tmp_path: Path) -> None:
+    root, out = tmp_path / "runs", tmp_path / "out"
+    for seed in (1, 2, 3):
+        for lam, p in ((0.0, 0.5), (0.5, 0.55), (1.0, 0.6)):
+            _job(root, f"l{lam}", seed, lam, p)
+            _job(root, f"sc{lam}", seed, lam, p, shortcut=True)
+        for lam in (0.0, 1.0):  # one weight only: no dose response for this option
+            _job(root, f"long{lam}", seed, lam, 0.5, epochs=53)
+    out.mkdir()
+    (out / "lambda_shortcut-False_per_class-15.png").write_bytes(b"")  # an option an earlier summary had
+    files = paired.summarize_study([root], out, n_boot=100)
+    drawn = sorted(p.name for p in out.glob("lambda*.png"))
+    assert drawn == ["lambda_shortcut-False_per_class-30.png", "lambda_shortcut-True_per_class-30.png"]
+    assert files["lambda_shortcut-True_per_class-30"].stat().st_size > 5000
+
+
+def test_each_data_option_is_asked_the_default_questions_then_its_own() -> None:
+    default = [m for _, m in paired.family_questions(paired.QUESTIONS[0][1])]
+    assert default[0] == "correct" and "worst_group_acc" not in default and len(set(default)) == len(default)
+    shortcut = [m for _, m in paired.family_questions("shortcut=True, per_class=50")]
+    assert shortcut == [*default, "worst_group_acc"]
+    assert [m for _, m in paired.family_questions("shortcut=False, per_class=15, max_epochs=53")] == default
+    slug = paired.family_slug("shortcut=False, per_class=15, max_epochs=53")
+    assert slug == "shortcut-False_per_class-15_max_epochs-53"
+
+
 def test_settings_go_in_order_single_task_plain_loss_by_weight_then_variants(tmp_path: Path) -> None:
     names = [
         "joint, λ = 0.3, L1 divergence",

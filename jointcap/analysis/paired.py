@@ -76,6 +76,11 @@ def family_of(job: sm.Job) -> str:
     return ", ".join(f"{n}={v:g}" if isinstance(v, float) else f"{n}={v}" for n, v in values)
 
 
+def family_slug(family: str) -> str:
+    """A file-name form of a data option's name: `shortcut=False, per_class=15` → `shortcut-False_per_class-15`."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", family.replace("=", "-").replace(", ", "_")).strip("_")
+
+
 def is_baseline(job: sm.Job) -> bool:
     """The joint model without the CAM loss."""
     return job.config.get("model.task") == "joint" and float(job.config.get("model.loss.cam_weight", 1.0)) == 0.0
@@ -454,21 +459,30 @@ def questions_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) 
     return path
 
 
-def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS) -> Path | None:
+def family_questions(family: str, questions: tuple = QUESTIONS) -> list[tuple[str, str]]:
+    """(title, metric) of the questions a data option is asked: the default option's questions (its first's
+    family), then the option's own ones on other metrics (worst-group accuracy on the shortcut split)."""
+    default = questions[0][1]
+    asked = [(t, m) for t, f, m in questions if f == default]
+    return asked + [(t, m) for t, f, m in questions if f == family != default and m not in {m for _, m in asked}]
+
+
+def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS, family: str | None = None) -> Path | None:
     """The dose response: Δ against λ = 0 (with its 95 % interval) as a function of λ for the plain loss, one
-    panel per question of the default data option; None when fewer than two λ > 0 were run."""
+    panel per question (`family_questions`) of one data option (default: the default one); None when fewer
+    than two λ > 0 were run there."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    family = questions[0][1]
+    family = family or questions[0][1]
     weights = {
         r.setting: float(m.group(1)) for r in rows if r.family == family and (m := PLAIN_LAMBDA.match(r.setting))
     }
     panels = []
-    for title, f, metric in questions:
-        mine = [r for r in rows if r.family == f == family and r.metric == metric and r.setting in weights]
+    for title, metric in family_questions(family, questions):
+        mine = [r for r in rows if r.family == family and r.metric == metric and r.setting in weights]
         if mine:
             panels.append((title, metric, mine))
     if len(set(weights.values())) < 2 or not panels:
@@ -584,9 +598,13 @@ def summarize_study(
     figure = questions_figure(rows, out / "questions.png")
     if figure:
         files["questions"] = figure
-    dose = lambda_figure(rows, out / "lambda.png")
-    if dose:
-        files["lambda"] = dose
+    for stale in out.glob("lambda_*.png"):  # one per data option that has a dose response; options change
+        stale.unlink()
+    for family in dict.fromkeys(r.family for r in rows):
+        name = "lambda" if family == QUESTIONS[0][1] else f"lambda_{family_slug(family)}"
+        dose = lambda_figure(rows, out / f"{name}.png", family=family)
+        if dose:
+            files[name] = dose
     family = QUESTIONS[0][1]
     files.update(curves_files(named.get(family, {}), out, title, family))
     for stale in out.glob("paired_*_*.png"):  # numbered by family: a new data option renumbers them
