@@ -464,7 +464,8 @@ def family_questions(family: str, questions: tuple = QUESTIONS) -> list[tuple[st
     family), then the option's own ones on other metrics (worst-group accuracy on the shortcut split)."""
     default = questions[0][1]
     asked = [(t, m) for t, f, m in questions if f == default]
-    return asked + [(t, m) for t, f, m in questions if f == family != default and m not in {m for _, m in asked}]
+    seen = {m for _, m in asked}
+    return asked + [(t, m) for t, f, m in questions if f == family != default and m not in seen]
 
 
 def lambda_figure(rows: list[Row], path: Path, questions: tuple = QUESTIONS, family: str | None = None) -> Path | None:
@@ -598,18 +599,16 @@ def summarize_study(
     figure = questions_figure(rows, out / "questions.png")
     if figure:
         files["questions"] = figure
-    for stale in out.glob("lambda_*.png"):  # one per data option that has a dose response; options change
+    default = QUESTIONS[0][1]
+    files.update(curves_files(named.get(default, {}), out, title, default))
+    # per data option; an earlier summary's options may differ (numbers shift, options go): clear its plots first
+    for stale in [*out.glob("lambda_*.png"), *out.glob("paired_*_*.png")]:
         stale.unlink()
-    for family in dict.fromkeys(r.family for r in rows):
-        name = "lambda" if family == QUESTIONS[0][1] else f"lambda_{family_slug(family)}"
+    for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
+        name = "lambda" if family == default else f"lambda_{family_slug(family)}"
         dose = lambda_figure(rows, out / f"{name}.png", family=family)
         if dose:
             files[name] = dose
-    family = QUESTIONS[0][1]
-    files.update(curves_files(named.get(family, {}), out, title, family))
-    for stale in out.glob("paired_*_*.png"):  # numbered by family: a new data option renumbers them
-        stale.unlink()
-    for i, family in enumerate(dict.fromkeys(r.family for r in rows)):
         for metric in ("correct", "worst_group_acc"):
             path = forest_plot(rows, family, metric, out / f"paired_{i}_{metric}.png")
             if path:
