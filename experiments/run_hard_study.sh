@@ -20,6 +20,8 @@
 #   grad_to_shortcut  grad_to = classifier (the variant that localised on the default data) on the shortcut split
 #   lambda_lowdata_steps      λ ∈ {0.5, 2} on lowdata_steps (the dose response where λ = 1 helped)
 #   divergence_cosine_lowdata_steps  1 − cosine (the divergence that localised) on lowdata_steps
+#   lambda_quarter_lowdata_steps     λ = 0.25 on lowdata_steps (completes the dose response 0 … 2 there)
+#   divergence_{kl,l1,l2}_lowdata_steps  the other divergences on lowdata_steps, at matched scale
 #
 # Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
 # skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and resumes the
@@ -73,5 +75,9 @@ family grad_to_lowdata_steps +experiment=hard_cam data.source.per_class=15 train
 family grad_to_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=classifier
 family lambda_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 'model.loss.cam_weight=0.5,2'
 family divergence_cosine_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=cosine model.loss.cam_weight=0.3
+family lambda_quarter_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.cam_weight=0.25
+family divergence_kl_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=kl model.loss.cam_weight=0.18
+family divergence_l1_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=l1 model.loss.cam_weight=0.3
+family divergence_l2_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=l2 model.loss.cam_weight=1.75
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"
