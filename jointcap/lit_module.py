@@ -392,15 +392,19 @@ class JointCaptionModule(L.LightningModule):
         return record
 
     def _image_fact_scores(self, index: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image caption correctness (class_recall, facts_right, facts_wrong), each (B,), for the test's
-        per-image table; empty where the data stores no facts (CUB, Flowers)."""
+        """Per-image caption correctness (class_recall, facts_right, facts_wrong) and whether the caption names a
+        part twice (part_repeat), each (B,), for the test's per-image table; empty where the data stores no facts
+        (CUB, Flowers)."""
         reader = getattr(self.eval_metrics["test"]["captions"], "reader", None)
         if reader is None or not self._split_extra.get("facts"):
             return {}
         rows = []
         for i, ids in zip(index.tolist(), tokens.tolist(), strict=True):
             truth, class_truth = self._facts(i)
-            rows.append(image_fact_scores(reader.read(tokenize(self._decode(ids))), truth, class_truth))
+            words = tokenize(self._decode(ids))
+            rows.append(
+                {**image_fact_scores(reader.read(words), truth, class_truth), "part_repeat": reader.repeats_part(words)}
+            )
         return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in rows[0]} if rows else {}
 
     def on_validation_epoch_end(self) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from jointcap.data import synthetic as sy
-from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores, image_fact_scores, repeats_ngram
+from jointcap.data import synthetic_hard as sh
+from jointcap.metrics.correctness import (
+    FactReader,
+    degeneracy,
+    fact_scores,
+    image_fact_scores,
+    part_repeat_share,
+    repeats_ngram,
+)
 from jointcap.metrics.text import tokenize
 
 _reader = FactReader.from_info(sy.dataset_info(6))
@@ -64,6 +72,28 @@ def test_degeneracy_flags_loops_and_constants() -> None:
     assert d["distinct_captions"] == 0.5 and d["rep3"] == 0.5 and d["rep2"] == 0.5
     assert d["mean_len"] == pytest.approx((10 + 10 + 3 + 3) / 4) and d["vocab_used"] == 8.0
     assert degeneracy([])["distinct_captions"] == 0.0
+
+
+def test_a_part_named_twice_is_a_loop_even_by_synonym() -> None:
+    """no_repeat_ngram stops "a red crown … a red crown" but not "a red crown … a red cap": repeats_part does."""
+    hard = FactReader.from_info(sh.dataset_info(12))
+    assert hard is not None
+    assert hard.repeats_part(tokenize("this is a small bird with a red crown, a black eyering and a red cap"))
+    assert hard.repeats_part(tokenize("a yellow throat, a white eyering and a yellow throat"))
+    assert not hard.repeats_part(tokenize("olive wings with white wingbars, a red crown and a hooked bill"))
+    assert not hard.repeats_part(tokenize("this bird has a white eyering"))
+    loops = [tokenize("a red crown and a red cap"), tokenize("a red crown"), tokenize("a grey breast and a grey belly")]
+    assert part_repeat_share(loops, hard) == pytest.approx(2 / 3) and part_repeat_share([], hard) == 0.0
+
+
+def test_the_hard_references_never_name_a_part_twice() -> None:
+    """So any part repeat in a generated caption is the decoder's, and the references' rate (0) is the floor."""
+    hard = FactReader.from_info(sh.dataset_info(12))
+    assert hard is not None
+    data = sh.generate_split(60, n_classes=12, image_size=48, seed=5)
+    refs = [tokenize(c) for caps in data.captions for c in caps]
+    assert len(refs) == 600 and part_repeat_share(refs, hard) == 0.0
+    assert sum(len(hard.read(r)) >= 2 for r in refs) > 200  # many name several parts: the check has teeth
 
 
 def test_synthetic_facts_match_the_class() -> None:

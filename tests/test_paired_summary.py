@@ -252,3 +252,50 @@ def test_figures_colour_a_change_by_whether_it_is_better_not_by_its_sign() -> No
     assert paired.effect_color("facts_wrong", up) == "C3"
     assert paired.effect_color("test/disagreement_js", down) == "C1"  # the loss's own target: no better side
     assert {paired.effect_color(m, unsure) for m in ("correct", "facts_wrong")} == {"C0"}
+
+
+def _as_hard_jobs_with_captions(root: Path, looping: str) -> None:
+    """Make `_job` folders hard-data jobs (a fact vocabulary) whose captions in jobs named `looping…` name a part
+    twice on every other image ("… crown … cap"), with no part_repeat column (tables from before it existed)."""
+    for folder in root.iterdir():
+        cfg = json.loads((folder / ".hydra" / "config.yaml").read_text())
+        cfg["data"]["source"].update({"_target_": "jointcap.data.synthetic_hard.HardSyntheticSource", "n_classes": 12})
+        (folder / ".hydra" / "config.yaml").write_text(json.dumps(cfg))
+        table = folder / "test_predictions.csv"
+        rows = list(csv.DictReader(open(table)))
+        for i, row in enumerate(rows):
+            loops = folder.name.startswith(looping) and i % 2 == 0
+            row["caption"] = "a red crown and a red cap" if loops else "a red crown and a white eyering"
+        with open(table, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def test_part_repeats_are_read_from_the_captions_of_tables_without_the_column(tmp_path: Path) -> None:
+    """A study that ran before `part_repeat` existed is compared on it all the same: the summary reads the
+    captions with the job's data's fact vocabulary."""
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.5)
+    _as_hard_jobs_with_captions(tmp_path / "runs", looping="cam")
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    (rep,) = [r for r in rows if r.metric == "part_repeat"]
+    assert rep.result.diff == 0.5 and rep.result.significant
+    assert paired.effect_color("part_repeat", rep.result) == "C3"  # more repeats is worse
+
+
+def test_re_decoded_jobs_are_compared_on_the_part_repeats_of_their_new_captions(tmp_path: Path) -> None:
+    """rescore_no_repeat's job folders keep their captions in eval/predictions.csv: part_repeat comes from those
+    (the only per-image score there: the table's other columns are the original job's)."""
+    for seed in (1, 2, 3):
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.5)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.5)
+    _as_hard_jobs_with_captions(tmp_path / "runs", looping="nocam")
+    for folder in (tmp_path / "runs").iterdir():
+        (folder / "eval").mkdir()
+        (folder / "test_predictions.csv").rename(folder / paired.RE_DECODED_PREDICTIONS)
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    assert {r.metric for r in rows if r.level == paired.BY_IMAGES} == {"part_repeat"}
+    (rep,) = [r for r in rows if r.metric == "part_repeat"]
+    assert rep.result.diff == -0.5 and paired.effect_color("part_repeat", rep.result) == "C2"

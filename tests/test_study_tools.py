@@ -120,8 +120,11 @@ def test_hard_experiments_with_study_budget_compose_and_validate(experiment: str
 
 def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path) -> None:
     """A tiny `+experiment=hard_cam +budget=study_hard` job: its test_predictions.csv carries, per image, the
-    caption's class_recall / facts_right / facts_wrong, equal to reading the written caption against the
-    image's stored facts (the paired summary bootstraps these over images × seeds)."""
+    caption's class_recall / facts_right / facts_wrong and part_repeat, equal to reading the written caption against
+    the image's stored facts (the paired summary bootstraps these over images × seeds); results.json's
+    test/rep_part is their mean, and the summary's reader for the job (`paired.fact_reader`) reads the same."""
+    from jointcap.analysis import paired
+    from jointcap.analysis import summarize as sm
     from jointcap.data import cache
     from jointcap.data import synthetic_hard as sh
     from jointcap.metrics.correctness import FactReader, image_fact_scores
@@ -155,13 +158,17 @@ def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path
     sh.HardSyntheticSource(**small).build(built)  # the same images and facts the run generated
     test, reader = cache.read_split(built / "test"), FactReader.from_info(cache.read_info(built))
     assert reader is not None and len(rows) == 36 == len(test.labels)
-    assert {"class_recall", "facts_right", "facts_wrong", "caption"} <= set(rows[0])
+    assert {"class_recall", "facts_right", "facts_wrong", "part_repeat", "caption"} <= set(rows[0])
     for row in rows:
         i = int(row["index"])
-        want = image_fact_scores(
-            reader.read(tokenize(row["caption"])), test.extra["facts"][i], test.extra["class_facts"][i]
-        )
+        words = tokenize(row["caption"])
+        want = image_fact_scores(reader.read(words), test.extra["facts"][i], test.extra["class_facts"][i])
+        want["part_repeat"] = float(reader.repeats_part(words))
         assert {k: float(row[k]) for k in want} == pytest.approx(want, nan_ok=True)
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert metrics["test/rep_part"] == pytest.approx(sum(float(r["part_repeat"]) for r in rows) / len(rows))
+    (job,) = sm.find_jobs([run_dir])
+    assert paired.fact_reader(job) == reader
 
 
 def _study_families() -> list[tuple[str, list[str]]]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ import numpy as np
 from jointcap.analysis import curves
 from jointcap.analysis import summarize as sm
 from jointcap.analysis.stats import Comparison, paired_difference, paired_t
+from jointcap.metrics.correctness import FactReader
+from jointcap.metrics.text import tokenize
 from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
 
 FAMILY_KEYS = ("data.source.shortcut", "data.source.per_class")
@@ -41,6 +45,7 @@ RUN_METRICS = (
     "test/class_attr_f1",
     "test/attr_f1",
     "test/rep3",
+    "test/rep_part",
     "test/cider_d",
     "test/bleu4",
     "test/disagreement_js",  # not test/disagreement: that one is in each run's own divergence
@@ -86,13 +91,48 @@ def is_baseline(job: sm.Job) -> bool:
     return job.config.get("model.task") == "joint" and float(job.config.get("model.loss.cam_weight", 1.0)) == 0.0
 
 
-def read_predictions(job: sm.Job) -> dict[str, dict[str, str]] | None:
-    """{key: row} of the job's test_predictions.csv, or None when it has none."""
-    path = job.folder / PREDICTIONS_FILE
-    if not path.is_file():
+RE_DECODED_PREDICTIONS = Path("eval") / "predictions.csv"  # experiments/rescore_no_repeat.py's per-image captions
+
+
+@functools.cache
+def _reader_of(source_target: str, n_classes: int) -> FactReader | None:
+    """The fact reader of a data source class whose module defines `dataset_info(n_classes)` (the synthetic
+    generators); None for the others (CUB, Flowers: no part vocabulary)."""
+    module = importlib.import_module(source_target.rsplit(".", 1)[0])
+    info = getattr(module, "dataset_info", None)
+    return FactReader.from_info(info(n_classes)) if info is not None else None
+
+
+def fact_reader(job: sm.Job) -> FactReader | None:
+    """The fact reader of the job's data, or None where its data has no part vocabulary."""
+    target, n_classes = job.config.get("data.source._target_"), job.config.get("data.source.n_classes")
+    if not isinstance(target, str) or not isinstance(n_classes, (int, float)):  # a float once assign_settings ran
         return None
-    with open(path, newline="") as f:
-        return {row["key"]: row for row in csv.DictReader(f)}
+    try:
+        return _reader_of(target, int(n_classes))
+    except (ImportError, AttributeError, TypeError):  # a source moved or renamed since the job ran
+        return None
+
+
+def read_predictions(job: sm.Job) -> dict[str, dict[str, str]] | None:
+    """{key: row} of the job's test_predictions.csv, or of a re-decoded job's captions (key and caption only:
+    its other columns are the original job's); None when it has neither. Tables written before `part_repeat`
+    existed get it from their captions, by the same rule (`FactReader.repeats_part`)."""
+    path = job.folder / PREDICTIONS_FILE
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = {row["key"]: row for row in csv.DictReader(f)}
+    elif (job.folder / RE_DECODED_PREDICTIONS).is_file():
+        with open(job.folder / RE_DECODED_PREDICTIONS, newline="") as f:
+            rows = {row["key"]: {"key": row["key"], "caption": row["caption"]} for row in csv.DictReader(f)}
+    else:
+        return None
+    reader = fact_reader(job)
+    if reader is not None:
+        for row in rows.values():
+            if "caption" in row and "part_repeat" not in row:
+                row["part_repeat"] = str(float(reader.repeats_part(tokenize(row["caption"]))))
+    return rows
 
 
 def per_image_scores(preds: dict[str, dict[str, str]]) -> list[str]:
@@ -202,7 +242,7 @@ def setting_order(name: str) -> tuple[int, int, str, float]:
     return 2, kind, LAMBDA_IN_NAME.sub("", name), weight
 
 
-SHARES = {"correct", "worst_group_acc", "class_recall"}  # per-image 0/1 or fractions: shown in percentage points
+SHARES = {"correct", "worst_group_acc", "class_recall", "part_repeat"}  # per-image 0/1 or fractions: in points
 # The study's questions, one panel each: (title, family, metric). Families as `family_of` names them.
 QUESTIONS = (
     ("Test accuracy", "shortcut=False, per_class=50", "correct"),
@@ -217,7 +257,8 @@ QUESTIONS = (
 )
 
 
-LOWER_IS_BETTER = {"facts_wrong", "test/rep3"}  # false facts per caption, repeated trigrams
+# false facts per caption, repeated trigrams, a part named twice
+LOWER_IS_BETTER = {"facts_wrong", "test/rep3", "test/rep_part", "part_repeat"}
 NO_DIRECTION = {"test/disagreement_js"}  # what the loss lowers: a mechanism, neither better nor worse
 
 
@@ -231,14 +272,14 @@ def effect_color(metric: str, c: Comparison) -> str:
     return "C2" if (c.diff > 0) != (metric in LOWER_IS_BETTER) else "C3"
 
 
-EFFECT_LEGEND = "green/red: better/worse, the interval excluding 0 (false facts: lower is better)"
+EFFECT_LEGEND = "green/red: better/worse, the interval excluding 0 (false facts, part repeats: lower is better)"
 
 
 def _in_points(metric: str) -> bool:
     """Whether a metric is a share (accuracy, recall, pointing rate …) drawn in percentage points."""
     return (
         metric in SHARES
-        or metric in ("test/acc1", "test/class_attr_f1", "test/attr_f1", "test/rep3")
+        or metric in ("test/acc1", "test/class_attr_f1", "test/attr_f1", "test/rep3", "test/rep_part")
         or ("pointing" in metric)
     )
 

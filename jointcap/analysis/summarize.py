@@ -64,6 +64,7 @@ METRIC_TITLES = {
     "class_attr_f1": "class-attribute F1 of captions",
     "distinct_captions": "distinct captions",
     "rep3": "repeated 3-grams",
+    "rep_part": "captions naming a part twice",
 }
 UNBOUNDED = ("loss", "cider", "cider_d", "len", "vocab")  # scores not confined to [0, 1]
 MIN_SPAN = 0.1  # the least y-range of a [0, 1] score's panel

@@ -20,7 +20,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from jointcap.metrics.bleu import bleu_from_corpus
 from jointcap.metrics.cider import cider_from_corpus
-from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores
+from jointcap.metrics.correctness import FactReader, degeneracy, fact_scores, part_repeat_share
 from jointcap.metrics.ngrams import NgramCorpus, encode, encode_flat
 from jointcap.metrics.rouge import rouge_l_from_corpus
 from jointcap.metrics.text import tokenize, tokenize_flat, tokenize_many
@@ -237,4 +237,6 @@ class CaptionScores(Metric):
                     [self.reader.read(h) for h in hyps], [t[0] for t in truth], [t[1] for t in truth], self.reader
                 )
             )
+        if self.reader is not None:
+            scores["rep_part"] = part_repeat_share(hyps, self.reader)  # synonym loops that rep3 misses
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in scores.items()}

@@ -4,7 +4,7 @@ CIDEr and BLEU reward n-gram overlap: a constant sentence or a looping one can s
 real captioner. Here a caption is read as a set of facts "PART ATTRIBUTE" ("head red",
 "wing striped") and scored against what the image really shows (the synthetic generators
 store every image's true facts), and the caption set is checked for the symptoms of a
-degenerate decoder (few distinct captions, repeated n-grams).
+degenerate decoder (few distinct captions, repeated n-grams, a part named twice).
 
 Reading rule (the synthetic captions follow it: every attribute word sits directly before
 the part noun it describes): a run of attribute words followed by a part noun states one
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["FactReader", "fact_scores", "image_fact_scores", "degeneracy", "repeats_ngram"]
+__all__ = ["FactReader", "fact_scores", "image_fact_scores", "degeneracy", "repeats_ngram", "part_repeat_share"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,12 @@ class FactReader:
             else:
                 pending = []
         return facts
+
+    def repeats_part(self, words: Sequence[str]) -> bool:
+        """Whether the caption names one part twice, synonyms included ("a red crown … a red cap"): a loop that
+        no_repeat_ngram lets through. The synthetic references never do (each names a part at most once)."""
+        parts = [self.part_words[w] for w in words if w in self.part_words]
+        return len(set(parts)) < len(parts)
 
     def slot(self, fact: str) -> str:
         """What a fact is about: "PART KIND" ("head colour"), so a wrong colour counts against the head's colour."""
@@ -118,6 +124,11 @@ def repeats_ngram(words: Sequence[str], n: int) -> bool:
     """Whether some n-gram occurs twice in the caption ("a red head and a red head" repeats "a red head")."""
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) < len(grams)
+
+
+def part_repeat_share(captions: Sequence[Sequence[str]], reader: FactReader) -> float:
+    """The share of (tokenised) captions that name some part twice (`FactReader.repeats_part`); 0 when none."""
+    return sum(reader.repeats_part(c) for c in captions) / len(captions) if len(captions) else 0.0
 
 
 def degeneracy(captions: Sequence[Sequence[str]]) -> dict[str, float]:
