@@ -22,6 +22,7 @@
 #   divergence_cosine_lowdata_steps  1 − cosine (the divergence that localised) on lowdata_steps
 #   lambda_quarter_lowdata_steps     λ = 0.25 on lowdata_steps (completes the dose response 0 … 2 there)
 #   divergence_{kl,l1,l2}_lowdata_steps  the other divergences on lowdata_steps, at matched scale
+#   lambda_shortcut, grad_to_captioner_shortcut, divergence_*_shortcut  the rest of the protocol on the shortcut split
 #
 # Resumable: every family writes into a FIXED folder ($OUT/<family>/<job number>_<overrides>) with
 # skip_if_done=true, so rerunning the same command skips the jobs whose results.json exists and resumes the
@@ -79,5 +80,11 @@ family lambda_quarter_lowdata_steps +experiment=hard_cam data.source.per_class=1
 family divergence_kl_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=kl model.loss.cam_weight=0.18
 family divergence_l1_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=l1 model.loss.cam_weight=0.3
 family divergence_l2_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=l2 model.loss.cam_weight=1.75
+family lambda_shortcut +experiment=hard_cam data.source.shortcut=true 'model.loss.cam_weight=0.25,0.5,2'
+family grad_to_captioner_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=captioner
+family divergence_kl_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=kl model.loss.cam_weight=0.18
+family divergence_l1_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=l1 model.loss.cam_weight=0.3
+family divergence_l2_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=l2 model.loss.cam_weight=1.75
+family divergence_cosine_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=cosine model.loss.cam_weight=0.3
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"
