@@ -42,6 +42,13 @@ EXTRA=${EXTRA:-}
 ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence scst_cam}
 RESULTS=${RESULTS:-experiments/results/hard_study}
 JOINT=+experiment=hard_nocam,hard_cam
+# override groups the families share (unquoted below: each expands to its words)
+LOWDATA_STEPS="data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7"  # 15 images per class, as many steps as the default
+# matched gradient scale: λ = 1 / (the divergence's gradient norm ÷ JS's) at sharpness 1 (docs/method.md)
+KL="model.loss.divergence=kl model.loss.cam_weight=0.18"
+L1="model.loss.divergence=l1 model.loss.cam_weight=0.3"
+L2="model.loss.divergence=l2 model.loss.cam_weight=1.75"
+COSINE="model.loss.divergence=cosine model.loss.cam_weight=0.3"
 # `++data.source.KEY=…` with a swept +experiment: Hydra first composes the sweep's base config without the swept
 # values, whose default data (synthetic) has no such key; `++` adds it there and overrides it in every job.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per job on the CPU
@@ -64,27 +71,26 @@ family classifier_shortcut +experiment=hard_classifier data.source.shortcut=true
 family captioner +experiment=hard_captioner
 family lambda +experiment=hard_cam 'model.loss.cam_weight=0.25,0.5,2'
 family grad_to +experiment=hard_cam 'model.loss.grad_to=captioner,classifier'
-# matched gradient scale: λ = 1 / (the divergence's gradient norm ÷ JS's) at sharpness 1 (docs/method.md)
-family divergence_kl +experiment=hard_cam model.loss.divergence=kl model.loss.cam_weight=0.18
-family divergence_l1 +experiment=hard_cam model.loss.divergence=l1 model.loss.cam_weight=0.3
-family divergence_l2 +experiment=hard_cam model.loss.divergence=l2 model.loss.cam_weight=1.75
-family divergence_cosine +experiment=hard_cam model.loss.divergence=cosine model.loss.cam_weight=0.3
+family divergence_kl +experiment=hard_cam $KL
+family divergence_l1 +experiment=hard_cam $L1
+family divergence_l2 +experiment=hard_cam $L2
+family divergence_cosine +experiment=hard_cam $COSINE
 family scst_cam +experiment=hard_cam model.loss.scst_cam=false
 family lowdata_steps "$JOINT" ++data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7
 family classifier_lowdata_steps +experiment=hard_classifier data.source.per_class=15 trainer.max_epochs=53
-family grad_to_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 'model.loss.grad_to=captioner,classifier'
+family grad_to_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS 'model.loss.grad_to=captioner,classifier'
 family grad_to_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=classifier
-family lambda_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 'model.loss.cam_weight=0.5,2'
-family divergence_cosine_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=cosine model.loss.cam_weight=0.3
-family lambda_quarter_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.cam_weight=0.25
-family divergence_kl_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=kl model.loss.cam_weight=0.18
-family divergence_l1_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=l1 model.loss.cam_weight=0.3
-family divergence_l2_lowdata_steps +experiment=hard_cam data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7 model.loss.divergence=l2 model.loss.cam_weight=1.75
+family lambda_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS 'model.loss.cam_weight=0.5,2'
+family divergence_cosine_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS $COSINE
+family lambda_quarter_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS model.loss.cam_weight=0.25
+family divergence_kl_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS $KL
+family divergence_l1_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS $L1
+family divergence_l2_lowdata_steps +experiment=hard_cam $LOWDATA_STEPS $L2
 family lambda_shortcut +experiment=hard_cam data.source.shortcut=true 'model.loss.cam_weight=0.25,0.5,2'
 family grad_to_captioner_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.grad_to=captioner
-family divergence_kl_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=kl model.loss.cam_weight=0.18
-family divergence_l1_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=l1 model.loss.cam_weight=0.3
-family divergence_l2_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=l2 model.loss.cam_weight=1.75
-family divergence_cosine_shortcut +experiment=hard_cam data.source.shortcut=true model.loss.divergence=cosine model.loss.cam_weight=0.3
+family divergence_kl_shortcut +experiment=hard_cam data.source.shortcut=true $KL
+family divergence_l1_shortcut +experiment=hard_cam data.source.shortcut=true $L1
+family divergence_l2_shortcut +experiment=hard_cam data.source.shortcut=true $L2
+family divergence_cosine_shortcut +experiment=hard_cam data.source.shortcut=true $COSINE
 $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
   --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"

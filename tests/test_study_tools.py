@@ -172,17 +172,22 @@ def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path
 
 
 def _study_families() -> list[tuple[str, list[str]]]:
-    """(name, overrides) of every `family NAME OVERRIDE…` line of experiments/run_hard_study.sh, $JOINT expanded."""
+    """(name, overrides) of every `family NAME OVERRIDE…` line of experiments/run_hard_study.sh, its override
+    variables expanded as bash does ("$JOINT" one word, unquoted $LOWDATA_STEPS / $KL … into their words)."""
+    import re
     import shlex
 
     from tests.conftest import ROOT
 
     text = (ROOT / "experiments" / "run_hard_study.sh").read_text()
-    joint = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("JOINT="))
+    # VAR=value or VAR="value" lines without an expansion of their own (the ${X:-default} settings are not overrides)
+    variables = dict(re.findall(r'^([A-Z][A-Z0-9_]*)="?([^"$\s][^"$]*?)"?(?:\s+#.*)?$', text, re.M))
     out = []
     for line in text.splitlines():
         if line.startswith("family "):
-            name, *args = shlex.split(line.replace('"$JOINT"', joint))[1:]
+            words = re.sub(r'"\$([A-Z0-9_]+)"', lambda m: shlex.quote(variables[m[1]]), line)
+            words = re.sub(r"\$([A-Z][A-Z0-9_]*)", lambda m: variables[m[1]], words)
+            name, *args = shlex.split(words)[1:]
             out.append((name, args))
     return out
 
