@@ -25,18 +25,20 @@ sys.path.insert(0, str(ROOT))
 from jointcap.analysis import paired  # noqa: E402
 from jointcap.analysis import summarize as sm  # noqa: E402
 
+EVAL_DIR = paired.RE_DECODED_PREDICTIONS.parent  # where each re-decoding's evaluate output goes: the summary reads it
+
 
 def rescore(job: Path, out: Path, n: int) -> bool:
     """Evaluate one job's checkpoint with no_repeat_ngram=n into `out`; False if it failed."""
     if (out / "results.json").is_file():
         return True
     cmd = [sys.executable, "-m", "jointcap.evaluate", f"ckpt_path={job}", f"no_repeat_ngram={n}"]
-    cmd += ["report.gallery=0", f"hydra.run.dir={out / 'eval'}"]
+    cmd += ["report.gallery=0", f"hydra.run.dir={out / EVAL_DIR}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"failed: {job}\n{proc.stderr[-2000:]}", file=sys.stderr)
         return False
-    report = json.loads((out / "eval" / "report.json").read_text())
+    report = json.loads((out / EVAL_DIR / "report.json").read_text())
     shutil.copytree(job / ".hydra", out / ".hydra", dirs_exist_ok=True)
     metrics = {f"test/{k}": v for k, v in report["metrics"].items()}
     tmp = out / "results.json.tmp"
