@@ -158,6 +158,32 @@ def test_settings_table_has_a_row_per_setting_and_a_column_per_question(tmp_path
     assert paired.settings_table(rows, "other", questions) == []
 
 
+def test_each_other_data_option_with_two_settings_gets_its_own_table(tmp_path: Path) -> None:
+    rows = _rows(
+        tmp_path / "runs",
+        ("nocam", 0.0, 0.5),
+        ("cam", 1.0, 0.5),
+        ("sc_nocam", 0.0, 0.5, True),
+        ("sc_cam", 1.0, 0.8, True),  # a real gain on the shortcut split only
+        ("sc_half", 0.5, 0.5, True),
+        ("long_nocam", 0.0, 0.5, False, "js", 53),
+        ("long_cam", 1.0, 0.5, False, "js", 53),  # one setting: no table of its own
+        n_boot=200,
+    )
+    default, shortcut = "shortcut=False, per_class=30", "shortcut=True, per_class=30"
+    questions = (("Accuracy", default, "correct"), ("Worst group", shortcut, "worst_group_acc"))
+    tables = paired.option_tables(rows, questions)
+    titles = [line for line in tables if line.startswith("## ")]
+    assert len(titles) == 1 and shortcut in titles[0], titles
+    header = next(line for line in tables if line.startswith("| setting"))
+    assert [c.strip() for c in header.split("|")[1:-1]] == ["setting", "Accuracy", "Worst group", "seeds"]
+    body = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in tables if line.startswith("| joint")}
+    assert set(body) == {"joint, λ = 1", "joint, λ = 0.5"}
+    assert body["joint, λ = 1"][0].strip().startswith("**+") and not body["joint, λ = 0.5"][0].strip().startswith("**")
+    assert body["joint, λ = 1"][1].strip() != "–" and body["joint, λ = 1"][2].strip() == "3"
+    assert paired.option_tables([r for r in rows if r.family != shortcut], questions) == []
+
+
 def test_lambda_figure_needs_two_weights_of_the_plain_loss(tmp_path: Path) -> None:
     rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.6))
     family = rows[0].family

@@ -352,6 +352,18 @@ def settings_table(rows: list[Row], family: str = QUESTIONS[0][1], questions: tu
     return [*lines, ""]
 
 
+def option_tables(rows: list[Row], questions: tuple = QUESTIONS) -> list[str]:
+    """`settings_table` of each other data option that compares more than one setting with its λ = 0 (the
+    shortcut split with its worst-group accuracy, low data …), asked `family_questions`: the protocol's arms
+    read like the default's table."""
+    default, lines = questions[0][1], []
+    for family in dict.fromkeys(r.family for r in rows):
+        if family != default and len({r.setting for r in rows if r.family == family}) > 1:
+            asked = tuple((title, family, metric) for title, metric in family_questions(family, questions))
+            lines += settings_table(rows, family, asked)
+    return lines
+
+
 def markdown(rows: list[Row], title: str) -> str:
     """One table per family: metric, both means, Δ, 95 % CI, n, and the verdict."""
     lines = [
@@ -368,6 +380,7 @@ def markdown(rows: list[Row], title: str) -> str:
         "",
         *headline(rows),
         *settings_table(rows),
+        *option_tables(rows),
     ]
     for family in dict.fromkeys(r.family for r in rows):
         lines += [
