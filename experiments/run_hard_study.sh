@@ -31,6 +31,7 @@
 #   experiments/run_hard_study.sh                                   # 2-core CPU, 2 jobs at a time
 #   ONLY="hard lowdata" experiments/run_hard_study.sh               # some families
 #   JOBS=8 EXTRA="trainer=gpu data.num_workers=2" experiments/run_hard_study.sh   # a GPU machine, same sweep
+#   SUMMARY=0 ONLY=lambda experiments/run_hard_study.sh             # no summary at the end (a lane of several families)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -41,6 +42,7 @@ BUDGET=${BUDGET:-study_hard}
 EXTRA=${EXTRA:-}
 ONLY=${ONLY:-classifier hard lowdata shortcut captioner lambda grad_to divergence scst_cam}
 RESULTS=${RESULTS:-experiments/results/hard_study}
+SUMMARY=${SUMMARY:-1}
 JOINT=+experiment=hard_nocam,hard_cam
 # override groups the families share (unquoted below: each expands to its words)
 LOWDATA_STEPS="data.source.per_class=15 trainer.max_epochs=53 model.loss.scst_epochs=7"  # 15 images per class, as many steps as the default
@@ -92,5 +94,7 @@ family divergence_kl_shortcut +experiment=hard_cam data.source.shortcut=true $KL
 family divergence_l1_shortcut +experiment=hard_cam data.source.shortcut=true $L1
 family divergence_l2_shortcut +experiment=hard_cam data.source.shortcut=true $L2
 family divergence_cosine_shortcut +experiment=hard_cam data.source.shortcut=true $COSINE
-$PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
-  --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"
+if [ "$SUMMARY" != 0 ]; then  # SUMMARY=0: no summary at the end (lanes running families one after another)
+  $PY experiments/summarize_hard.py "$OUT" --out "$RESULTS" \
+    --title "Hard synthetic study (+budget=$BUDGET, seeds $SEEDS)"
+fi

@@ -192,6 +192,23 @@ def _study_families() -> list[tuple[str, list[str]]]:
     return out
 
 
+@pytest.mark.parametrize("summary,called", [("1", True), ("0", False)])
+def test_the_study_script_summarises_at_its_end_unless_told_not_to(tmp_path: Path, summary: str, called: bool) -> None:
+    """SUMMARY=0 leaves out the full-study summary a lane would otherwise redo after each family."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    log, fake = tmp_path / "calls.log", tmp_path / "py"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')  # stands in for python: records what it was asked to run
+    fake.chmod(0o755)
+    env = {**os.environ, "PY": str(fake), "ONLY": "no_such_family", "OUT": str(tmp_path / "out"), "SUMMARY": summary}
+    subprocess.run(["bash", str(ROOT / "experiments" / "run_hard_study.sh")], env=env, check=True, timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert [c.split()[0] for c in calls] == (["experiments/summarize_hard.py"] if called else []), calls
+
+
 @pytest.mark.parametrize("name,overrides", _study_families(), ids=[n for n, _ in _study_families()])
 def test_every_study_family_composes_as_a_multirun_does(name: str, overrides: list[str]) -> None:
     """Hydra composes a sweep's base config from its non-swept overrides before any job (where the default data
