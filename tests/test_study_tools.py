@@ -209,7 +209,10 @@ def test_the_study_script_summarises_at_its_end_unless_told_not_to(tmp_path: Pat
     assert [c.split()[0] for c in calls] == (["experiments/summarize_hard.py"] if called else []), calls
 
 
-@pytest.mark.parametrize("name,overrides", _study_families(), ids=[n for n, _ in _study_families()])
+STUDY_FAMILIES = _study_families()  # parsed once at collection, for both the cases and their ids
+
+
+@pytest.mark.parametrize("name,overrides", STUDY_FAMILIES, ids=[n for n, _ in STUDY_FAMILIES])
 def test_every_study_family_composes_as_a_multirun_does(name: str, overrides: list[str]) -> None:
     """Hydra composes a sweep's base config from its non-swept overrides before any job (where the default data
     lacks the hard source's keys), then each job's: both must compose, and every job must validate."""
