@@ -325,3 +325,16 @@ def test_re_decoded_jobs_are_compared_on_the_part_repeats_of_their_new_captions(
     assert {r.metric for r in rows if r.level == paired.BY_IMAGES} == {"part_repeat"}
     (rep,) = [r for r in rows if r.metric == "part_repeat"]
     assert rep.result.diff == -0.5 and paired.effect_color("part_repeat", rep.result) == "C2"
+
+
+def test_a_gain_on_fewer_than_min_seeds_is_listed_but_not_called_significant(tmp_path: Path) -> None:
+    for seed in range(1, paired.MIN_SEEDS):  # one seed short
+        _job(tmp_path / "runs", "nocam", seed, 0.0, 0.3)
+        _job(tmp_path / "runs", "cam", seed, 1.0, 0.9)  # a gain no image bootstrap could miss
+    rows = paired.paired_rows(paired.sm.find_jobs([tmp_path / "runs"]), n_boot=200)
+    gain = next(r.result for r in rows if r.metric == "correct")
+    assert gain.low > 0 and gain.n_seeds == paired.MIN_SEEDS - 1
+    assert not gain.significant and gain.verdict().startswith("too few seeds")
+    assert all(r.level == paired.BY_IMAGES for r in rows)  # no run-level rows on so few runs
+    md = paired.markdown(rows, "t")
+    assert "too few seeds" in md and "**higher**" not in md

@@ -81,3 +81,13 @@ def test_paired_t_matches_scipy_and_is_wider_than_a_bootstrap_over_few_runs():
         stats.paired_t(a[:1], b[:1])
     with pytest.raises(ValueError, match="must match"):
         stats.paired_t(a, b[:3])
+
+
+def test_a_comparison_on_too_few_seeds_keeps_its_interval_but_judges_nothing():
+    rng = np.random.default_rng(4)
+    base = _scores(rng, 0.4, n_seeds=2)
+    c = stats.paired_difference(np.ones_like(base), base, n_boot=300)  # a huge gain on 2 seeds
+    assert c.low > 0 and c.significant  # by default every seed count is judged
+    few = stats.Comparison(**{**c.__dict__, "min_seeds": 3})
+    assert few.low > 0 and not few.judged and not few.significant and few.verdict() == "too few seeds (2 < 3)"
+    assert "**" not in few.cell() and few.as_dict()["verdict"].startswith("too few seeds")

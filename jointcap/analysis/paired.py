@@ -10,7 +10,9 @@ both ran:
   score; `worst_group_acc` where images carry a shortcut group): mean difference with a 95 %
   bootstrap interval over seeds × test images (`jointcap.analysis.stats.paired_difference`);
 * the run-level test metrics of results.json (CIDEr-D, localisation, …): one value per run, so a
-  paired Student-t interval over the seeds (`stats.paired_t`); from 3 common seeds on.
+  paired Student-t interval over the seeds (`stats.paired_t`); from MIN_SEEDS common seeds on.
+Per-image rows on fewer seeds are written, but judge nothing (`Comparison.judged`): their interval holds
+the images' spread and not the seeds'.
 Writes `paired.md` (one table per family, significance stated), `paired.csv` and one forest plot
 per family and metric kind (`paired_<family>.png`), next to the usual summary.md / jobs.csv / plots.
 """
@@ -23,7 +25,7 @@ import functools
 import importlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,7 @@ RUN_METRICS = (
 )
 
 
-MIN_SEEDS_RUN_LEVEL = 3  # run-level metrics (one value per run) are compared from this many common seeds on
+MIN_SEEDS = 3  # comparisons on fewer common seeds are not judged; run-level ones (one value per run) not made
 BY_IMAGES = "bootstrap, images × seeds"  # Row.level: how the interval was made
 BY_SEEDS = "t, seeds"
 
@@ -162,17 +164,17 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
             a = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_a])
             b = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_b])
             if np.isfinite(a).any() and np.isfinite(b).any():
-                out.append((name, BY_IMAGES, paired_difference(a, b, n_boot=n_boot)))
+                out.append((name, BY_IMAGES, replace(paired_difference(a, b, n_boot=n_boot), min_seeds=MIN_SEEDS)))
             groups = [preds_a[0][k].get("group", "") for k in keys]
             if name == "correct" and all(g != "" for g in groups):
                 out.append(
                     (
                         "worst_group_acc",
                         BY_IMAGES,
-                        paired_difference(a, b, groups=np.array(groups), n_boot=n_boot),
+                        replace(paired_difference(a, b, groups=np.array(groups), n_boot=n_boot), min_seeds=MIN_SEEDS),
                     )
                 )
-    if len(seeds) < MIN_SEEDS_RUN_LEVEL:  # one value per run: 1–2 runs say nothing
+    if len(seeds) < MIN_SEEDS:  # one value per run: 1–2 runs say nothing
         return out
     for name in RUN_METRICS:
         a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])
@@ -373,7 +375,9 @@ def markdown(rows: list[Row], title: str) -> str:
         "Δ = setting − baseline; 95 % intervals: per-image scores by a percentile bootstrap resampling seeds and "
         f"test images with replacement (`{BY_IMAGES}`); run-level metrics (one value per run: CIDEr-D, "
         f"pointing, …) by a paired Student-t interval over the seeds (`{BY_SEEDS}`), which is wide with 3–5 runs. "
-        "**bold** = the interval excludes 0. `correct` is top-1 accuracy; `worst_group_acc` the lower of the "
+        f"**bold** = the interval excludes 0. Per-image rows on fewer than {MIN_SEEDS} seeds are listed with their "
+        "interval but judge nothing (`too few seeds`): that interval holds the test images' spread, not the seeds'. "
+        "`correct` is top-1 accuracy; `worst_group_acc` the lower of the "
         "shortcut split's aligned/conflicting group accuracies. The intervals are not corrected for multiple "
         f"comparisons: of these {len(rows)} rows, about {len(rows) // 20} would exclude 0 by chance alone "
         "were nothing real, so a lone bold cell is a lead to rerun with more seeds, not a finding.",

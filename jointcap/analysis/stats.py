@@ -36,14 +36,23 @@ class Comparison:
     n_boot: int
     stat_a: float
     stat_b: float
+    min_seeds: int = 1  # fewer seeds than this: the interval is shown but judges nothing (see `judged`)
+
+    @property
+    def judged(self) -> bool:
+        """Whether it rests on enough seeds to judge: a bootstrap over the images of 1–2 seeds leaves out how
+        much the seed moves the result, so its narrow interval would read as a finding."""
+        return self.n_seeds >= self.min_seeds
 
     @property
     def significant(self) -> bool:
-        """The interval excludes 0."""
-        return self.low > 0 or self.high < 0
+        """The interval excludes 0, on enough seeds."""
+        return self.judged and (self.low > 0 or self.high < 0)
 
     def verdict(self) -> str:
-        """`higher` / `lower` (significant at the level) or `no significant difference`."""
+        """`higher` / `lower` (significant at the level), `no significant difference`, or `too few seeds`."""
+        if not self.judged:
+            return f"too few seeds ({self.n_seeds} < {self.min_seeds})"
         if not self.significant:
             return "no significant difference"
         return "higher" if self.diff > 0 else "lower"
