@@ -338,3 +338,23 @@ def test_a_gain_on_fewer_than_min_seeds_is_listed_but_not_called_significant(tmp
     assert all(r.level == paired.BY_IMAGES for r in rows)  # no run-level rows on so few runs
     md = paired.markdown(rows, "t")
     assert "too few seeds" in md and "**higher**" not in md
+
+
+def test_forest_plot_title_stays_inside_the_figure(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.7), n_boot=50)
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to measure it
+    family = "shortcut=True, per_class=50, with a data option name as long as the study's"
+    long = [paired.Row(family, r.setting, r.metric, r.level, r.result) for r in rows]
+    assert paired.forest_plot(long, family, "correct", tmp_path / "f.png") is not None
+    fig = kept[0]
+    renderer = fig.canvas.get_renderer()
+    title = fig.axes[0].title.get_window_extent(renderer)
+    box = fig.bbox
+    assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1
+    plt.close(fig)

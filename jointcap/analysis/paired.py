@@ -25,6 +25,7 @@ import functools
 import importlib
 import math
 import re
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -295,6 +296,7 @@ def _scale_unit(metric: str) -> tuple[float, str]:
 
 
 HEADLINE_SETTING = "joint, λ = 1"
+TITLE_WIDTH = 70  # characters per line of a forest plot's title: what fits above its axes at 7 in wide, 8 pt
 
 
 def headline(rows: list[Row], setting: str = HEADLINE_SETTING, questions: tuple = QUESTIONS) -> list[str]:
@@ -434,10 +436,8 @@ def forest_plot(rows: list[Row], family: str, metric: str, path: Path) -> Path |
     ax.invert_yaxis()
     name = {"correct": "test top-1 accuracy", "worst_group_acc": "worst-group test accuracy"}.get(metric, metric)
     ax.set_xlabel(f"Δ {name} vs joint λ = 0 ({unit})", fontsize=9)
-    ax.set_title(
-        f"Change in {name} against λ = 0 ({family})\nerror bars: 95 % interval ({mine[0].level}); {EFFECT_LEGEND}",
-        fontsize=8,
-    )
+    title = f"Change in {name} against λ = 0 ({family}). Error bars: 95 % interval ({mine[0].level}); {EFFECT_LEGEND}"
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=8)  # wrapped: one line ran off the figure's edge
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
