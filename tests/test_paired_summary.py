@@ -347,7 +347,7 @@ def test_forest_plot_title_stays_inside_the_figure(tmp_path: Path, monkeypatch) 
     import matplotlib.pyplot as plt
 
     rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.7), n_boot=50)
-    kept = []
+    kept: list = []
     monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to measure it
     family = "shortcut=True, per_class=50, with a data option name as long as the study's"
     long = [paired.Row(family, r.setting, r.metric, r.level, r.result) for r in rows]
