@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -350,7 +351,7 @@ def test_forest_plot_title_stays_inside_the_figure(tmp_path: Path, monkeypatch) 
     kept: list = []
     monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to measure it
     family = "shortcut=True, per_class=50, with a data option name as long as the study's"
-    long = [paired.Row(family, r.setting, r.metric, r.level, r.result) for r in rows]
+    long = [replace(r, family=family) for r in rows]
     assert paired.forest_plot(long, family, "correct", tmp_path / "f.png") is not None
     fig = kept[0]
     renderer = fig.canvas.get_renderer()

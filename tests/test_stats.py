@@ -88,6 +88,6 @@ def test_a_comparison_on_too_few_seeds_keeps_its_interval_but_judges_nothing():
     base = _scores(rng, 0.4, n_seeds=2)
     c = stats.paired_difference(np.ones_like(base), base, n_boot=300)  # a huge gain on 2 seeds
     assert c.low > 0 and c.significant  # by default every seed count is judged
-    few = stats.Comparison(**{**c.__dict__, "min_seeds": 3})
+    few = stats.paired_difference(np.ones_like(base), base, n_boot=300, min_seeds=3)
     assert few.low > 0 and not few.judged and not few.significant and few.verdict() == "too few seeds (2 < 3)"
     assert "**" not in few.cell() and few.as_dict()["verdict"].startswith("too few seeds")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import shlex
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,7 +17,7 @@ import torch
 
 from jointcap.runtime.callbacks.predictions import PerImagePredictions
 from jointcap.runtime.tracking import finished_results, write_results
-from tests.conftest import TINY, run_cli
+from tests.conftest import ROOT, TINY, run_cli
 
 
 class _Tok:
@@ -174,11 +178,6 @@ def test_hard_study_job_end_to_end_writes_per_image_caption_facts(tmp_path: Path
 def _study_families() -> list[tuple[str, list[str]]]:
     """(name, overrides) of every `family NAME OVERRIDE…` line of experiments/run_hard_study.sh, its override
     variables expanded as bash does ("$JOINT" one word, unquoted $LOWDATA_STEPS / $KL … into their words)."""
-    import re
-    import shlex
-
-    from tests.conftest import ROOT
-
     text = (ROOT / "experiments" / "run_hard_study.sh").read_text()
     # VAR=value or VAR="value" lines without an expansion of their own (the ${X:-default} settings are not overrides)
     variables = dict(re.findall(r'^([A-Z][A-Z0-9_]*)="?([^"$\s][^"$]*?)"?(?:\s+#.*)?$', text, re.M))
@@ -195,11 +194,6 @@ def _study_families() -> list[tuple[str, list[str]]]:
 @pytest.mark.parametrize("summary,called", [("1", True), ("0", False)])
 def test_the_study_script_summarises_at_its_end_unless_told_not_to(tmp_path: Path, summary: str, called: bool) -> None:
     """SUMMARY=0 leaves out the full-study summary a lane would otherwise redo after each family."""
-    import os
-    import subprocess
-
-    from tests.conftest import ROOT
-
     log, fake = tmp_path / "calls.log", tmp_path / "py"
     fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')  # stands in for python: records what it was asked to run
     fake.chmod(0o755)

@@ -26,7 +26,7 @@ import importlib
 import math
 import re
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -165,14 +165,14 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
             a = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_a])
             b = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_b])
             if np.isfinite(a).any() and np.isfinite(b).any():
-                out.append((name, BY_IMAGES, replace(paired_difference(a, b, n_boot=n_boot), min_seeds=MIN_SEEDS)))
+                out.append((name, BY_IMAGES, paired_difference(a, b, n_boot=n_boot, min_seeds=MIN_SEEDS)))
             groups = [preds_a[0][k].get("group", "") for k in keys]
             if name == "correct" and all(g != "" for g in groups):
                 out.append(
                     (
                         "worst_group_acc",
                         BY_IMAGES,
-                        replace(paired_difference(a, b, groups=np.array(groups), n_boot=n_boot), min_seeds=MIN_SEEDS),
+                        paired_difference(a, b, groups=np.array(groups), n_boot=n_boot, min_seeds=MIN_SEEDS),
                     )
                 )
     if len(seeds) < MIN_SEEDS:  # one value per run: 1–2 runs say nothing

@@ -114,11 +114,13 @@ def paired_difference(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    min_seeds: int = 1,
 ) -> Comparison:
     """stat(a) − stat(b) for paired (seeds, images) scores, with a percentile bootstrap interval at `level`.
 
     Images with a non-finite score in either setting are left out (e.g. a caption score with no
-    reference). `groups` (per image) switches the statistic to the worst-group mean.
+    reference). `groups` (per image) switches the statistic to the worst-group mean. On fewer than
+    `min_seeds` seeds the comparison is not judged (`Comparison.judged`).
     """
     a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
     if a.shape != b.shape:
@@ -157,6 +159,7 @@ def paired_difference(
         n_boot=n_boot,
         stat_a=sa,
         stat_b=sb,
+        min_seeds=min_seeds,
     )
 
 
