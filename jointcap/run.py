@@ -26,6 +26,7 @@ from jointcap.config import validate
 from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.resume import hparams_mismatch, resume_path
+from jointcap.runtime.threads import apply as apply_threads
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
@@ -73,6 +74,7 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one configuration; returns the final metrics."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    apply_threads(cfg, HydraConfig.get())  # this job's share of the cores, before any tensor work
     L.seed_everything(cfg.seed, workers=True)
     cfg = sweep_safe(cfg)  # under -m, plain ddp would re-run the whole sweep on every rank
     datamodule, model, trainer = build(cfg)
