@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JOBS=${JOBS:-8}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export THREADS=${THREADS:-2}  # CPU threads per job: JOBS × 2 of the 16 cores
 export OUT=${OUT:-multirun/hard_study_gpu}
 export RESULTS=${RESULTS:-experiments/results/hard_study_gpu}
 export EXTRA="trainer=gpu data.num_workers=1 ${EXTRA:-}"

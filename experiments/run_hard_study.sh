@@ -32,6 +32,9 @@
 #   ONLY="hard lowdata" experiments/run_hard_study.sh               # some families
 #   JOBS=8 EXTRA="trainer=gpu data.num_workers=2" experiments/run_hard_study.sh   # a GPU machine, same sweep
 #   SUMMARY=0 ONLY=lambda experiments/run_hard_study.sh             # no summary at the end (a lane of several families)
+# THREADS: each job's CPU threads (the run's `threads` setting, default 1): cores ÷ (JOBS × lanes running at once),
+# e.g. 1 for 2 jobs on 2 cores or for two lanes of one job each; `auto` divides the cores by JOBS itself but
+# knows nothing of other lanes (docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -53,7 +56,7 @@ L2="model.loss.divergence=l2 model.loss.cam_weight=1.75"
 COSINE="model.loss.divergence=cosine model.loss.cam_weight=0.3"
 # `++data.source.KEY=…` with a swept +experiment: Hydra first composes the sweep's base config without the swept
 # values, whose default data (synthetic) has no such key; `++` adds it there and overrides it in every job.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per job on the CPU
+THREADS=${THREADS:-1}  # one thread per job on the CPU
 
 family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed outermost, finished jobs skipped
   local name=$1
@@ -62,7 +65,7 @@ family() {  # family NAME OVERRIDE…: one Hydra multirun in $OUT/NAME, seed out
   echo "== $name: $* (seeds $SEEDS) — $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   $PY -m jointcap.run -m seed="$SEEDS" "$@" +budget="$BUDGET" skip_if_done=true hydra/launcher=local \
-    hydra.launcher.n_jobs="$JOBS" hydra.sweep.dir="$OUT/$name" $EXTRA
+    hydra.launcher.n_jobs="$JOBS" threads="$THREADS" hydra.sweep.dir="$OUT/$name" $EXTRA
 }
 
 family classifier +experiment=hard_classifier data.source.per_class=50,15

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 OUT=${OUT:-multirun/synthetic_study}
-export OMP_NUM_THREADS=1  # one thread per job: n_jobs=2 jobs on 2 cores
-$PY -m jointcap.run -m +sweep=ladder +budget=study hydra/launcher=local hydra.sweep.dir=$OUT/ladder
-$PY -m jointcap.run -m +sweep=lambda +budget=study hydra/launcher=local hydra.sweep.dir=$OUT/lambda 'model.loss.cam_weight=0.5,2'
+THREADS=${THREADS:-1}  # CPU threads per job: n_jobs=2 jobs on 2 cores
+$PY -m jointcap.run -m +sweep=ladder +budget=study hydra/launcher=local threads=$THREADS hydra.sweep.dir=$OUT/ladder
+$PY -m jointcap.run -m +sweep=lambda +budget=study hydra/launcher=local threads=$THREADS hydra.sweep.dir=$OUT/lambda 'model.loss.cam_weight=0.5,2'
 $PY experiments/summarize.py $OUT/ladder $OUT/lambda --out experiments/results/synthetic_study \
   --title "Synthetic study (+budget=study): ablation ladder and λ sweep, 3 seeds"

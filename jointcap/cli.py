@@ -30,6 +30,7 @@ from jointcap.data.download import DataFileError
 from jointcap.runtime.callbacks.guards import EmptyTrainingError, NonFiniteLossError
 from jointcap.runtime.checkpoint import CheckpointError
 from jointcap.runtime.distributed import SweepStrategyError
+from jointcap.runtime.threads import ThreadsError
 
 log = logging.getLogger("jointcap")
 DEBUG_FLAG = "--debug"
@@ -52,6 +53,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CacheError,
     CheckpointError,
     SweepStrategyError,
+    ThreadsError,
     MissingMandatoryValue,
     NonFiniteLossError,
     EmptyTrainingError,

@@ -38,6 +38,7 @@ from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.runtime.checkpoint import load_module
 from jointcap.runtime.run_config import load_run_data_config
+from jointcap.runtime.threads import apply as apply_threads
 
 log = logging.getLogger("jointcap.evaluate")
 SPLITS = ("val", "test")
@@ -206,6 +207,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise EvaluateError(
             "ckpt_path is required: python -m jointcap.evaluate ckpt_path=<file.ckpt or run folder> (see --help)"
         )
+    apply_threads(cfg)  # its share of the cores (threads=N beside another job)
     ckpt = cli.find_checkpoint(cfg.ckpt_path, prefer="best")
     module = load_module(ckpt)
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.metrics, resolve=True))

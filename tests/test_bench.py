@@ -29,7 +29,8 @@ TINY_BENCH = [
     "cpu",
     "--threads",
     "1",
-]  # one intra-op thread: steady on a busy machine
+    "--no-jobs",
+]  # one intra-op thread: steady on a busy machine; rows 8-9 (fresh processes) have their own test
 
 
 def test_bench_end_to_end(tmp_path: Path, capsys) -> None:
@@ -116,3 +117,23 @@ def test_bench_paper_profile_end_to_end(tmp_path: Path) -> None:
     assert report.settings["model"]["name"] == "resnet50" and report.settings["model"]["output_stride"] == 16
     table = (tmp_path / "paper.md").read_text()
     assert "Profile: paper (resnet50" in table and "Machine: device: cpu" in table and "3b. classifier step" in table
+
+
+@pytest.mark.slow
+def test_fresh_run_rows(tmp_path: Path) -> None:
+    """Rows 8, 8b and 9 on a tiny setting: a lone run, a two-job multirun, two independent runs (no timing asserted)."""
+    from jointcap.runtime import threads
+
+    args = bench.parse_args(["--device", "cpu", "--job-steps", str(bench.TO_STEP + 3), *TINY])
+    report = bench.Report()
+    bench.bench_jobs(args, "cpu", report)
+    rows = {r.name.split(".")[0]: r for r in report.rows}
+    assert sorted(rows) == ["8", "8b", "9"]
+    for row in rows.values():
+        assert math.isfinite(row.ratio) and row.ratio > 0 and row.result in ("pass", "miss"), row
+    assert rows["9"].a > 0 and rows["9"].b > 0 and "first step" in rows["9"].note
+    # the launcher's jobs took their half share (threads=auto under joblib n_jobs=2), the lone run all of its own
+    cores = threads.available_cores()
+    lone = threads.share(cores, 1, 0, threads.omp_threads())
+    half = threads.share(cores, 2, 0, threads.omp_threads())
+    assert rows["8"].note.startswith(f"threads={half}/{half} in the pair, {lone} alone"), rows["8"].note

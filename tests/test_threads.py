@@ -168,3 +168,18 @@ def test_a_run_applies_its_threads_before_any_data_work(monkeypatch: pytest.Monk
     with pytest.raises(Applied):
         run.train(cfg)
     assert seen and seen[0].threads == 1
+
+
+@pytest.mark.parametrize("threads_env,expected", [(None, "threads=1"), ("2", "threads=2")])
+def test_the_study_script_gives_each_job_its_threads(tmp_path: Path, threads_env: str | None, expected: str) -> None:
+    """run_hard_study.sh passes the `threads` setting to every job (one thread each by default: 2 jobs, 2 cores)."""
+    log, fake = tmp_path / "calls.log", tmp_path / "py"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')  # stands in for python: records what it was asked to run
+    fake.chmod(0o755)
+    env = {**os.environ, "PY": str(fake), "ONLY": "classifier", "OUT": str(tmp_path / "out"), "SUMMARY": "0"}
+    env.pop("THREADS", None)
+    if threads_env is not None:
+        env["THREADS"] = threads_env
+    subprocess.run(["bash", str(ROOT / "experiments" / "run_hard_study.sh")], env=env, check=True, timeout=60)
+    (call,) = log.read_text().splitlines()
+    assert "hydra/launcher=local" in call.split() and expected in call.split(), call

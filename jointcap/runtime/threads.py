@@ -35,6 +35,10 @@ WORKERS_PER_CORE = 4
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2 CPU quota: "<quota> <period>" or "max <period>"
 
 
+class ThreadsError(ValueError):
+    """A `threads` setting that is neither `auto` nor an integer ≥ 1 (a user error: exit 2)."""
+
+
 def quiet_openmp(env: MutableMapping[str, str] = os.environ) -> bool:
     """Make idle OpenMP threads sleep instead of spin (before torch loads libgomp); True if it set anything."""
     if any(k in env for k in WAIT_SETTINGS):
@@ -106,11 +110,11 @@ def processes_per_job(trainer_cfg: Any | None) -> int:
 
 
 def resolve(setting: Any, cores: int, jobs: int = 1, workers: int = 0, omp: int | None = None) -> int:
-    """`threads`: an int ≥ 1 as given, `auto` → `share(...)`; ValueError otherwise."""
+    """`threads`: an int ≥ 1 as given, `auto` → `share(...)`; ThreadsError otherwise."""
     if setting is None or str(setting) == AUTO:
         return share(cores, jobs, workers, omp)
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
-        raise ValueError(f"threads={setting!r}: must be auto or an integer ≥ 1")
+        raise ThreadsError(f"threads={setting!r}: must be auto or an integer ≥ 1")
     return setting
 
 
