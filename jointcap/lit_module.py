@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any, cast
 
 import lightning as L
@@ -22,10 +21,13 @@ from jointcap.metrics.correctness import image_fact_scores
 from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
+from jointcap.training import self_critical
+from jointcap.training.precision import autocast_weight_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_STAGES = ("val", "test")
+__all__ = ["JointCaptionModule", "autocast_weight_cache"]
 
 
 class JointCaptionModule(L.LightningModule):
@@ -239,41 +241,28 @@ class JointCaptionModule(L.LightningModule):
 
     def self_critical_now(self) -> bool:
         """Whether this training step trains the captioner self-critically (the last `loss.scst_epochs` epochs)."""
-        n = float(self.loss_cfg.scst_epochs)
-        if n <= 0 or not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit":
+        if not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit" or not self.training:
             return False
-        return self.training and self.current_epoch >= (self.trainer.max_epochs or 0) - n
+        return self_critical.in_phase(self.current_epoch, self.trainer.max_epochs or 0, self.loss_cfg.scst_epochs)
 
     def _self_critical(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        """Self-critical sequence training (Rennie et al. 2017, with Luo 2020's baseline): k captions sampled
-        per image, each rewarded by its CIDEr-D against the image's training references minus the mean reward
-        of the image's other samples; loss = -(advantage · log p(caption)). It optimises what greedy and beam
-        decoding return toward the consensus of the references, which the word-level cross-entropy does not
-        (its most probable caption is a short, often looping one on randomly ordered reference phrases)."""
+        """The loss terms of a self-critical step (`jointcap.training.self_critical`): the captioner's policy
+        gradient, the classifier's cross-entropy and (`scst_cam`) the CAM loss with Q from the samples."""
         k, labels = int(self.loss_cfg.scst_samples), batch["label"]
         if self._reward is None:
             self._reward = CiderReward(self.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
-        reward_of = self._reward
         out = self.net(batch["image"], None)
         cap = self.net.captioner
         assert cap is not None  # self_critical_now() is False without a captioner
-        samples = cap.sample(out.emb, k, self.decode_cfg.max_len)  # (B·k, T), image-major
-        images = batch["index"].repeat_interleave(k).tolist()
-        reward = torch.tensor(
-            reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
-        ).view(-1, k)  # (B, k)
-        baseline = (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
-        seq = torch.cat([torch.full_like(samples[:, :1], BOS_ID), samples], 1)  # (B·k, T+1)
-        word_logits, alphas = cap(out.emb.repeat_interleave(k, dim=0), seq)
-        targets = seq[:, 1:]
-        said = targets != PAD_ID  # (B·k, T) the sampled words and their EOS
-        logp = word_logits.float().log_softmax(-1).gather(2, targets[..., None]).squeeze(2)  # (B·k, T)
-        advantage = (reward - baseline).view(-1, 1)
-        terms: dict[str, torch.Tensor] = {"cap": -(advantage * logp * said).sum(1).mean(), "reward": reward.mean()}
+        sc = self_critical.train_pass(
+            cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len, PAD_ID, BOS_ID
+        )
+        terms: dict[str, torch.Tensor] = {"cap": sc.loss, "reward": sc.reward}
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
             if self.loss_cfg.scst_cam:
-                q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1])
+                alphas = sc.alphas
+                q = losses.mean_attention(alphas, self._attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
                 terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q.mean(1))
         return terms, out
 
@@ -445,29 +434,6 @@ def _data_image_size(dm: Any) -> int | None:
     """The side of the data module's cached images (all splits share it)."""
     split = next(iter(getattr(dm, "splits", {}).values()), None)
     return int(split.images.shape[1]) if split is not None else dm.info.get("image_size")
-
-
-@contextmanager
-def autocast_weight_cache(device_type: str) -> Iterator[None]:
-    """Under mixed precision, cast each weight once per step rather than at every use.
-
-    Lightning 2.6 autocasts with `cache_enabled=False` (Lightning-AI/pytorch-lightning#21611), so
-    the captioner's time loop re-cast every LSTM/attention/output weight at every time step
-    (~6% of a CPU training step). The cache is safe here: no `no_grad` region runs inside a
-    training step (the cache-poisoning case of #20644), and evaluation runs without grad.
-    """
-    try:
-        active = torch.is_autocast_enabled(device_type) and not torch.is_autocast_cache_enabled()
-    except TypeError:  # torch < 2.4: no per-device query; leave autocast as it is
-        active = False
-    if not active:
-        yield
-        return
-    with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), cache_enabled=True):
-        try:
-            yield
-        finally:
-            torch.clear_autocast_cache()  # weights change at the optimizer step: never reuse a cast
 
 
 def _trim(tokens: torch.Tensor) -> torch.Tensor:

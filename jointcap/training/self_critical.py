@@ -1,0 +1,63 @@
+"""Self-critical sequence training of the captioner (Rennie et al. 2017, with Luo 2020's baseline).
+
+`k` captions are sampled per image, each rewarded by its CIDEr-D against the image's training references,
+minus the mean reward of the image's other samples; loss = -(advantage · log p(caption)). It optimises what
+greedy and beam decoding return toward the consensus of the references, which the word-level cross-entropy
+does not (its most probable caption is a short, often looping one on randomly ordered reference phrases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from jointcap.metrics.cider_reward import CiderReward
+from jointcap.models.captioner import AttentionCaptioner
+
+
+@dataclass
+class SelfCriticalPass:
+    """One self-critical pass over a batch."""
+
+    loss: torch.Tensor  # () the captioner's policy-gradient loss
+    reward: torch.Tensor  # () mean reward of the samples (logged)
+    tokens: torch.Tensor  # (B·k, T) the sampled captions, image-major, pad after EOS
+    alphas: torch.Tensor  # (B·k, T, L) the attention at each sampled word
+
+
+def in_phase(epoch: int, max_epochs: int, scst_epochs: float) -> bool:
+    """Whether `epoch` is one of the last `scst_epochs` epochs of `max_epochs` (0 = never)."""
+    return scst_epochs > 0 and epoch >= max_epochs - scst_epochs
+
+
+def leave_one_out_baseline(reward: torch.Tensor) -> torch.Tensor:
+    """(B, k) rewards → each sample's baseline: the mean reward of its image's other samples."""
+    k = reward.shape[1]
+    return (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
+
+
+def train_pass(
+    cap: AttentionCaptioner,
+    emb: torch.Tensor,
+    indices: torch.Tensor,
+    reward_of: CiderReward,
+    k: int,
+    max_len: int,
+    pad_id: int,
+    bos_id: int,
+) -> SelfCriticalPass:
+    """Sample `k` captions per image of `emb` (B, D, h, w), reward them against the references of dataset
+    `indices` (B,), and return the policy-gradient loss with the samples and their attention."""
+    samples = cap.sample(emb, k, max_len)  # (B·k, T), image-major
+    images = indices.repeat_interleave(k).tolist()
+    reward = torch.tensor(reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device)
+    reward = reward.view(-1, k)  # (B, k)
+    seq = torch.cat([torch.full_like(samples[:, :1], bos_id), samples], 1)  # (B·k, T+1)
+    word_logits, alphas = cap(emb.repeat_interleave(k, dim=0), seq)
+    targets = seq[:, 1:]
+    said = targets != pad_id  # (B·k, T) the sampled words and their EOS
+    logp = word_logits.float().log_softmax(-1).gather(2, targets[..., None]).squeeze(2)  # (B·k, T)
+    advantage = (reward - leave_one_out_baseline(reward)).view(-1, 1)
+    loss = -(advantage * logp * said).sum(1).mean()
+    return SelfCriticalPass(loss, reward.mean(), targets, alphas)
