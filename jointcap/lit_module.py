@@ -254,9 +254,7 @@ class JointCaptionModule(L.LightningModule):
         out = self.net(batch["image"], None)
         cap = self.net.captioner
         assert cap is not None  # self_critical_now() is False without a captioner
-        sc = self_critical.train_pass(
-            cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len, PAD_ID, BOS_ID
-        )
+        sc = self_critical.train_pass(cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len)
         terms: dict[str, torch.Tensor] = {"cap": sc.loss, "reward": sc.reward}
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)

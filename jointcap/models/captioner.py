@@ -97,8 +97,8 @@ class AttentionCaptioner(nn.Module):
         """Arg-max decoding (see `decoding.greedy`)."""
         return decoding.greedy(self, emb, max_len, no_repeat_ngram)
 
-    def sample(self, emb: torch.Tensor, k: int, max_len: int = 24) -> torch.Tensor:
-        """`k` sampled captions per image (see `decoding.sample`)."""
+    def sample(self, emb: torch.Tensor, k: int, max_len: int = 24) -> decoding.Sampled:
+        """`k` sampled captions per image with their log-probabilities, on-policy (see `decoding.sample`)."""
         return decoding.sample(self, emb, k, max_len)
 
     def beam_search(

@@ -71,30 +71,41 @@ def greedy(dec: StepDecoder, emb: torch.Tensor, max_len: int = 24, no_repeat_ngr
     return finish(torch.stack(tokens, 1), torch.stack(alphas, 1), scores, dec.eos_id, dec.pad_id)
 
 
-@torch.no_grad()
-def sample(dec: StepDecoder, emb: torch.Tensor, k: int, max_len: int = 24) -> torch.Tensor:
-    """`k` captions per image drawn from the model's distribution: token ids (B·k, T), image-major,
-    pad after EOS (self-critical training scores them and re-runs them with gradient)."""
+@dataclass
+class Sampled:
+    """Captions drawn from the model, with the log-probability each word was drawn under (with gradient)."""
+
+    tokens: torch.Tensor  # (N, T) long, pad after the first EOS
+    logp: torch.Tensor  # (N, T) log p(token | prefix) under the very distribution it was drawn from; 0 after EOS
+    alphas: torch.Tensor  # (N, T, L) attention at each step (zeros after EOS)
+
+
+def sample(dec: StepDecoder, emb: torch.Tensor, k: int, max_len: int = 24) -> Sampled:
+    """`k` captions per image drawn from the model's distribution, image-major (N = B·k).
+
+    One forward pass draws each word and keeps its log-probability and attention in the autograd graph, so
+    a policy gradient is taken under exactly the policy that sampled (the same dropout masks, if any):
+    on-policy. Run it under `torch.no_grad()` where no gradient is wanted.
+    """
     context, state = dec.prepare(emb)
     context, state = _repeat(context, k), _repeat(state, k)
     n, dev = emb.shape[0] * k, emb.device
     words = torch.full((n,), dec.bos_id, dtype=torch.long, device=dev)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
-    tokens = []
+    tokens: list[torch.Tensor] = []
+    logps: list[torch.Tensor] = []
+    alphas: list[torch.Tensor] = []
     for _ in range(max_len):
-        logits, _, state = dec.step(words, context, state)
-        words = torch.multinomial(logits.float().softmax(-1), 1).squeeze(1).masked_fill(done, dec.pad_id)
+        logits, alpha, state = dec.step(words, context, state)
+        logp = logits.float().log_softmax(-1)  # (N, V)
+        words = torch.multinomial(logp.detach().exp(), 1).squeeze(1).masked_fill(done, dec.pad_id)
         tokens.append(words)
+        logps.append(logp.gather(1, words[:, None]).squeeze(1).masked_fill(done, 0.0))
+        alphas.append(alpha.masked_fill(done[:, None], 0.0))
         done = done | (words == dec.eos_id)
         if bool(done.all()):
             break
-    return finish(
-        torch.stack(tokens, 1),
-        torch.zeros(n, len(tokens), 1, device=dev),
-        torch.zeros(n, device=dev),
-        dec.eos_id,
-        dec.pad_id,
-    ).tokens
+    return Sampled(torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(alphas, 1))
 
 
 @torch.no_grad()

@@ -8,11 +8,12 @@ does not (its most probable caption is a short, often looping one on randomly or
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from jointcap.metrics.cider_reward import CiderReward
 from jointcap.models.captioner import AttentionCaptioner
 
 
@@ -41,23 +42,22 @@ def train_pass(
     cap: AttentionCaptioner,
     emb: torch.Tensor,
     indices: torch.Tensor,
-    reward_of: CiderReward,
+    reward_of: Callable[[np.ndarray, Sequence[int]], np.ndarray],
     k: int,
     max_len: int,
-    pad_id: int,
-    bos_id: int,
 ) -> SelfCriticalPass:
     """Sample `k` captions per image of `emb` (B, D, h, w), reward them against the references of dataset
-    `indices` (B,), and return the policy-gradient loss with the samples and their attention."""
-    samples = cap.sample(emb, k, max_len)  # (B·k, T), image-major
+    `indices` (B,), and return the policy-gradient loss with the samples and their attention.
+
+    On-policy: the log-probabilities in the loss are those each word was sampled under, from the one forward
+    pass that drew it (the captioner's dropout masks included). Re-scoring the samples in a second,
+    teacher-forced pass would score them under other dropout masks than the ones that chose them.
+    """
+    s = cap.sample(emb, k, max_len)  # tokens, logp, alphas: (B·k, T, …), image-major
     images = indices.repeat_interleave(k).tolist()
-    reward = torch.tensor(reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device)
+    reward = torch.tensor(reward_of(s.tokens.cpu().numpy(), images), dtype=torch.float32, device=s.tokens.device)
     reward = reward.view(-1, k)  # (B, k)
-    seq = torch.cat([torch.full_like(samples[:, :1], bos_id), samples], 1)  # (B·k, T+1)
-    word_logits, alphas = cap(emb.repeat_interleave(k, dim=0), seq)
-    targets = seq[:, 1:]
-    said = targets != pad_id  # (B·k, T) the sampled words and their EOS
-    logp = word_logits.float().log_softmax(-1).gather(2, targets[..., None]).squeeze(2)  # (B·k, T)
     advantage = (reward - leave_one_out_baseline(reward)).view(-1, 1)
-    loss = -(advantage * logp * said).sum(1).mean()
-    return SelfCriticalPass(loss, reward.mean(), targets, alphas)
+    said = s.tokens != cap.pad_id  # (B·k, T) the sampled words and their EOS
+    loss = -(advantage * s.logp * said).sum(1).mean()
+    return SelfCriticalPass(loss, reward.mean(), s.tokens, s.alphas)
