@@ -77,7 +77,26 @@ def test_the_loss_scores_each_word_under_the_distribution_it_was_sampled_from(mo
     logp_drawn = torch.where(said, chosen.log(), torch.zeros(()))
     reward = torch.tensor(rewards, dtype=torch.float32).view(3, 4)
     advantage = (reward - self_critical.leave_one_out_baseline(reward)).view(-1, 1)
-    expected = -(advantage * logp_drawn * said).sum(1).mean()
+    expected = -(advantage * logp_drawn * said).sum() / said.sum()
     assert float(sc.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
     sc.loss.backward()  # the loss carries the sampling pass's graph
     assert emb.grad is not None and emb.grad.abs().sum() > 0
+
+
+def test_policy_loss_is_a_per_token_mean_like_the_caption_cross_entropy() -> None:
+    """With advantage 1 the self-critical loss equals the cross-entropy of the same words (a mean over real
+    tokens), so neither grows with caption length and λ weighs the CAM loss alike in both phases."""
+    from jointcap import losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 7, 11)
+    targets = torch.tensor([[5, 6, EOS, PAD, PAD, PAD, PAD]] * 2 + [[5, 6, 7, 8, 9, 10, EOS]] * 2)
+    said = targets != PAD
+    logp = logits.log_softmax(-1).gather(2, targets[..., None]).squeeze(2)
+    ce = losses.caption_loss(logits, targets, PAD)
+    assert float(self_critical.policy_loss(logp, said, torch.ones(4, 1))) == pytest.approx(float(ce), rel=1e-6)
+    flat = torch.full((2, 9), -1.0)  # every word log p = -1: one word or nine, the loss is the same
+    short, long = torch.zeros(2, 9, dtype=torch.bool), torch.ones(2, 9, dtype=torch.bool)
+    short[:, 0] = True
+    ones = torch.ones(2, 1)
+    assert float(self_critical.policy_loss(flat, short, ones)) == float(self_critical.policy_loss(flat, long, ones))

@@ -38,6 +38,16 @@ def leave_one_out_baseline(reward: torch.Tensor) -> torch.Tensor:
     return (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
 
 
+def policy_loss(logp: torch.Tensor, said: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
+    """-advantage · log p, averaged over the real tokens of the batch (logp, said (N, T); advantage (N, 1)).
+
+    A per-token mean like the caption cross-entropy's (`losses.caption_loss`): with advantage 1 it IS the
+    cross-entropy of the sampled words, so λ weighs the CAM loss against the caption loss alike in both phases.
+    A sum over tokens would multiply the caption term by the captions' length in tokens.
+    """
+    return -(advantage * logp * said).sum() / said.sum().clamp(min=1)
+
+
 def train_pass(
     cap: AttentionCaptioner,
     emb: torch.Tensor,
@@ -59,5 +69,5 @@ def train_pass(
     reward = reward.view(-1, k)  # (B, k)
     advantage = (reward - leave_one_out_baseline(reward)).view(-1, 1)
     said = s.tokens != cap.pad_id  # (B·k, T) the sampled words and their EOS
-    loss = -(advantage * s.logp * said).sum(1).mean()
+    loss = policy_loss(s.logp, said, advantage)
     return SelfCriticalPass(loss, reward.mean(), s.tokens, s.alphas)
