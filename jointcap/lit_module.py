@@ -261,7 +261,7 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.scst_cam:
                 alphas = sc.alphas
                 q = losses.mean_attention(alphas, self._attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
-                terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q.mean(1))
+                terms["dis"] = self._disagreement(out.emb, labels, q.mean(1))
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -280,9 +280,25 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                cam = self.net.cam(out.emb, labels)  # (B, h, w)
-                terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, self._attention_mask(targets)))
+                terms["dis"] = self._disagreement(
+                    out.emb, labels, losses.mean_attention(out.alphas, self._attention_mask(targets))
+                )
         return terms, out
+
+    def _disagreement(self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """D(P, Q) of the true class's CAM on `emb` (B, D, h, w) and the attention (B, h·w), with gradient to exactly
+        the parameters `loss.grad_to` names: both (all), captioner (its own only), classifier (the class weights
+        only), embedding (the shared embedding and the encoder only)."""
+        grad_to = self.loss_cfg.grad_to
+        cam = self.net.cam(emb.detach() if grad_to == "classifier" else emb, labels, grad_to != "embedding")
+        dis = self.disagreement(cam, attention)  # detaches P (captioner) or Q (classifier)
+        if not (self.training and torch.is_grad_enabled()):
+            return dis
+        if grad_to == "captioner":  # Q still reaches the embedding through the attention: cut that path
+            return losses.cut_gradient(dis, [emb])
+        if grad_to == "embedding":  # Q's gradient reaches the embedding through the captioner, not its weights
+            return losses.cut_gradient(dis, list(self.net.captioner.parameters()) if self.net.captioner else [])
+        return dis
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
