@@ -119,7 +119,11 @@ class LossConfig:
     cam_weight: float = at_least(1.0, 0)  # λ; 0 = the "nocam" ablation
     divergence: str = choice("js", DIVERGENCES)
     grad_to: str = choice("both", GRAD_TO)  # which side the disagreement loss trains
-    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs
+    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs, from the CAM loss's start
+    # the CAM loss starts once epoch ≥ cam_start_epoch and (if > 0) a validation top-1 ≥ cam_start_acc1 was seen:
+    # agreement between heads that do not yet classify is agreement on nothing (0, 0: from the first step)
+    cam_start_epoch: float = at_least(0.0, 0)
+    cam_start_acc1: float = between(0.0, 0.0, 1.0)
     doubly_stochastic: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
     # all | content: Q averages the attention of every generated word or only of the attribute and part

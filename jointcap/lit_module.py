@@ -10,6 +10,7 @@ from typing import Any, cast
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
@@ -22,6 +23,7 @@ from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
 from jointcap.training import self_critical
+from jointcap.training.cam_schedule import CamSchedule
 from jointcap.training.precision import autocast_weight_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,6 +78,8 @@ class JointCaptionModule(L.LightningModule):
         if self.loss_cfg.cam_weight < 0:
             raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg.cam_weight}")
         self.disagreement = losses.DisagreementLoss(self.loss_cfg.divergence, self.loss_cfg.grad_to)
+        c = self.loss_cfg
+        self.cam_schedule = CamSchedule(c.cam_weight, c.warmup_epochs, c.cam_start_epoch, c.cam_start_acc1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.model: JointModel | None = None
@@ -208,6 +212,7 @@ class JointCaptionModule(L.LightningModule):
             "tokenizer": self.tokenizer.model_proto if self.tokenizer else None,
             "info": self.info,
             "image_size": self.image_size,
+            "cam_schedule": self.cam_schedule.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -216,6 +221,7 @@ class JointCaptionModule(L.LightningModule):
             self.tokenizer = Tokenizer(extra["tokenizer"])
         self.info = self.info or extra.get("info", {})
         self.image_size = self.image_size or extra.get("image_size") or self.info.get("image_size")
+        self.cam_schedule.load_state_dict(extra.get("cam_schedule") or {})
 
     def configure_model(self) -> None:
         """`compile: true`: torch.compile the encoder and embedding in place (state-dict keys unchanged), once."""
@@ -261,7 +267,7 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.scst_cam:
                 alphas = sc.alphas
                 q = losses.mean_attention(alphas, self._attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
-                terms["dis"] = self._disagreement(out.emb, labels, q.mean(1))
+                terms.update(self._disagreement(out.emb, labels, q.mean(1)))
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -280,25 +286,34 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                terms["dis"] = self._disagreement(
-                    out.emb, labels, losses.mean_attention(out.alphas, self._attention_mask(targets))
+                terms.update(
+                    self._disagreement(
+                        out.emb, labels, losses.mean_attention(out.alphas, self._attention_mask(targets))
+                    )
                 )
         return terms, out
 
-    def _disagreement(self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        """D(P, Q) of the true class's CAM on `emb` (B, D, h, w) and the attention (B, h·w), with gradient to exactly
-        the parameters `loss.grad_to` names: both (all), captioner (its own only), classifier (the class weights
-        only), embedding (the shared embedding and the encoder only)."""
+    def _disagreement(
+        self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """{"dis": D(P, Q), "cam_entropy": H(P) / log(h·w), 1 = flat} of the true class's CAM on `emb` (B, D, h, w)
+        and the attention (B, h·w); D's gradient goes to exactly the parameters `loss.grad_to` names: both (all),
+        captioner (its own only), classifier (the class weights only), embedding (the embedding + encoder only)."""
         grad_to = self.loss_cfg.grad_to
         cam = self.net.cam(emb.detach() if grad_to == "classifier" else emb, labels, grad_to != "embedding")
-        dis = self.disagreement(cam, attention)  # detaches P (captioner) or Q (classifier)
-        if not (self.training and torch.is_grad_enabled()):
-            return dis
+        p = losses.cam_distribution(cam.detach())  # (B, h·w); its entropy shows agreement by flattening P
+        terms = {
+            "dis": self.disagreement(cam, attention),
+            "cam_entropy": losses.entropy(p).mean() / math.log(p.shape[1]),
+        }
+        if not (self.training and torch.is_grad_enabled()) or self.cam_weight_now() == 0:
+            return terms  # λ = 0 (not started, or the nocam ablation): no gradient to route
         if grad_to == "captioner":  # Q still reaches the embedding through the attention: cut that path
-            return losses.cut_gradient(dis, [emb])
-        if grad_to == "embedding":  # Q's gradient reaches the embedding through the captioner, not its weights
-            return losses.cut_gradient(dis, list(self.net.captioner.parameters()) if self.net.captioner else [])
-        return dis
+            terms["dis"] = losses.cut_gradient(terms["dis"], [emb])
+        elif grad_to == "embedding":  # Q's gradient reaches the embedding through the captioner, not its weights
+            cap = self.net.captioner
+            terms["dis"] = losses.cut_gradient(terms["dis"], list(cap.parameters()) if cap is not None else [])
+        return terms
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
@@ -310,13 +325,12 @@ class JointCaptionModule(L.LightningModule):
         return cast(torch.Tensor, total)  # a tensor: every task has a cls or cap term
 
     def cam_weight_now(self) -> float:
-        """λ after warm-up, from the fractional epoch the trainer has reached."""
-        c = self.loss_cfg
+        """λ now (`CamSchedule`: 0 before the CAM loss's start, then warmed up), from the trainer's fractional epoch."""
         if self._trainer is None or self.trainer.state.fn != "fit":
-            return c.cam_weight  # a checkpoint tested or validated on its own: the full λ
+            return self.loss_cfg.cam_weight  # a checkpoint tested or validated on its own: the full λ
         steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
         progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
-        return losses.warmup(c.cam_weight, progress, c.warmup_epochs)
+        return self.cam_schedule.weight(progress)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -332,6 +346,16 @@ class JointCaptionModule(L.LightningModule):
                 self.log(f"train/{k}", v, prog_bar=k in ("cls", "cap"), batch_size=bs)
             self.log("train/cam_weight", self.cam_weight_now(), batch_size=bs)
         return total
+
+    def on_train_end(self) -> None:
+        """Say so when the CAM loss was asked for but never started (its accuracy or epoch never reached)."""
+        sched = self.cam_schedule
+        if sched.cam_weight > 0 and self.has_classifier and self.has_captioner and sched.started_at is None:
+            rank_zero_warn(
+                f"the CAM loss never started: model.loss.cam_start_epoch={sched.start_epoch}, "
+                f"cam_start_acc1={sched.start_acc1} (a validation top-1 that high was "
+                f"{'' if sched.acc_reached else 'not '}seen); this run trained as λ = 0"
+            )
 
     def _logs_written_now(self) -> bool:
         """Whether the loggers record this training step (every `log_every_n_steps`); the loss terms are logged
@@ -420,6 +444,8 @@ class JointCaptionModule(L.LightningModule):
         metrics = self.eval_metrics[stage]
         values = metrics.compute()
         metrics.reset()
+        if stage == "val" and "acc1" in values and self._trainer is not None and not self.trainer.sanity_checking:
+            self.cam_schedule.observe_val_acc1(values["acc1"])
         self.log_dict({f"{stage}/{k}": v for k, v in values.items() if math.isfinite(v)}, sync_dist=False)
 
     # -- optimisation ----------------------------------------------------------------------
