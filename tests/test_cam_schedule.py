@@ -55,6 +55,9 @@ def test_a_resumed_schedule_continues_where_it_stopped() -> None:
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.cam_schedule.weight(4.0) == first.cam_schedule.weight(4.0) == pytest.approx(0.5)
     assert JointCaptionModule(loss=loss).cam_schedule.weight(4.0) == 0.0  # without the state: not started
+    plain = JointCaptionModule(loss={"cam_weight": 1.0, "warmup_epochs": 2.0})
+    plain.on_load_checkpoint({"jointcap": {}})  # a checkpoint from before the schedule: no start condition
+    assert plain.cam_schedule.weight(4.0) == 1.0  # started at step 0, not restarted at the resume
 
 
 @pytest.mark.slow

@@ -21,6 +21,10 @@ class CamSchedule:
     acc_reached: bool = False  # a validation top-1 ≥ start_acc1 has been seen
     started_at: float | None = None  # the fractional epoch at which the loss started
 
+    def __post_init__(self) -> None:
+        if self.start_epoch <= 0 and self.start_acc1 <= 0:
+            self.started_at = 0.0  # no condition: started at step 0 (also for checkpoints saved without this state)
+
     def observe_val_acc1(self, acc1: float) -> None:
         """A finished validation's top-1 (not the sanity check's)."""
         if acc1 >= self.start_acc1:
@@ -41,6 +45,7 @@ class CamSchedule:
         return {"acc_reached": self.acc_reached, "started_at": self.started_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.acc_reached = bool(state.get("acc_reached", False))
-        started = state.get("started_at")
+        """The saved state; keys a checkpoint lacks (saved before the schedule existed) keep their defaults."""
+        self.acc_reached = bool(state.get("acc_reached", self.acc_reached))
+        started = state.get("started_at", self.started_at)
         self.started_at = None if started is None else float(started)
