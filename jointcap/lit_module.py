@@ -22,7 +22,7 @@ from jointcap.metrics.correctness import image_fact_scores
 from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
-from jointcap.training import self_critical
+from jointcap.training import oracle, self_critical
 from jointcap.training.cam_schedule import CamSchedule
 from jointcap.training.precision import autocast_weight_cache
 
@@ -158,6 +158,11 @@ class JointCaptionModule(L.LightningModule):
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m.set_data(self.info)
+        if self.loss_cfg.q_source == "oracle" and dm is not None:  # the positive control's Q: true class-part masks
+            if getattr(dm, "has_part_masks", False):
+                dm.serve_class_masks()
+            elif stage == "fit":
+                oracle.refuse_without_masks(False, str(getattr(getattr(dm, "source", None), "name", "given")))
         self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(
             self.info.get("part_words", ())
         )
@@ -267,7 +272,7 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.scst_cam:
                 alphas = sc.alphas
                 q = losses.mean_attention(alphas, self._attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
-                terms.update(self._disagreement(out.emb, labels, q.mean(1)))
+                terms.update(self._disagreement(out.emb, labels, q.mean(1), batch.get("class_mask")))
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -286,26 +291,29 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                terms.update(
-                    self._disagreement(
-                        out.emb, labels, losses.mean_attention(out.alphas, self._attention_mask(targets))
-                    )
-                )
+                attention = losses.mean_attention(out.alphas, self._attention_mask(targets))  # (B, h·w)
+                terms.update(self._disagreement(out.emb, labels, attention, batch.get("class_mask")))
         return terms, out
 
     def _disagreement(
-        self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor
+        self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, class_mask: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
         """{"dis": D(P, Q), "cam_entropy": H(P) / log(h·w), 1 = flat} of the true class's CAM on `emb` (B, D, h, w)
-        and the attention (B, h·w); D's gradient goes to exactly the parameters `loss.grad_to` names: both (all),
-        captioner (its own only), classifier (the class weights only), embedding (the embedding + encoder only)."""
+        and Q: the attention (B, h·w), or with `loss.q_source=oracle` the class-part masks `class_mask` (B, S, S)
+        pooled to the map (no "dis" where the batch has none). D's gradient goes to exactly the parameters
+        `loss.grad_to` names: both (all), captioner (its own only), classifier (the class weights only),
+        embedding (the embedding + encoder only)."""
         grad_to = self.loss_cfg.grad_to
         cam = self.net.cam(emb.detach() if grad_to == "classifier" else emb, labels, grad_to != "embedding")
         p = losses.cam_distribution(cam.detach())  # (B, h·w); its entropy shows agreement by flattening P
-        terms = {
-            "dis": self.disagreement(cam, attention),
-            "cam_entropy": losses.entropy(p).mean() / math.log(p.shape[1]),
-        }
+        terms = {"cam_entropy": losses.entropy(p).mean() / math.log(p.shape[1])}
+        if self.loss_cfg.q_source == "oracle":
+            if class_mask is None:
+                return terms  # evaluated on data without masks: no oracle to agree with
+            q, valid = oracle.oracle_q(class_mask, (int(emb.shape[-2]), int(emb.shape[-1])))
+            terms["dis"] = self.disagreement(cam, q, valid.float())
+        else:
+            terms["dis"] = self.disagreement(cam, attention)  # detaches P (captioner) or Q (classifier)
         if not (self.training and torch.is_grad_enabled()) or self.cam_weight_now() == 0:
             return terms  # λ = 0 (not started, or the nocam ablation): no gradient to route
         if grad_to == "captioner":  # Q still reaches the embedding through the attention: cut that path

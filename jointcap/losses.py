@@ -17,6 +17,7 @@ DIVERGENCES = ("js", "kl", "l1", "l2", "cosine")
 # which parameters the disagreement loss trains: all of them; only the captioner's; only the classifier's class
 # weights (the CAM side's own parameters); only the shared embedding and the encoder below it
 GRAD_TO = ("both", "captioner", "classifier", "embedding")
+Q_SOURCES = ("attention", "oracle")  # Q: the captioner's attention, or the true class-part masks (positive control)
 ATTENTION_WORDS = ("all", "content")  # which generated words' attention Q averages
 _EPS = 1e-8
 

@@ -168,5 +168,6 @@ def test_cut_gradient_keeps_the_value_and_removes_only_the_paths_through_a_tenso
     cut = losses.cut_gradient(term, [mid])
     assert float(cut.detach()) == pytest.approx(float(term.detach()))
     cut.backward()
+    assert x.grad is not None and y.grad is not None
     assert torch.allclose(x.grad, 2 * x.detach())  # only the direct path: d(x²)/dx
     assert float(y.grad) == pytest.approx(6.0)  # y is not upstream of mid: its gradient is untouched

@@ -67,9 +67,10 @@ class AttentionCaptioner(nn.Module):
         state = (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
         return (feats, self.attention.feat(feats)), state
 
-    def step(self, words: torch.Tensor, context, state):
+    def step(self, words: torch.Tensor, context: tuple[torch.Tensor, ...], state: tuple[torch.Tensor, ...]):
         """One LSTM step for N sequences: returns logits (N, V), attention (N, L), new state."""
-        alpha, state = self._recur(self.embed(words), *context, state)
+        feats, feats_proj = context
+        alpha, state = self._recur(self.embed(words), feats, feats_proj, state)
         return self.out(self.dropout(state[0])), alpha, state
 
     def _recur(self, word_emb: torch.Tensor, feats, feats_proj, state):
