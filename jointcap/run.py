@@ -31,7 +31,7 @@ from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.runtime.run_folder import RunLock, record_config
-from jointcap.runtime.stopping import Stopped, stop_on_signals, tell_sweep
+from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, tell_sweep
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
@@ -149,7 +149,7 @@ def main(cfg: DictConfig) -> float | None:
             metrics = train(cfg, composed)
     except (SIGTERMException, Stopped) as stop:
         # in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt
-        signum = stop.signum if isinstance(stop, Stopped) else 15
+        signum = stop.signum if isinstance(stop, Stopped) else requested() or 15  # SIGINT reaches Lightning as SIGTERM
         log.warning("stopped by signal %d; %s", signum, resume_hint(run_dir))
         if in_launcher_worker():  # joblib would kill its other workers mid-save on an error: return, tell the sweep
             tell_sweep(signum)

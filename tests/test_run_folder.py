@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,23 @@ def test_a_config_error_keeps_the_users_folder(tmp_path: Path) -> None:
     proc = _cli(["model.loss.cam_weight=-1", f"hydra.run.dir={mylogs}"], tmp_path)
     assert proc.returncode == 2 and "model.loss.cam_weight" in proc.stderr, proc.stderr
     assert (mylogs / "a.log").read_text() == "my notes\n" and (mylogs / "b.log").read_text() == "more notes\n"
+
+
+def test_only_a_folder_this_job_made_counts_as_its_own(tmp_path: Path) -> None:
+    from jointcap import cli
+
+    fresh = tmp_path / "fresh"
+    (fresh / ".hydra").mkdir(parents=True)
+    (fresh / "run.log").touch()
+    (fresh / ".hydra" / "config.yaml").write_text("a: 1\n")
+    assert cli.made_by_this_job(fresh, started=time.time() - 60)
+    assert not cli.made_by_this_job(fresh, started=time.time() + 60)  # an earlier run's record
+    (fresh / "run.log").write_text("an earlier run's lines\n")
+    assert not cli.made_by_this_job(fresh, started=time.time() - 60)
+    users = tmp_path / "mylogs"
+    users.mkdir()
+    (users / "a.log").write_text("mine\n")
+    assert not cli.made_by_this_job(users) and not cli.made_by_this_job(tmp_path / "missing")
 
 
 # -- the lock: one training per run folder ----------------------------------------------------------
