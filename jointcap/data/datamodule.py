@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from filelock import FileLock
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from jointcap.data import cache
@@ -17,6 +20,16 @@ from jointcap.data.source import Source
 from jointcap.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+
+
+def init_worker(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM/SIGINT: a signal sent to the whole process group (`timeout`, a scheduler,
+    Ctrl-C) must reach the main process, which saves and stops; a worker that died of it would fail the batch
+    instead. Lightning's worker seeding (`seed_everything(workers=True)`) still runs."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning adds itself when a loader has no worker_init_fn
+        pl_worker_init_function(worker_id)
 
 
 class CaptionedImages(Dataset):
@@ -209,6 +222,7 @@ class JointDataModule(L.LightningDataModule):
             "num_workers": workers,
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
             "persistent_workers": self.persistent_workers and workers > 0,
+            "worker_init_fn": init_worker if workers > 0 else None,
             # worker seeds come from here, not from the global RNG (which dropout uses)
             "generator": torch.Generator().manual_seed(self.seed),
         }
