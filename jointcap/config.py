@@ -80,6 +80,11 @@ def unbounded(default: Any) -> Any:
     return field(default=default, metadata={"unbounded": True})
 
 
+def auto_or_at_least(low: int) -> Any:
+    """A field that is `auto` (the default) or an integer ≥ `low`."""
+    return field(default="auto", metadata={"min": low, "also": ("auto",), "type": int})
+
+
 def each_of(default: list, options: tuple) -> Any:
     """A list field whose every item must be one of `options`."""
     return field(default_factory=lambda: list(default), metadata={"each": tuple(options)})
@@ -322,6 +327,8 @@ class RunConfig:
     test_after_fit: bool = True
     objective: str = "val/acc1"
     objective_mode: str = choice("max", ("min", "max"))
+    # intra-op CPU threads of this job; auto: its share of the cores (jointcap/runtime/threads.py)
+    threads: int | str = auto_or_at_least(1)
 
 
 T = typing.TypeVar("T")
@@ -570,9 +577,12 @@ def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str
             else:
                 errors += _value_errors(value, nested, f"{dotted}{key}")
             continue
-        problem = _strict_type_problem(value, _hints(schema)[key]) or _range_problem(value, fields[key].metadata)
+        meta = fields[key].metadata
+        if value in meta.get("also", ()):  # a word allowed besides the typed values (threads=auto)
+            continue
+        problem = _strict_type_problem(value, meta.get("type", _hints(schema)[key])) or _range_problem(value, meta)
         if problem:
-            errors.append(f"{dotted}{key}={value!r}: {problem}")
+            errors.append(f"{dotted}{key}={value!r}: {problem}" + "".join(f" or {w}" for w in meta.get("also", ())))
     return errors
 
 
