@@ -10,6 +10,8 @@ import lightning as L
 from rich.console import Console
 from rich.table import Table
 
+from jointcap.data.textsafe import clean_text
+
 
 def print_metrics(metrics: dict[str, float], title: str, paths: Mapping[str, object]) -> None:
     """The metrics as a table (sorted by name), then one `name: path` line per path, never wrapped.
@@ -48,7 +50,7 @@ def print_samples(
     for i in chosen:
         name = keys[i] if keys is not None and i < len(keys) else str(i)
         ref = references[i][0] if i < len(references) and references[i] else ""
-        print(f"  {name}: {predictions[i]} | {ref}", flush=True)
+        print(f"  {clean_text(name)}: {clean_text(predictions[i])} | {clean_text(ref)}", flush=True)
 
 
 def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path]:

@@ -79,15 +79,24 @@ def explanation_panels(
 
 
 def image_figure(
-    image: np.ndarray, panels: list[Panel], suptitle: str, columns: int = 6, inch: float = 1.9, colorbar: bool = True
+    image: np.ndarray,
+    panels: list[Panel],
+    suptitle: str,
+    columns: int = 6,
+    inch: float = 1.9,
+    colorbar: bool = True,
+    footnote: str = "",
 ) -> Figure:
     """One image explained: its panels on a grid `columns` wide (each keeps the image's aspect ratio), the suptitle
-    (class, caption) on top, and a colour bar stating the maps' normalisation when any panel has a map."""
+    (class, caption) on top, a colour bar stating the maps' normalisation when any panel has a map, and a
+    `footnote` in red below (e.g. predict's warning that the checkpoint was trained on synthetic drawings)."""
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
     aspect = image.shape[0] / image.shape[1]  # H / W
     bar = colorbar and any(p.heat is not None for p in panels)
-    title_h = 0.25 + 0.16 * wrap_lines(suptitle, int(24 * cols * inch / 1.9)).count("\n") if suptitle else 0.0
+    width = int(24 * cols * inch / 1.9)  # characters per title line
+    title_h = 0.25 + 0.16 * wrap_lines(suptitle, width).count("\n") if suptitle else 0.0
+    title_h += 0.25 + 0.16 * wrap_lines(footnote, width).count("\n") if footnote else 0.0
     fig = Figure(
         figsize=(cols * inch + (1.0 if bar else 0), rows * inch * aspect + 0.3 * rows + title_h), layout="constrained"
     )
@@ -98,7 +107,9 @@ def image_figure(
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     if suptitle:
-        fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=9)
+        fig.suptitle(wrap_lines(suptitle, width), fontsize=9)
+    if footnote:
+        fig.supxlabel(wrap_lines(footnote, width), fontsize=9, color="firebrick", fontweight="bold")
     if bar:
         add_colorbar(fig, list(axes.flat))
     return fig
