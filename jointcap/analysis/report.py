@@ -36,7 +36,7 @@ def checkpoint_epoch(path: Path | str | None) -> int | None:
     from jointcap.runtime.checkpoint import load_checkpoint
 
     epoch = load_checkpoint(path, mmap=True).get("epoch")
-    return int(epoch) if epoch is not None else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None  # untrusted: a number or nothing
 
 
 def print_samples(
