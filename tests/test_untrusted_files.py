@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -48,6 +49,7 @@ def _checkpoint(**changes: Any) -> dict[str, Any]:
     info = {"name": "synthetic", "class_names": ["red", "blue", "green"], "image_size": SIZE}
     return {
         "epoch": 2,
+        "pytorch-lightning_version": lightning.__version__,
         "state_dict": m.state_dict(),
         "hyper_parameters": hparams,
         "jointcap": {"tokenizer": tok.model_proto, "info": info, "image_size": SIZE},
@@ -171,7 +173,8 @@ def _predict_cfg(*overrides: str) -> Any:
 
 
 def test_predict_options_are_checked_together(ckpt: Path, tmp_path: Path) -> None:
-    cfg = _predict_cfg(f"ckpt_path={ckpt}", f"images=[{tmp_path}]", "beam_size=-2", "image_size=abc", "device=gpu")
+    _images(tmp_path / "in", 1)
+    cfg = _predict_cfg(f"ckpt_path={ckpt}", f"images=[{tmp_path / 'in'}]", "beam_size=-2", "image_size=abc", "device=gpu")
     with pytest.raises(cli.UserError) as err:
         predict.run(cfg, tmp_path / "out")
     for key in ("beam_size=-2", "image_size='abc'", "device='gpu'"):
