@@ -336,6 +336,8 @@ class PredictConfig:
     image_size: int | None = between(None, 8, MAX_IMAGE_SIZE)  # null: the training image size in the checkpoint
     beam_size: int | None = between(None, 1, MAX_BEAM)  # null: the checkpoint's decode.test_beam_size
     batch_size: int = between(16, 1, 1024)  # images decoded, predicted and drawn at a time (bounds memory)
+    workers: int = between(0, 0, 256)  # processes drawing the figures (0: in this process)
+    figures: bool = True  # false: class and caption only (predictions.csv and the printed lines), no figures
     device: str = choice("auto", ("auto", "cpu", "cuda"))
 
 

@@ -143,7 +143,9 @@ def test_an_old_format_checkpoint_has_its_epoch(tmp_path: Path) -> None:
     assert load_module(path).hparams["num_classes"] == 3
 
 
-def test_disk_full_while_saving_is_named_and_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_while_saving_is_named_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "last.ckpt"
     atomic_torch_save({"global_step": 1}, path)
 
@@ -174,7 +176,9 @@ def _predict_cfg(*overrides: str) -> Any:
 
 def test_predict_options_are_checked_together(ckpt: Path, tmp_path: Path) -> None:
     _images(tmp_path / "in", 1)
-    cfg = _predict_cfg(f"ckpt_path={ckpt}", f"images=[{tmp_path / 'in'}]", "beam_size=-2", "image_size=abc", "device=gpu")
+    cfg = _predict_cfg(
+        f"ckpt_path={ckpt}", f"images=[{tmp_path / 'in'}]", "beam_size=-2", "image_size=abc", "device=gpu"
+    )
     with pytest.raises(cli.UserError) as err:
         predict.run(cfg, tmp_path / "out")
     for key in ("beam_size=-2", "image_size='abc'", "device='gpu'"):
@@ -293,7 +297,9 @@ def test_predict_figure_carries_the_warning(ckpt: Path, tmp_path: Path, monkeypa
     predict.run(_predict_cfg(f"ckpt_path={ckpt}", f"images=[{path}]"), tmp_path / "out")
     ((title, footnote),) = drawn
     assert footnote == f"WARNING: {predict.SYNTHETIC_WARNING}"
-    assert title.startswith("[LOW CONFIDENCE]") or "low confidence" not in (tmp_path / "out/predictions.csv").read_text()
+    assert (
+        title.startswith("[LOW CONFIDENCE]") or "low confidence" not in (tmp_path / "out/predictions.csv").read_text()
+    )
     fig = np.asarray(Image.open(tmp_path / "out" / "photo0.png").convert("RGB")).astype(int)
     bottom = fig[int(fig.shape[0] * 0.85) :]
     assert (np.abs(bottom - np.array([178, 34, 34])).sum(-1) < 40).sum() > 50, "the red line at the bottom"

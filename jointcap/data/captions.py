@@ -2,8 +2,9 @@
 
 `read_captions` reads and validates one file (strict UTF-8, at least `min_lines` non-empty
 lines, each cleaned by `jointcap.data.textsafe`: a BOM, control characters and VT/FF/U+2028-style
-separators neither split a caption nor stay in it); `join_captions` attaches captions to images by file name, either failing on the
-first bad file or, with `skip_bad`, collecting what was skipped and why.
+separators neither split a caption nor stay in it); `join_captions` attaches captions to images
+by file name, either failing on the first bad file or, with `skip_bad`, collecting what was
+skipped and why.
 """
 
 from __future__ import annotations
