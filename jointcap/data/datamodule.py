@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from jointcap.data import cache
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.data.source import Source
-from jointcap.data.tokenizer import Tokenizer
+from jointcap.data.tokenizer import Tokenizer, TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,9 @@ class JointDataModule(L.LightningDataModule):
             if not cache.dataset_complete(self.cache_dir):
                 log.info("building the %s cache in %s", self.source.name, self.cache_dir)
                 self.source.build(self.cache_dir)
+            if self.tokenizer_path.is_file() and not _loads(self.tokenizer_path):
+                log.warning("%s: a corrupt cached tokenizer; training it again", self.tokenizer_path)
+                self.tokenizer_path.unlink()
             if not self.tokenizer_path.is_file():
                 train = cache.read_split(self.cache_dir / "train")
                 captions = [c for caps in train.captions for c in caps]
@@ -170,7 +173,10 @@ class JointDataModule(L.LightningDataModule):
         self.info = cache.read_info(self.cache_dir)
         if not self.tokenizer_path.is_file():
             raise cache.CacheError(f"{self.tokenizer_path}: missing tokenizer (prepare_data has not run)")
-        self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        try:
+            self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        except TokenizerError as e:
+            raise cache.CacheError(f"{e}; delete it and run again (prepare_data trains it anew)") from None
         for name in cache.SPLITS:
             split = cache.read_split(self.cache_dir / name)
             self.splits[name] = split
@@ -263,3 +269,12 @@ class JointDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def _loads(path: Path) -> bool:
+    """Whether a cached tokenizer file is a usable SentencePiece model."""
+    try:
+        Tokenizer.load(path)
+    except TokenizerError:
+        return False
+    return True
