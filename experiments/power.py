@@ -25,6 +25,7 @@ from scipy.stats import t as student_t
 JOBS = Path(__file__).parent / "results" / "hard_study" / "jobs.csv"
 ALPHA, N_PRIMARY, POWER, TARGET = 0.05, 4, 0.80, 2.5  # MDE target in percentage points (P1, P3)
 DEFAULT = {"data.source.per_class": "50.0", "data.source.shortcut": "False", "trainer.max_epochs": "16.0"}
+PLAIN_LOSS = {"model.loss.divergence": "js", "model.loss.grad_to": "both", "model.loss.scst_cam": "True"}
 ARMS = {  # name: (model.task, cam_weight) on the default data, JS, both sides, CAM loss in SCST
     "classifier alone": ("classifier", "0.0"),
     "captioner alone": ("captioner", "0.0"),
@@ -47,10 +48,9 @@ def per_seed(rows: list[dict[str, str]], arm: str, metric: str) -> dict[int, flo
     task, weight = ARMS[arm]
     out = {}
     for r in rows:
-        if all(r[k] == v for k, v in DEFAULT.items()) and (r["model.task"], r["model.loss.cam_weight"]) == (task, weight):
-            if r["model.loss.divergence"] == "js" and r["model.loss.grad_to"] == "both" and r["model.loss.scst_cam"] == "True":
-                if r[metric] != "":
-                    out[int(r["seed"])] = float(r[metric])
+        wanted = {**DEFAULT, **PLAIN_LOSS, "model.task": task, "model.loss.cam_weight": weight}
+        if all(r[k] == v for k, v in wanted.items()) and r[metric] != "":
+            out[int(r["seed"])] = float(r[metric])
     return out
 
 
@@ -80,9 +80,12 @@ def main(argv: list[str]) -> None:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     print(f"# Seeds per arm: minimum detectable effect of the primary endpoints ({path.name})\n")
-    print(f"Two-sided paired t over seeds, {POWER:.0%} power, α = {ALPHA} / {N_PRIMARY} = {ALPHA / N_PRIMARY:.4f} "
-          "(Holm's first step over the 4 primary endpoints: the conservative case). Effects in percentage points.\n")
-    print("| endpoint | seeds measured | mean Δ | sd of per-seed Δ | sd, 80 % upper | " + " | ".join(f"MDE n={n}" for n in SEEDS) + " |")
+    print(
+        f"Two-sided paired t over seeds, {POWER:.0%} power, α = {ALPHA} / {N_PRIMARY} = {ALPHA / N_PRIMARY:.4f} "
+        "(Holm's first step over the 4 primary endpoints: the conservative case). Effects in percentage points.\n"
+    )
+    mdes = " | ".join(f"MDE n={n}" for n in SEEDS)
+    print(f"| endpoint | seeds measured | mean Δ | sd of per-seed Δ | sd, 80 % upper | {mdes} |")
     print("|---|---:|---:|---:|---:|" + "---:|" * len(SEEDS))
     needed = {}
     for name, a_arm, b_arm, metric in ENDPOINTS:
@@ -94,13 +97,16 @@ def main(argv: list[str]) -> None:
         cells = [f"{mde(sd, n):.2f}" for n in SEEDS]
         print(f"| {name} | {len(d)} | {d.mean():+.2f} | {sd:.2f} | {upper:.2f} | " + " | ".join(cells) + " |")
         scaled = study_sd(sd, np.mean([a[s] for s in seeds]), np.mean([b[s] for s in seeds]))
-        print(f"| … with {TEST_STUDY} test images | | | {scaled:.2f} | | " + " | ".join(f"{mde(scaled, n):.2f}" for n in SEEDS) + " |")
+        cells = [f"{mde(scaled, n):.2f}" for n in SEEDS]
+        print(f"| … with {TEST_STUDY} test images | | | {scaled:.2f} | | " + " | ".join(cells) + " |")
         if name.startswith(("P1", "P3")):
             needed[name] = tuple(next((n for n in range(3, 60) if mde(v, n) <= TARGET), 0) for v in (sd, scaled))
     print()
     for name, (n_now, n_study) in needed.items():
-        print(f"* {name}: MDE ≤ {TARGET} points from n = {n_now} seeds at the measured sd, n = {n_study} with "
-              f"{TEST_STUDY} test images.")
+        print(
+            f"* {name}: MDE ≤ {TARGET} points from n = {n_now} seeds at the measured sd, n = {n_study} with "
+            f"{TEST_STUDY} test images."
+        )
     print(
         "\nThe sd of a per-seed Δ holds the model's seed-to-seed change and which test images each model happens to "
         f"get right; the second part is at most a(1−a)/N + b(1−b)/N (independent flips) and shrinks as 1/N. '… with "

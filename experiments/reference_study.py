@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-classes", type=int, default=100)
     p.add_argument("--test-per-class", type=int, default=10)
     args = p.parse_args(argv)
+    n_classes, per_class = args.n_classes, args.test_per_class
     columns = {
-        f"{style}{', shortcut split' if shortcut else ''}": measure(style, args.n_classes, args.test_per_class, shortcut)
+        f"{style}{', shortcut split' if shortcut else ''}": measure(style, n_classes, per_class, shortcut)
         for shortcut in (False, True)
         for style in ("random_parts", "field_marks")
     }

@@ -213,7 +213,8 @@ def field_split() -> cache.SplitData:
 
 
 def test_field_marks_change_only_the_references(split, field_split):
-    assert np.array_equal(split.images[:200], field_split.images) and np.array_equal(split.masks[:200], field_split.masks)
+    assert np.array_equal(split.images[:200], field_split.images)
+    assert np.array_equal(split.masks[:200], field_split.masks)
     assert split.extra["class_facts"][:200] == field_split.extra["class_facts"]
     assert split.captions[:200] != field_split.captions and field_split.extra["captions"] == "field_marks"
 

@@ -278,8 +278,9 @@ def hierarchical_bootstrap(
     a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
     clusters = np.asarray(clusters)
     if a.shape != b.shape or len(clusters) != a.shape[1]:
-        raise ValueError(f"need a, b of one (seeds, images) shape and one cluster per image: {a.shape}, {b.shape}, "
-                         f"{clusters.shape}")
+        raise ValueError(
+            f"need a, b of one (seeds, images) shape and one cluster per image: {a.shape}, {b.shape}, {clusters.shape}"
+        )
     if not 0 < level < 1 or n_boot < 1:
         raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got level={level}, n_boot={n_boot}")
     keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)

@@ -616,7 +616,7 @@ def _captions(r: random.Random, attrs: dict[str, list[str]], share: np.ndarray, 
 
 
 CAPTION_STYLES = ("field_marks", "random_parts")  # data.source.captions: how a reference chooses what to name
-FIELD_MARK_P = 0.9  # field_marks: each visible class-defining part is named with this probability ("every one, or nearly")
+FIELD_MARK_P = 0.9  # field_marks: the chance that a reference names each visible class-defining part
 NUISANCE_COUNTS = (0, 0, 0, 1, 1, 2)  # field_marks: nuisance phrases after the field marks (mean 2/3), drawn uniformly
 _FIELD_OPENERS = (
     "this bird has {}",
