@@ -105,7 +105,7 @@ lane() {  # lane K: the jobs K, K + LANES, … of the list, one after another
 
 echo "field study: $(wc -l <<<"$LIST") jobs in $LANES lanes into $OUT — $(date -u +%H:%M:%S)"
 for ((k = 0; k < LANES; k++)); do
-  lane "$k" >"$OUT/lane$k.log" 2>&1 &
+  lane "$k" >>"$OUT/lane$k.log" 2>&1 &  # appended: a resumed study keeps the log of its first start
 done
 wait
 if [[ "$SUMMARY" != 0 ]]; then
