@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
         upper = sd * math.sqrt((len(d) - 1) / chi2.ppf(0.10, len(d) - 1))  # the sd's one-sided 90 % bound
         cells = [f"{mde(sd, n):.2f}" for n in SEEDS]
         print(f"| {name} | {len(d)} | {d.mean():+.2f} | {sd:.2f} | {upper:.2f} | " + " | ".join(cells) + " |")
-        scaled = study_sd(sd, np.mean([a[s] for s in seeds]), np.mean([b[s] for s in seeds]))
+        scaled = study_sd(sd, float(np.mean([a[s] for s in seeds])), float(np.mean([b[s] for s in seeds])))
         cells = [f"{mde(scaled, n):.2f}" for n in SEEDS]
         print(f"| … with {TEST_STUDY} test images | | | {scaled:.2f} | | " + " | ".join(cells) + " |")
         if name.startswith(("P1", "P3")):

@@ -375,7 +375,7 @@ def test_per_image_rows_are_judged_by_a_t_test_over_seeds_and_read_gzipped_table
     row = next(r for r in rows if r.metric == "correct")
     jobs = {(j.folder.name): j for j in paired.sm.find_jobs([tmp_path / "runs"])}
     acc = {name: [jobs[f"{name}_s{s}"].metrics["test/acc1"] for s in (1, 2, 3)] for name in ("nocam", "cam")}
-    ref = stats.paired_t(acc["cam"], acc["nocam"])
+    ref = stats.paired_t(np.array(acc["cam"]), np.array(acc["nocam"]))
     assert (row.result.diff, row.result.low, row.result.high, row.result.p) == pytest.approx(
         (ref.diff, ref.low, ref.high, ref.p)
     )
