@@ -278,6 +278,9 @@ class HardSyntheticSourceConfig:
     lighting: float = at_least(0.05, 0)
     shortcut: bool = False
     shortcut_p: float = at_least(0.95, 0)
+    # how a reference chooses what to name: field_marks (class-defining parts first, nuisance parts sometimes;
+    # issue 28, docs/datasets.md) or random_parts (a random 1–5 visible parts: the references before issue 28)
+    captions: str = choice("field_marks", ("field_marks", "random_parts"))
 
 
 SOURCES = {
