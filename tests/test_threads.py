@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -107,7 +108,7 @@ def test_libgomp_sees_the_passive_policy_when_jointcap_runs() -> None:
     env = {k: v for k, v in os.environ.items() if k not in threads.WAIT_SETTINGS}
     env.update(OMP_DISPLAY_ENV="verbose", PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-c", "import jointcap.run"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", "import jointcap.run"], env=env, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "GOMP_SPINCOUNT = '0'" in proc.stderr, proc.stderr[-2000:]  # PASSIVE: no spinning at all
@@ -149,7 +150,7 @@ def test_a_run_applies_its_threads_before_any_data_work(monkeypatch: pytest.Monk
     class Applied(Exception):
         pass
 
-    seen: list[object] = []
+    seen: list[Any] = []
 
     def fake_apply(cfg: object, hydra_cfg: object) -> int:
         seen.append(cfg)
@@ -167,7 +168,7 @@ def test_a_run_applies_its_threads_before_any_data_work(monkeypatch: pytest.Monk
     monkeypatch.setattr(run.HydraConfig, "get", staticmethod(lambda: FakeHydra))
     with pytest.raises(Applied):
         run.train(cfg)
-    assert seen and seen[0].threads == 1
+    assert seen and OmegaConf.select(seen[0], "threads") == 1
 
 
 @pytest.mark.parametrize("threads_env,expected", [(None, "threads=1"), ("2", "threads=2")])
@@ -181,5 +182,5 @@ def test_the_study_script_gives_each_job_its_threads(tmp_path: Path, threads_env
     if threads_env is not None:
         env["THREADS"] = threads_env
     subprocess.run(["bash", str(ROOT / "experiments" / "run_hard_study.sh")], env=env, check=True, timeout=60)
-    (call,) = log.read_text().splitlines()
-    assert "hydra/launcher=local" in call.split() and expected in call.split(), call
+    calls = log.read_text().splitlines()  # the classifier family and its group (classifier_shortcut, …)
+    assert calls and all("hydra/launcher=local" in c.split() and expected in c.split() for c in calls), calls
