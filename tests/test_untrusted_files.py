@@ -108,7 +108,7 @@ def test_encoder_weights_in_a_checkpoint_never_download(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     module = load_module(path)
-    weights = module.net.encoder.body[0].weight
+    weights = module.state_dict()["model.encoder.body.0.weight"]
     assert torch.equal(weights, ck["state_dict"]["model.encoder.body.0.weight"])  # from the state dict
 
 
