@@ -287,13 +287,13 @@ def test_predict_figure_carries_the_warning(ckpt: Path, tmp_path: Path, monkeypa
 
     (path,) = _images(tmp_path / "in", 1)
     drawn: list[tuple[str, str]] = []
-    real = viz.image_figure
+    real = viz.mosaic_figure
 
     def spy(image: Any, panels: Any, suptitle: str, **kwargs: Any) -> Any:
         drawn.append((suptitle, kwargs.get("footnote", "")))
         return real(image, panels, suptitle, **kwargs)
 
-    monkeypatch.setattr(viz, "image_figure", spy)
+    monkeypatch.setattr(viz, "mosaic_figure", spy)
     predict.run(_predict_cfg(f"ckpt_path={ckpt}", f"images=[{path}]"), tmp_path / "out")
     ((title, footnote),) = drawn
     assert footnote == f"WARNING: {predict.SYNTHETIC_WARNING}"
