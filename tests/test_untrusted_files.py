@@ -376,3 +376,21 @@ def test_predict_disk_full_is_named(ckpt: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(predict, "save_figure", full)
     with pytest.raises(cli.UserError, match="out: cannot write the results \\(No space left on device\\)"):
         predict.run(_predict_cfg(f"ckpt_path={ckpt}", f"images=[{path}]"), tmp_path / "out")
+
+
+def test_a_corrupt_cached_tokenizer_is_trained_again_or_named(tmp_path: Path) -> None:
+    from jointcap.data.cache import CacheError
+    from jointcap.data.datamodule import JointDataModule
+    from jointcap.data.synthetic import SyntheticSource
+
+    source = SyntheticSource(n_classes=4, n_train=64, n_val=16, n_test=16)
+    dm = JointDataModule(source, cache_root=str(tmp_path), vocab_size=60, num_workers=0)
+    dm.prepare_data()
+    good = dm.tokenizer_path.read_bytes()
+    dm.tokenizer_path.write_bytes(b"\x00\x01garbage")  # main: sentencepiece's RuntimeError in setup
+    with pytest.raises(CacheError, match=f"{dm.tokenizer_path.name}: not a SentencePiece"):
+        dm.setup("fit")
+    dm.prepare_data()  # a cache: trained again from the training captions
+    assert dm.tokenizer_path.read_bytes() == good
+    dm.setup("fit")
+    assert dm.tokenizer is not None and dm.tokenizer.vocab_size > 4
