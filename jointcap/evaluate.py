@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from jointcap import cli
 from jointcap.analysis import html_report
 from jointcap.analysis.report import checkpoint_epoch, print_metrics, print_samples
+from jointcap.config import EvaluateOptions, option_errors
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.runtime.checkpoint import load_module
@@ -213,6 +214,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Load, evaluate, write the report; returns it."""
+    errors = option_errors(cfg, EvaluateOptions, "evaluate")
+    if errors:  # metrics.meteor=no must not turn METEOR on, beam_size=-2 must not reach the decoder …
+        raise EvaluateError("invalid options:\n  - " + "\n  - ".join(errors))
     if cfg.split not in SPLITS:
         raise EvaluateError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.ckpt_path is None:
@@ -220,7 +224,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "ckpt_path is required: python -m jointcap.evaluate ckpt_path=<file.ckpt or run folder> (see --help)"
         )
     ckpt = cli.find_checkpoint(cfg.ckpt_path, prefer="best")
-    module = load_module(ckpt)
+    module = load_module(ckpt)  # every check of the file happens here, before the (long) evaluation
+    epoch = checkpoint_epoch(ckpt)
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.metrics, resolve=True))
     chosen = {k: v for k, v in options.items() if v is not None}
     module.set_metric_options(box_stages=[cfg.split], **chosen)
@@ -253,7 +258,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     beam = module.decode_cfg.test_beam_size if cfg.split == "test" else module.decode_cfg.beam_size
     report = {
         "checkpoint": str(ckpt.resolve()),
-        "epoch": checkpoint_epoch(ckpt),
+        "epoch": epoch,
         "split": cfg.split,
         "dataset": dm.info.get("name"),
         "n_images": len(rows),

@@ -32,6 +32,7 @@ from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.runtime.run_folder import RunLock, record_config
 from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, tell_sweep
+from jointcap.runtime.threads import apply as apply_threads
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
@@ -88,6 +89,7 @@ def train(cfg: DictConfig, composed: DictConfig | None = None) -> dict[str, floa
     has passed: a refused resume leaves the folder's record as it was.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    apply_threads(cfg, HydraConfig.get())  # this job's share of the cores, before any tensor work
     L.seed_everything(cfg.seed, workers=True)
     cfg = sweep_safe(cfg)  # under -m, plain ddp would re-run the whole sweep on every rank
     ckpt_path = resolve_ckpt(cfg, run_dir)
