@@ -23,7 +23,8 @@ SCRIPT = ROOT / "experiments" / "run_study.sh"
 def _run_script(tmp_path: Path, script: Path = SCRIPT, **env: str) -> list[list[str]]:
     """Run a study script with a stand-in python that records each call (one line of arguments per call)."""
     log, fake = tmp_path / "calls.log", tmp_path / "py"
-    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\t" "$a"; done >> {log}\necho >> {log}\n')
+    # one write per call (two lanes append at once): the line is built first, then written whole
+    fake.write_text(f'#!/bin/bash\nline=$(printf "%s\\t" "$@")\necho "$line" >> {log}\n')
     fake.chmod(0o755)
     full = {**os.environ, "PY": str(fake), "OUT": str(tmp_path / "out"), "RESULTS": str(tmp_path / "res"), **env}
     subprocess.run(["bash", str(script)], env=full, check=True, timeout=120, capture_output=True)
