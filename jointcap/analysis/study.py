@@ -223,6 +223,8 @@ def _scale(metric: str) -> float:
 def _cell(c: Comparison, metric: str = "correct") -> str:
     k = _scale(metric)
     d = 1 if k == 100 else 3
+    if not (math.isfinite(c.low) and math.isfinite(c.high)):  # one seed: no interval
+        return f"{c.diff * k:+.{d}f} [–]"
     return f"{c.diff * k:+.{d}f} [{c.low * k:+.{d}f}, {c.high * k:+.{d}f}]"
 
 
