@@ -6,18 +6,33 @@ import torch
 from torch import nn
 
 
-class Embedding(nn.Module):
-    """1×1 projection of the encoder map to D channels, with BN and ReLU (non-negative, so CAMs are additive)."""
+def _projection(in_channels: int, dim: int, dropout: float) -> nn.Sequential:
+    """1×1 conv + BN + ReLU (non-negative, so CAMs are additive) + channel dropout."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, dim, kernel_size=1, bias=False),
+        nn.BatchNorm2d(dim),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+    )
 
-    def __init__(self, in_channels: int, dim: int = 256, dropout: float = 0.0) -> None:
+
+class Embedding(nn.Module):
+    """1×1 projection of the encoder map to the D shared channels, and optionally `skip_dim` more for the captioner.
+
+    The returned map is (B, D + S, h, w): channels [0, D) are the shared embedding (the classifier and its CAM read
+    only these, and both losses train them); channels [D, D + S) are a captioner-only skip from the encoder, so the
+    captioner can keep what the class does not need (e.g. a body colour) without the classifier's weights on it.
+    """
+
+    def __init__(self, in_channels: int, dim: int = 256, dropout: float = 0.0, skip_dim: int = 0) -> None:
         super().__init__()
-        self.proj = nn.Sequential(
-            nn.Conv2d(in_channels, dim, kernel_size=1, bias=False),
-            nn.BatchNorm2d(dim),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-        )
-        self.dim = dim
+        self.proj = _projection(in_channels, dim, dropout)
+        self.skip = _projection(in_channels, skip_dim, dropout) if skip_dim > 0 else None
+        self.dim = dim  # shared channels
+        self.out_dim = dim + skip_dim  # what the captioner reads
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.proj(features)  # (B, D, h, w)
+        emb = self.proj(features)  # (B, D, h, w)
+        if self.skip is None:
+            return emb
+        return torch.cat([emb, self.skip(features)], dim=1)  # (B, D + S, h, w)

@@ -19,7 +19,7 @@ TASKS = ("joint", "classifier", "captioner")
 class JointOutput:
     """What one teacher-forced forward pass yields; absent heads give None."""
 
-    emb: torch.Tensor  # (B, D, h, w)
+    emb: torch.Tensor  # (B, D + S, h, w): the shared embedding, then S captioner-only skip channels (often 0)
     class_logits: torch.Tensor | None  # (B, K)
     word_logits: torch.Tensor | None  # (B, T-1, V)
     alphas: torch.Tensor | None  # (B, T-1, h·w)
@@ -48,7 +48,7 @@ class JointModel(nn.Module):
         dim = self.embedding.dim
         self.classifier = CAMClassifier(dim, num_classes, **(classifier or {})) if task != "captioner" else None
         self.captioner = (
-            AttentionCaptioner(dim, vocab_size, **(captioner or {}), **(special_ids or {}))
+            AttentionCaptioner(self.embedding.out_dim, vocab_size, **(captioner or {}), **(special_ids or {}))
             if task != "classifier"
             else None
         )
