@@ -37,7 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jointcap.data import cub, download, flowers
-from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO
+from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO, Q_SOURCES
 from jointcap.models.encoder import _RESNETS as ENCODERS
 from jointcap.models.joint import TASKS
 
@@ -122,12 +122,20 @@ class LossConfig:
     cam_weight: float = at_least(1.0, 0)  # λ; 0 = the "nocam" ablation
     divergence: str = choice("js", DIVERGENCES)
     grad_to: str = choice("both", GRAD_TO)  # which side the disagreement loss trains
-    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs
+    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs, from the CAM loss's start
+    # the CAM loss starts once epoch ≥ cam_start_epoch and (if > 0) a validation top-1 ≥ cam_start_acc1 was seen:
+    # agreement between heads that do not yet classify is agreement on nothing (0, 0: from the first step)
+    cam_start_epoch: float = at_least(0.0, 0)
+    cam_start_acc1: float = between(0.0, 0.0, 1.0)
     doubly_stochastic: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
     # all | content: Q averages the attention of every generated word or only of the attribute and part
     # words (attention at "the" is no claim about the class)
     attention_words: str = choice("all", ATTENTION_WORDS)
+    # attention | oracle: Q is the captioner's attention, or (the positive control) the image's ground-truth
+    # class-defining part masks pooled to the feature map (synthetic data only; the captioner then trains on its
+    # caption loss alone)
+    q_source: str = choice("attention", Q_SOURCES)
     # Self-critical training (SCST, CIDEr-D reward, k samples per image, mean-of-others baseline) for the
     # last scst_epochs epochs; 0 = cross-entropy only. Word-level CE alone decodes to short looping captions.
     scst_epochs: float = at_least(0.0, 0)
@@ -382,6 +390,7 @@ def validate(cfg: DictConfig) -> None:
             errors += _batch_errors(cfg.data, source)
         else:
             errors += _target_key_errors(source, "data.source") + _annotation_errors(source, "data.source", set())
+    errors += _oracle_errors(cfg)
     if cfg.get("trainer") is not None:
         errors += _target_key_errors(cfg.trainer, "trainer") + _section_errors(cfg.trainer, TrainerConfig, "trainer")
     for group in ("callbacks", "logger"):
@@ -395,6 +404,31 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"invalid configuration ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  - " + "\n  - ".join(errors)
         )
+
+
+def _oracle_errors(cfg: DictConfig) -> list[str]:
+    """model.loss.q_source=oracle: only on data with part masks (the synthetic sources), and it gives Q no
+    parameters, so grad_to=captioner would train nothing."""
+    try:
+        loss: Any = OmegaConf.select(cfg, "model.loss", default=None)
+        q_source = loss.get("q_source") if isinstance(loss, DictConfig) else None
+        target = OmegaConf.select(cfg, "data.source._target_", default=None)
+    except OmegaConfBaseException:
+        return []  # an unresolvable value: reported by the section checks
+    if q_source != "oracle":
+        return []
+    errors = []
+    if target in (CUBSourceConfig._target_, FlowersSourceConfig._target_):
+        errors.append(
+            f"model.loss.q_source=oracle needs per-image part masks; {target.rsplit('.', 1)[-1]} has none "
+            "(use data=synthetic or data=synthetic_hard)"
+        )
+    if loss.get("grad_to") == "captioner":
+        errors.append(
+            "model.loss.grad_to=captioner with model.loss.q_source=oracle: the oracle Q has no parameters, "
+            "so the CAM loss would train nothing (use both, classifier or embedding)"
+        )
+    return errors
 
 
 def _batch_errors(data: DictConfig, source: DictConfig) -> list[str]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
@@ -22,10 +22,14 @@ from jointcap.metrics.correctness import image_fact_scores
 from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
+from jointcap.training import oracle, self_critical
+from jointcap.training.cam_schedule import CamSchedule
+from jointcap.training.precision import autocast_weight_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_STAGES = ("val", "test")
+__all__ = ["JointCaptionModule", "autocast_weight_cache"]
 
 
 class JointCaptionModule(L.LightningModule):
@@ -74,6 +78,8 @@ class JointCaptionModule(L.LightningModule):
         if self.loss_cfg.cam_weight < 0:
             raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg.cam_weight}")
         self.disagreement = losses.DisagreementLoss(self.loss_cfg.divergence, self.loss_cfg.grad_to)
+        c = self.loss_cfg
+        self.cam_schedule = CamSchedule(c.cam_weight, c.warmup_epochs, c.cam_start_epoch, c.cam_start_acc1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.model: JointModel | None = None
@@ -152,6 +158,11 @@ class JointCaptionModule(L.LightningModule):
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m.set_data(self.info)
+        if self.loss_cfg.q_source == "oracle" and dm is not None:  # the positive control's Q: true class-part masks
+            if getattr(dm, "has_part_masks", False):
+                dm.serve_class_masks()
+            elif stage == "fit":
+                oracle.refuse_without_masks(False, str(getattr(getattr(dm, "source", None), "name", "given")))
         self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(
             self.info.get("part_words", ())
         )
@@ -206,6 +217,7 @@ class JointCaptionModule(L.LightningModule):
             "tokenizer": self.tokenizer.model_proto if self.tokenizer else None,
             "info": self.info,
             "image_size": self.image_size,
+            "cam_schedule": self.cam_schedule.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -214,6 +226,7 @@ class JointCaptionModule(L.LightningModule):
             self.tokenizer = Tokenizer(extra["tokenizer"])
         self.info = self.info or extra.get("info", {})
         self.image_size = self.image_size or extra.get("image_size") or self.info.get("image_size")
+        self.cam_schedule.load_state_dict(extra.get("cam_schedule") or {})
 
     def configure_model(self) -> None:
         """`compile: true`: torch.compile the encoder and embedding in place (state-dict keys unchanged), once."""
@@ -239,42 +252,27 @@ class JointCaptionModule(L.LightningModule):
 
     def self_critical_now(self) -> bool:
         """Whether this training step trains the captioner self-critically (the last `loss.scst_epochs` epochs)."""
-        n = float(self.loss_cfg.scst_epochs)
-        if n <= 0 or not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit":
+        if not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit" or not self.training:
             return False
-        return self.training and self.current_epoch >= (self.trainer.max_epochs or 0) - n
+        return self_critical.in_phase(self.current_epoch, self.trainer.max_epochs or 0, self.loss_cfg.scst_epochs)
 
     def _self_critical(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        """Self-critical sequence training (Rennie et al. 2017, with Luo 2020's baseline): k captions sampled
-        per image, each rewarded by its CIDEr-D against the image's training references minus the mean reward
-        of the image's other samples; loss = -(advantage · log p(caption)). It optimises what greedy and beam
-        decoding return toward the consensus of the references, which the word-level cross-entropy does not
-        (its most probable caption is a short, often looping one on randomly ordered reference phrases)."""
+        """The loss terms of a self-critical step (`jointcap.training.self_critical`): the captioner's policy
+        gradient, the classifier's cross-entropy and (`scst_cam`) the CAM loss with Q from the samples."""
         k, labels = int(self.loss_cfg.scst_samples), batch["label"]
         if self._reward is None:
             self._reward = CiderReward(self.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
-        reward_of = self._reward
         out = self.net(batch["image"], None)
         cap = self.net.captioner
         assert cap is not None  # self_critical_now() is False without a captioner
-        samples = cap.sample(out.emb, k, self.decode_cfg.max_len)  # (B·k, T), image-major
-        images = batch["index"].repeat_interleave(k).tolist()
-        reward = torch.tensor(
-            reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
-        ).view(-1, k)  # (B, k)
-        baseline = (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
-        seq = torch.cat([torch.full_like(samples[:, :1], BOS_ID), samples], 1)  # (B·k, T+1)
-        word_logits, alphas = cap(out.emb.repeat_interleave(k, dim=0), seq)
-        targets = seq[:, 1:]
-        said = targets != PAD_ID  # (B·k, T) the sampled words and their EOS
-        logp = word_logits.float().log_softmax(-1).gather(2, targets[..., None]).squeeze(2)  # (B·k, T)
-        advantage = (reward - baseline).view(-1, 1)
-        terms: dict[str, torch.Tensor] = {"cap": -(advantage * logp * said).sum(1).mean(), "reward": reward.mean()}
+        sc = self_critical.train_pass(cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len)
+        terms: dict[str, torch.Tensor] = {"cap": sc.loss, "reward": sc.reward}
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
             if self.loss_cfg.scst_cam:
-                q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1])
-                terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q.mean(1))
+                alphas = sc.alphas
+                q = losses.mean_attention(alphas, self._attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
+                terms.update(self._disagreement(out.emb, labels, q.mean(1), batch.get("class_mask")))
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -293,9 +291,37 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                cam = self.net.cam(out.emb, labels)  # (B, h, w)
-                terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, self._attention_mask(targets)))
+                attention = losses.mean_attention(out.alphas, self._attention_mask(targets))  # (B, h·w)
+                terms.update(self._disagreement(out.emb, labels, attention, batch.get("class_mask")))
         return terms, out
+
+    def _disagreement(
+        self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, class_mask: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """{"dis": D(P, Q), "cam_entropy": H(P) / log(h·w), 1 = flat} of the true class's CAM on `emb` (B, D, h, w)
+        and Q: the attention (B, h·w), or with `loss.q_source=oracle` the class-part masks `class_mask` (B, S, S)
+        pooled to the map (no "dis" where the batch has none). D's gradient goes to exactly the parameters
+        `loss.grad_to` names: both (all), captioner (its own only), classifier (the class weights only),
+        embedding (the embedding + encoder only)."""
+        grad_to = self.loss_cfg.grad_to
+        cam = self.net.cam(emb.detach() if grad_to == "classifier" else emb, labels, grad_to != "embedding")
+        p = losses.cam_distribution(cam.detach())  # (B, h·w); its entropy shows agreement by flattening P
+        terms = {"cam_entropy": losses.entropy(p).mean() / math.log(p.shape[1])}
+        if self.loss_cfg.q_source == "oracle":
+            if class_mask is None:
+                return terms  # evaluated on data without masks: no oracle to agree with
+            q, valid = oracle.oracle_q(class_mask, (int(emb.shape[-2]), int(emb.shape[-1])))
+            terms["dis"] = self.disagreement(cam, q, valid.float())
+        else:
+            terms["dis"] = self.disagreement(cam, attention)  # detaches P (captioner) or Q (classifier)
+        if not (self.training and torch.is_grad_enabled()) or self.cam_weight_now() == 0:
+            return terms  # λ = 0 (not started, or the nocam ablation): no gradient to route
+        if grad_to == "captioner":  # Q still reaches the embedding through the attention: cut that path
+            terms["dis"] = losses.cut_gradient(terms["dis"], [emb])
+        elif grad_to == "embedding":  # Q's gradient reaches the embedding through the captioner, not its weights
+            cap = self.net.captioner
+            terms["dis"] = losses.cut_gradient(terms["dis"], list(cap.parameters()) if cap is not None else [])
+        return terms
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
@@ -307,13 +333,12 @@ class JointCaptionModule(L.LightningModule):
         return cast(torch.Tensor, total)  # a tensor: every task has a cls or cap term
 
     def cam_weight_now(self) -> float:
-        """λ after warm-up, from the fractional epoch the trainer has reached."""
-        c = self.loss_cfg
+        """λ now (`CamSchedule`: 0 before the CAM loss's start, then warmed up), from the trainer's fractional epoch."""
         if self._trainer is None or self.trainer.state.fn != "fit":
-            return c.cam_weight  # a checkpoint tested or validated on its own: the full λ
+            return self.loss_cfg.cam_weight  # a checkpoint tested or validated on its own: the full λ
         steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
         progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
-        return losses.warmup(c.cam_weight, progress, c.warmup_epochs)
+        return self.cam_schedule.weight(progress)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -329,6 +354,16 @@ class JointCaptionModule(L.LightningModule):
                 self.log(f"train/{k}", v, prog_bar=k in ("cls", "cap"), batch_size=bs)
             self.log("train/cam_weight", self.cam_weight_now(), batch_size=bs)
         return total
+
+    def on_train_end(self) -> None:
+        """Say so when the CAM loss was asked for but never started (its accuracy or epoch never reached)."""
+        sched = self.cam_schedule
+        if sched.cam_weight > 0 and self.has_classifier and self.has_captioner and sched.started_at is None:
+            rank_zero_warn(
+                f"the CAM loss never started: model.loss.cam_start_epoch={sched.start_epoch}, "
+                f"cam_start_acc1={sched.start_acc1} (a validation top-1 that high was "
+                f"{'' if sched.acc_reached else 'not '}seen); this run trained as λ = 0"
+            )
 
     def _logs_written_now(self) -> bool:
         """Whether the loggers record this training step (every `log_every_n_steps`); the loss terms are logged
@@ -417,6 +452,8 @@ class JointCaptionModule(L.LightningModule):
         metrics = self.eval_metrics[stage]
         values = metrics.compute()
         metrics.reset()
+        if stage == "val" and "acc1" in values and self._trainer is not None and not self.trainer.sanity_checking:
+            self.cam_schedule.observe_val_acc1(values["acc1"])
         self.log_dict({f"{stage}/{k}": v for k, v in values.items() if math.isfinite(v)}, sync_dist=False)
 
     # -- optimisation ----------------------------------------------------------------------
@@ -445,29 +482,6 @@ def _data_image_size(dm: Any) -> int | None:
     """The side of the data module's cached images (all splits share it)."""
     split = next(iter(getattr(dm, "splits", {}).values()), None)
     return int(split.images.shape[1]) if split is not None else dm.info.get("image_size")
-
-
-@contextmanager
-def autocast_weight_cache(device_type: str) -> Iterator[None]:
-    """Under mixed precision, cast each weight once per step rather than at every use.
-
-    Lightning 2.6 autocasts with `cache_enabled=False` (Lightning-AI/pytorch-lightning#21611), so
-    the captioner's time loop re-cast every LSTM/attention/output weight at every time step
-    (~6% of a CPU training step). The cache is safe here: no `no_grad` region runs inside a
-    training step (the cache-poisoning case of #20644), and evaluation runs without grad.
-    """
-    try:
-        active = torch.is_autocast_enabled(device_type) and not torch.is_autocast_cache_enabled()
-    except TypeError:  # torch < 2.4: no per-device query; leave autocast as it is
-        active = False
-    if not active:
-        yield
-        return
-    with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), cache_enabled=True):
-        try:
-            yield
-        finally:
-            torch.clear_autocast_cache()  # weights change at the optimizer step: never reuse a cast
 
 
 def _trim(tokens: torch.Tensor) -> torch.Tensor:
