@@ -100,6 +100,7 @@ class EmbeddingConfig:
     dim: int = at_least(256, 1)
     dropout: float = fraction(0.0)
     skip_dim: int = at_least(0, 0)  # captioner-only channels from the encoder beside the shared ones (0 = none)
+    skip_from: str = choice("stem", ("stem", "output"))  # the skip's source: the ResNet stem (colour) or the output
 
 
 @dataclass

@@ -222,11 +222,14 @@ def test_encoder_input_scale_resizes_before_the_trunk() -> None:
         assert enc(torch.randn(1, 3, 40, 40)).shape[-2:] == (10, 10)  # 80 px through stride 8
 
 
-def test_skip_channels_reach_the_captioner_only() -> None:
+@pytest.mark.parametrize("skip_from", ["stem", "output"])
+def test_skip_channels_reach_the_captioner_only(skip_from: str) -> None:
     """embedding.skip_dim: the captioner reads D + S channels; the classifier and its CAM only the D shared ones,
     so the skip gets no gradient from the class loss and the CAM is unchanged by what the skip holds."""
     torch.manual_seed(0)
-    m = JointModel(K, V, encoder={"stage": 2, "output_stride": 8}, embedding={"dim": 16, "skip_dim": 8}).train()
+    m = JointModel(
+        K, V, encoder={"stage": 2, "output_stride": 8}, embedding={"dim": 16, "skip_dim": 8, "skip_from": skip_from}
+    ).train()
     out = m(torch.randn(2, 3, 32, 32), torch.randint(4, V, (2, 5)))
     assert out.emb.shape[1] == 24 and out.class_logits is not None and out.word_logits is not None
     skip_w = m.embedding.skip[0].weight
@@ -264,3 +267,19 @@ def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
         _, alphas = cap(emb, tokens)  # teacher forcing on the greedy caption attends as greedy decoding did
     steps = int(greedy.lengths.min())
     assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+
+
+def test_stem_skip_reads_colour_the_output_map_is_given_no_say_in() -> None:
+    """skip_from=stem: the skip is the stem map pooled to the grid, so it changes with the image's colour even
+    where the encoder's output is held fixed (the skip does not pass through layer1+)."""
+    torch.manual_seed(0)
+    m = JointModel(K, V, encoder={"stage": 2, "output_stride": 8}, embedding={"dim": 8, "skip_dim": 4}).eval()
+    images = torch.rand(1, 3, 32, 32)
+    out, stem = m.encoder.forward_with_stem(images)
+    assert stem.shape == (1, 64, 8, 8) and out.shape[-2:] == (4, 4)
+    with torch.no_grad():
+        a = m.embedding(out, stem)
+        b = m.embedding(out, stem + 1.0)
+    assert torch.equal(a[:, :8], b[:, :8]) and not torch.equal(a[:, 8:], b[:, 8:])
+    with pytest.raises(ValueError, match="skip_from"):
+        JointModel(K, V, embedding={"skip_dim": 4, "skip_from": "pixels"})

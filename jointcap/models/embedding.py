@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+SKIP_SOURCES = ("stem", "output")
 
 
 def _projection(in_channels: int, dim: int, dropout: float) -> nn.Sequential:
@@ -24,15 +27,34 @@ class Embedding(nn.Module):
     captioner can keep what the class does not need (e.g. a body colour) without the classifier's weights on it.
     """
 
-    def __init__(self, in_channels: int, dim: int = 256, dropout: float = 0.0, skip_dim: int = 0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int = 256,
+        dropout: float = 0.0,
+        skip_dim: int = 0,
+        skip_from: str = "stem",
+        stem_channels: int = 64,
+    ) -> None:
         super().__init__()
+        if skip_from not in SKIP_SOURCES:
+            raise ValueError(f"model.embedding.skip_from must be one of {SKIP_SOURCES}, got {skip_from!r}")
         self.proj = _projection(in_channels, dim, dropout)
-        self.skip = _projection(in_channels, skip_dim, dropout) if skip_dim > 0 else None
+        skip_in = stem_channels if skip_from == "stem" else in_channels
+        self.skip = _projection(skip_in, skip_dim, dropout) if skip_dim > 0 else None
+        self.skip_from = skip_from
         self.dim = dim  # shared channels
         self.out_dim = dim + skip_dim  # what the captioner reads
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, stem: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B, C, h, w) → (B, D + S, h, w); `stem` (B, 64, H', W') feeds the skip when skip_from=stem,
+        average-pooled to the h×w grid."""
         emb = self.proj(features)  # (B, D, h, w)
         if self.skip is None:
             return emb
-        return torch.cat([emb, self.skip(features)], dim=1)  # (B, D + S, h, w)
+        src = features
+        if self.skip_from == "stem":
+            if stem is None:
+                raise ValueError("skip_from=stem needs the encoder's stem map")
+            src = F.adaptive_avg_pool2d(stem, features.shape[-2:])
+        return torch.cat([emb, self.skip(src)], dim=1)  # (B, D + S, h, w)

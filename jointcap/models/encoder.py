@@ -71,7 +71,15 @@ class Encoder(nn.Module):
         self.output_stride = output_stride
         self.input_scale = input_scale
 
+    stem_channels = 64  # conv1 of every torchvision ResNet
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_stem(images)[0]  # (B, C, h, w)
+
+    def forward_with_stem(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output map (B, C, h, w) and the stem's (conv1 + max-pool, stride 4: (B, 64, H/4, W/4)), whose
+        cells still hold low-level colour that deeper layers trained for the class may drop."""
         if self.input_scale != 1.0:  # a finer map at the same receptive field in pixels of the original image
             images = F.interpolate(images, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
-        return self.body(images)  # (B, C, h·s, w·s)
+        stem = self.body[:4](images)
+        return self.body[4:](stem), stem
