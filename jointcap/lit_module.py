@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import nullcontext
 from typing import Any, cast
 
 import lightning as L
@@ -18,12 +17,11 @@ from jointcap import losses
 from jointcap.config import DecodeConfig, LossConfig, MetricsConfig, OptimConfig, from_dict, to_dict
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.cider_reward import CiderReward
-from jointcap.metrics.correctness import image_fact_scores
 from jointcap.metrics.evaluation import EvalMetrics
-from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
 from jointcap.training import oracle, self_critical
-from jointcap.training.cam_schedule import CamSchedule
+from jointcap.training.cam_loss import CamLoss
+from jointcap.training.optim import optimizer_and_schedule
 from jointcap.training.precision import autocast_weight_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,22 +68,12 @@ class JointCaptionModule(L.LightningModule):
         self.optim_cfg = from_dict(OptimConfig, optim, "model.optim")
         self.decode_cfg = from_dict(DecodeConfig, decode, "model.decode")
         self.metrics_cfg = from_dict(MetricsConfig, metrics, "model.metrics")
-        if self.loss_cfg.attention_words not in losses.ATTENTION_WORDS:
-            raise ValueError(
-                f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
-                f"got {self.loss_cfg.attention_words!r}"
-            )
-        if self.loss_cfg.cam_weight < 0:
-            raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg.cam_weight}")
-        self.disagreement = losses.DisagreementLoss(self.loss_cfg.divergence, self.loss_cfg.grad_to)
-        c = self.loss_cfg
-        self.cam_schedule = CamSchedule(c.cam_weight, c.warmup_epochs, c.cam_start_epoch, c.cam_start_acc1)
+        self.cam_loss = CamLoss(self.loss_cfg)  # the CAM disagreement term: Q, gradient routing, start and warm-up
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.model: JointModel | None = None
         self.tokenizer: Tokenizer | None = None
         self.info: dict = {}
-        self._content_words: frozenset[str] = frozenset()  # attribute and part words (the data's info), for Q
         self._refs: list[list[str]] = []
         self._split_extra: dict = {}  # the evaluated split's extra fields (true facts per image)
         self._reward: CiderReward | None = None  # self-critical training's CIDEr-D reward (training references)
@@ -163,9 +151,7 @@ class JointCaptionModule(L.LightningModule):
                 dm.serve_class_masks()
             elif stage == "fit":
                 oracle.refuse_without_masks(False, str(getattr(getattr(dm, "source", None), "name", "given")))
-        self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(
-            self.info.get("part_words", ())
-        )
+        self.cam_loss.set_data(self.info, self.tokenizer)
 
     def set_metric_options(self, **options: Any) -> None:
         """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
@@ -199,25 +185,13 @@ class JointCaptionModule(L.LightningModule):
             return [], []
         return facts[index], self._split_extra["class_facts"][index]
 
-    def _attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) the words whose attention forms Q: every real word, or only content (attribute and part) words."""
-        real = tokens != PAD_ID
-        if self.loss_cfg.attention_words == "all" or not self._content_words:
-            return real
-        if self.tokenizer is None:
-            raise RuntimeError("model.loss.attention_words=content needs the tokenizer")
-        rows = tokens.tolist()  # host copy: the word split is a Python walk over the pieces
-        mask = torch.tensor(self.tokenizer.word_mask(rows, self._content_words), dtype=torch.bool, device=tokens.device)
-        # a caption without a content word falls back to all its words (its Q stays a distribution)
-        return torch.where(mask.any(1, keepdim=True), mask, real)
-
     # -- checkpoint extras: the tokenizer and dataset facts travel with the weights ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["jointcap"] = {
             "tokenizer": self.tokenizer.model_proto if self.tokenizer else None,
             "info": self.info,
             "image_size": self.image_size,
-            "cam_schedule": self.cam_schedule.state_dict(),
+            "cam_schedule": self.cam_loss.schedule.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -226,7 +200,7 @@ class JointCaptionModule(L.LightningModule):
             self.tokenizer = Tokenizer(extra["tokenizer"])
         self.info = self.info or extra.get("info", {})
         self.image_size = self.image_size or extra.get("image_size") or self.info.get("image_size")
-        self.cam_schedule.load_state_dict(extra.get("cam_schedule") or {})
+        self.cam_loss.schedule.load_state_dict(extra.get("cam_schedule") or {})
 
     def configure_model(self) -> None:
         """`compile: true`: torch.compile the encoder and embedding in place (state-dict keys unchanged), once."""
@@ -271,7 +245,7 @@ class JointCaptionModule(L.LightningModule):
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
             if self.loss_cfg.scst_cam:
                 alphas = sc.alphas
-                q = losses.mean_attention(alphas, self._attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
+                q = losses.mean_attention(alphas, self.cam_loss.attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
                 terms.update(self._disagreement(out.emb, labels, q.mean(1), batch.get("class_mask")))
         return terms, out
 
@@ -291,37 +265,16 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                attention = losses.mean_attention(out.alphas, self._attention_mask(targets))  # (B, h·w)
+                attention = losses.mean_attention(out.alphas, self.cam_loss.attention_mask(targets))  # (B, h·w)
                 terms.update(self._disagreement(out.emb, labels, attention, batch.get("class_mask")))
         return terms, out
 
     def _disagreement(
         self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, class_mask: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
-        """{"dis": D(P, Q), "cam_entropy": H(P) / log(h·w), 1 = flat} of the true class's CAM on `emb` (B, D, h, w)
-        and Q: the attention (B, h·w), or with `loss.q_source=oracle` the class-part masks `class_mask` (B, S, S)
-        pooled to the map (no "dis" where the batch has none). D's gradient goes to exactly the parameters
-        `loss.grad_to` names: both (all), captioner (its own only), classifier (the class weights only),
-        embedding (the embedding + encoder only)."""
-        grad_to = self.loss_cfg.grad_to
-        cam = self.net.cam(emb.detach() if grad_to == "classifier" else emb, labels, grad_to != "embedding")
-        p = losses.cam_distribution(cam.detach())  # (B, h·w); its entropy shows agreement by flattening P
-        terms = {"cam_entropy": losses.entropy(p).mean() / math.log(p.shape[1])}
-        if self.loss_cfg.q_source == "oracle":
-            if class_mask is None:
-                return terms  # evaluated on data without masks: no oracle to agree with
-            q, valid = oracle.oracle_q(class_mask, (int(emb.shape[-2]), int(emb.shape[-1])))
-            terms["dis"] = self.disagreement(cam, q, valid.float())
-        else:
-            terms["dis"] = self.disagreement(cam, attention)  # detaches P (captioner) or Q (classifier)
-        if not (self.training and torch.is_grad_enabled()) or self.cam_weight_now() == 0:
-            return terms  # λ = 0 (not started, or the nocam ablation): no gradient to route
-        if grad_to == "captioner":  # Q still reaches the embedding through the attention: cut that path
-            terms["dis"] = losses.cut_gradient(terms["dis"], [emb])
-        elif grad_to == "embedding":  # Q's gradient reaches the embedding through the captioner, not its weights
-            cap = self.net.captioner
-            terms["dis"] = losses.cut_gradient(terms["dis"], list(cap.parameters()) if cap is not None else [])
-        return terms
+        """The CAM loss's terms (`CamLoss.terms`), its gradient routed while training with λ > 0."""
+        route = self.training and torch.is_grad_enabled() and self.cam_weight_now() > 0
+        return self.cam_loss.terms(self.net, emb, labels, attention, class_mask, route)
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
@@ -338,13 +291,13 @@ class JointCaptionModule(L.LightningModule):
             return self.loss_cfg.cam_weight  # a checkpoint tested or validated on its own: the full λ
         steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
         progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
-        return self.cam_schedule.weight(progress)
+        return self.cam_loss.schedule.weight(progress)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # no weight-cast cache around self-critical steps: their sampling runs without grad, and casts cached
-        # there would cut the gradient of the pass that follows (Lightning-AI/pytorch-lightning#20644)
-        with nullcontext() if self.self_critical_now() else autocast_weight_cache(self.device.type):
+        # the weight-cast cache is safe in self-critical steps too: their sampling runs with grad, in the one pass
+        # the loss is taken from (a no_grad region would poison the cache: Lightning-AI/pytorch-lightning#20644)
+        with autocast_weight_cache(self.device.type):
             terms, _ = self._losses(batch)
         total = self._total(terms)
         bs = batch["label"].shape[0]
@@ -356,14 +309,9 @@ class JointCaptionModule(L.LightningModule):
         return total
 
     def on_train_end(self) -> None:
-        """Say so when the CAM loss was asked for but never started (its accuracy or epoch never reached)."""
-        sched = self.cam_schedule
-        if sched.cam_weight > 0 and self.has_classifier and self.has_captioner and sched.started_at is None:
-            rank_zero_warn(
-                f"the CAM loss never started: model.loss.cam_start_epoch={sched.start_epoch}, "
-                f"cam_start_acc1={sched.start_acc1} (a validation top-1 that high was "
-                f"{'' if sched.acc_reached else 'not '}seen); this run trained as λ = 0"
-            )
+        message = self.cam_loss.never_started() if self.has_classifier and self.has_captioner else None
+        if message:
+            rank_zero_warn(message)
 
     def _logs_written_now(self) -> bool:
         """Whether the loggers record this training step (every `log_every_n_steps`); the loss terms are logged
@@ -410,7 +358,9 @@ class JointCaptionModule(L.LightningModule):
             c = self.decode_cfg
             beam = c.test_beam_size if stage == "test" else c.beam_size
             dec = self.net.generate(out.emb, beam, c.max_len, c.length_penalty, c.no_repeat_ngram)
-            attn = losses.mean_attention(dec.alphas, self._attention_mask(dec.tokens))  # (B, L) over generated words
+            attn = losses.mean_attention(
+                dec.alphas, self.cam_loss.attention_mask(dec.tokens)
+            )  # (B, L) over generated words
         grid = (int(out.emb.shape[-2]), int(out.emb.shape[-1]))
         attn_map = attn.view(-1, *grid) if attn is not None else None  # (B, h, w)
         metrics = self.eval_metrics[stage]
@@ -422,25 +372,9 @@ class JointCaptionModule(L.LightningModule):
                 if v is not None
             }
         )
-        if stage == "test" and dec is not None:
-            record.update(self._image_fact_scores(batch["index"], dec.tokens))
+        if stage == "test" and dec is not None and self._split_extra.get("facts"):
+            record.update(metrics.image_facts(batch["index"], dec.tokens))
         return record
-
-    def _image_fact_scores(self, index: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image caption correctness (class_recall, facts_right, facts_wrong) and whether the caption names a
-        part twice (part_repeat), each (B,), for the test's per-image table; empty where the data stores no facts
-        (CUB, Flowers)."""
-        reader = getattr(self.eval_metrics["test"]["captions"], "reader", None)
-        if reader is None or not self._split_extra.get("facts"):
-            return {}
-        rows = []
-        for i, ids in zip(index.tolist(), tokens.tolist(), strict=True):
-            truth, class_truth = self._facts(i)
-            words = tokenize(self._decode(ids))
-            rows.append(
-                {**image_fact_scores(reader.read(words), truth, class_truth), "part_repeat": reader.repeats_part(words)}
-            )
-        return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in rows[0]} if rows else {}
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -453,29 +387,13 @@ class JointCaptionModule(L.LightningModule):
         values = metrics.compute()
         metrics.reset()
         if stage == "val" and "acc1" in values and self._trainer is not None and not self.trainer.sanity_checking:
-            self.cam_schedule.observe_val_acc1(values["acc1"])
+            self.cam_loss.schedule.observe_val_acc1(values["acc1"])
         self.log_dict({f"{stage}/{k}": v for k, v in values.items() if math.isfinite(v)}, sync_dist=False)
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        c = self.optim_cfg
-        enc = list(self.net.encoder.parameters())
-        enc_ids = {id(p) for p in enc}
-        rest = [p for p in self.net.parameters() if id(p) not in enc_ids]
-        groups = [{"params": enc, "lr": c.lr * c.encoder_lr_mult}, {"params": rest, "lr": c.lr}]
-        opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
-        if c.scheduler == "none":
-            return {"optimizer": opt}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(int(c.warmup_steps), total // 2)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        total = int(self.trainer.estimated_stepping_batches) if self.optim_cfg.scheduler != "none" else 1
+        return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total)
 
 
 def _data_image_size(dm: Any) -> int | None:

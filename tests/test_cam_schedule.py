@@ -47,17 +47,17 @@ def test_a_resumed_schedule_continues_where_it_stopped() -> None:
     λ of the uninterrupted run (a fresh one without it would start over, later)."""
     loss = {"cam_weight": 1.0, "warmup_epochs": 2.0, "cam_start_acc1": 0.5}
     first = JointCaptionModule(loss=loss)
-    first.cam_schedule.observe_val_acc1(0.6)
-    assert first.cam_schedule.weight(3.0) == 0.0  # starts at epoch 3
+    first.cam_loss.schedule.observe_val_acc1(0.6)
+    assert first.cam_loss.schedule.weight(3.0) == 0.0  # starts at epoch 3
     checkpoint: dict = {}
     first.on_save_checkpoint(checkpoint)
     resumed = JointCaptionModule(loss=loss)
     resumed.on_load_checkpoint(checkpoint)
-    assert resumed.cam_schedule.weight(4.0) == first.cam_schedule.weight(4.0) == pytest.approx(0.5)
-    assert JointCaptionModule(loss=loss).cam_schedule.weight(4.0) == 0.0  # without the state: not started
+    assert resumed.cam_loss.schedule.weight(4.0) == first.cam_loss.schedule.weight(4.0) == pytest.approx(0.5)
+    assert JointCaptionModule(loss=loss).cam_loss.schedule.weight(4.0) == 0.0  # without the state: not started
     plain = JointCaptionModule(loss={"cam_weight": 1.0, "warmup_epochs": 2.0})
     plain.on_load_checkpoint({"jointcap": {}})  # a checkpoint from before the schedule: no start condition
-    assert plain.cam_schedule.weight(4.0) == 1.0  # started at step 0, not restarted at the resume
+    assert plain.cam_loss.schedule.weight(4.0) == 1.0  # started at step 0, not restarted at the resume
 
 
 @pytest.mark.slow

@@ -72,7 +72,9 @@ def test_the_cam_loss_pulls_the_cam_toward_the_oracle_and_trains_no_captioner_th
         if step == 0:  # the gradient reaches the CAM's side (class weights, embedding), never the captioner
             assert module.net.classifier is not None and module.net.classifier.fc.weight.grad is not None
             assert module.net.classifier.fc.weight.grad.abs().sum() > 0
-            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.net.captioner.parameters())
+            captioner = module.net.captioner
+            assert captioner is not None
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in captioner.parameters())
         opt.step()
     assert all(b < a for a, b in zip(js, js[1:], strict=False)) and js[-1] < 0.9 * js[0], (
         js
