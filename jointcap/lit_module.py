@@ -197,7 +197,7 @@ class JointCaptionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("jointcap", {})
         if extra.get("tokenizer") and self.tokenizer is None:
-            self.tokenizer = Tokenizer(extra["tokenizer"])
+            self.tokenizer = Tokenizer(extra["tokenizer"], source="the checkpoint's tokenizer")
         self.info = self.info or extra.get("info", {})
         self.image_size = self.image_size or extra.get("image_size") or self.info.get("image_size")
         self.cam_loss.schedule.load_state_dict(extra.get("cam_schedule") or {})

@@ -21,6 +21,7 @@ import torch
 
 from jointcap.analysis import viz
 from jointcap.analysis.explain import explain
+from jointcap.data.textsafe import clean_text
 
 if TYPE_CHECKING:
     from jointcap.lit_module import JointCaptionModule
@@ -117,7 +118,8 @@ def family(name: str) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for the page: cleaned (control characters would make it ill-formed) and escaped."""
+    return html.escape(clean_text(str(value)), quote=True)
 
 
 def _num(value: Any) -> str:

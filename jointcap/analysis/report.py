@@ -10,6 +10,8 @@ import lightning as L
 from rich.console import Console
 from rich.table import Table
 
+from jointcap.data.textsafe import clean_text
+
 
 def print_metrics(metrics: dict[str, float], title: str, paths: Mapping[str, object]) -> None:
     """The metrics as a table (sorted by name), then one `name: path` line per path, never wrapped.
@@ -34,7 +36,7 @@ def checkpoint_epoch(path: Path | str | None) -> int | None:
     from jointcap.runtime.checkpoint import load_checkpoint
 
     epoch = load_checkpoint(path, mmap=True).get("epoch")
-    return int(epoch) if epoch is not None else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None  # untrusted: a number or nothing
 
 
 def print_samples(
@@ -48,7 +50,7 @@ def print_samples(
     for i in chosen:
         name = keys[i] if keys is not None and i < len(keys) else str(i)
         ref = references[i][0] if i < len(references) and references[i] else ""
-        print(f"  {name}: {predictions[i]} | {ref}", flush=True)
+        print(f"  {clean_text(name)}: {clean_text(predictions[i])} | {clean_text(ref)}", flush=True)
 
 
 def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path]:

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from filelock import FileLock
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from jointcap.data import cache
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.data.source import Source
-from jointcap.data.tokenizer import Tokenizer
+from jointcap.data.tokenizer import Tokenizer, TokenizerError
 
 log = logging.getLogger(__name__)
+
+
+def init_worker(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM/SIGINT: a signal sent to the whole process group (`timeout`, a scheduler,
+    Ctrl-C) must reach the main process, which saves and stops; a worker that died of it would fail the batch
+    instead. Lightning's worker seeding (`seed_everything(workers=True)`) still runs."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning adds itself when a loader has no worker_init_fn
+        pl_worker_init_function(worker_id)
 
 
 class CaptionedImages(Dataset):
@@ -145,6 +158,9 @@ class JointDataModule(L.LightningDataModule):
             if not cache.dataset_complete(self.cache_dir):
                 log.info("building the %s cache in %s", self.source.name, self.cache_dir)
                 self.source.build(self.cache_dir)
+            if self.tokenizer_path.is_file() and not _loads(self.tokenizer_path):
+                log.warning("%s: a corrupt cached tokenizer; training it again", self.tokenizer_path)
+                self.tokenizer_path.unlink()
             if not self.tokenizer_path.is_file():
                 train = cache.read_split(self.cache_dir / "train")
                 captions = [c for caps in train.captions for c in caps]
@@ -157,7 +173,10 @@ class JointDataModule(L.LightningDataModule):
         self.info = cache.read_info(self.cache_dir)
         if not self.tokenizer_path.is_file():
             raise cache.CacheError(f"{self.tokenizer_path}: missing tokenizer (prepare_data has not run)")
-        self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        try:
+            self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        except TokenizerError as e:
+            raise cache.CacheError(f"{e}; delete it and run again (prepare_data trains it anew)") from None
         for name in cache.SPLITS:
             split = cache.read_split(self.cache_dir / name)
             self.splits[name] = split
@@ -209,6 +228,7 @@ class JointDataModule(L.LightningDataModule):
             "num_workers": workers,
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
             "persistent_workers": self.persistent_workers and workers > 0,
+            "worker_init_fn": init_worker if workers > 0 else None,
             # worker seeds come from here, not from the global RNG (which dropout uses)
             "generator": torch.Generator().manual_seed(self.seed),
         }
@@ -249,3 +269,12 @@ class JointDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def _loads(path: Path) -> bool:
+    """Whether a cached tokenizer file is a usable SentencePiece model."""
+    try:
+        Tokenizer.load(path)
+    except TokenizerError:
+        return False
+    return True
