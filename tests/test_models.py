@@ -232,7 +232,9 @@ def test_skip_channels_reach_the_captioner_only(skip_from: str) -> None:
     ).train()
     out = m(torch.randn(2, 3, 32, 32), torch.randint(4, V, (2, 5)))
     assert out.emb.shape[1] == 24 and out.class_logits is not None and out.word_logits is not None
+    assert m.embedding.skip is not None
     skip_w = m.embedding.skip[0].weight
+    assert isinstance(skip_w, torch.Tensor)
     m.zero_grad()
     out.class_logits.sum().backward(retain_graph=True)
     assert skip_w.grad is None or skip_w.grad.abs().sum() == 0
@@ -253,6 +255,7 @@ def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
     feats = torch.rand(2, 5, 8)
     proj = cap.attention.feat(feats)
     h = torch.rand(2, 8)
+    assert cap.attention.cov is not None
     with torch.no_grad():
         cap.attention.cov.weight.fill_(3.0)
         _, a0 = cap.attention(feats, proj, h, torch.zeros(2, 5))

@@ -56,5 +56,5 @@ class Embedding(nn.Module):
         if self.skip_from == "stem":
             if stem is None:
                 raise ValueError("skip_from=stem needs the encoder's stem map")
-            src = F.adaptive_avg_pool2d(stem, features.shape[-2:])
+            src = F.adaptive_avg_pool2d(stem, (int(features.shape[-2]), int(features.shape[-1])))
         return torch.cat([emb, self.skip(src)], dim=1)  # (B, D + S, h, w)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from jointcap.models.joint import JointModel
 
-SETTINGS = {
+SETTINGS: dict[str, dict] = {
     "stage 2, stride 8 (before)": {"encoder": {"stage": 2, "output_stride": 8}},
     "stage 1, stride 4": {"encoder": {"stage": 1, "output_stride": 4}},
     "stage 2, stride 8, skip 64 (stem), coverage": {
