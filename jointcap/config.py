@@ -96,13 +96,16 @@ class EncoderConfig:
     name: str = choice("resnet18", ENCODERS)
     weights: str | None = None  # e.g. IMAGENET1K_V1 (needs a download or a torch hub cache)
     stage: int = choice(2, (1, 2, 3, 4))  # keep layers up to layer<stage> (2: stride 8, cheap; the paper's: 4)
-    output_stride: int = choice(8, (8, 16, 32))  # 8: 8×8 maps at 64 px; the paper's setting: 16 at 224 px
+    output_stride: int = choice(8, (4, 8, 16, 32))  # 8: 8×8 maps at 64 px; the paper's setting: 16 at 224 px
+    input_scale: float = above(1.0, 0)  # images are resized by this factor before the trunk
 
 
 @dataclass
 class EmbeddingConfig:
     dim: int = at_least(256, 1)
     dropout: float = fraction(0.0)
+    skip_dim: int = at_least(0, 0)  # captioner-only channels from the encoder beside the shared ones (0 = none)
+    skip_from: str = choice("stem", ("stem", "output"))  # the skip's source: the ResNet stem (colour) or the output
 
 
 @dataclass
@@ -116,6 +119,7 @@ class CaptionerConfig:
     hidden_dim: int = at_least(256, 1)
     attn_dim: int = at_least(128, 1)
     dropout: float = fraction(0.3)
+    coverage: bool = False  # the attention sees where it has already looked (the sum of past steps' attention)
 
 
 @dataclass

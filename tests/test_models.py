@@ -206,3 +206,83 @@ def test_no_repeat_ngram_decoding_never_repeats_and_changes_only_looping_caption
         assert not any(
             repeats_ngram(row[: int(n)], 3) for row, n in zip(fixed.tokens.tolist(), fixed.lengths, strict=True)
         )
+
+
+@pytest.mark.parametrize("stage,size,expect", [(1, 80, 20), (2, 80, 20)])
+def test_encoder_output_stride_4_gives_part_sized_cells(stage: int, size: int, expect: int) -> None:
+    """Stride 4: layer1's own stride, or layer2 run at stride 1 (issue 25: cells that see parts, not the bird)."""
+    enc = Encoder("resnet18", None, stage, 4).eval()
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, size, size)).shape[-2:] == (expect, expect)
+
+
+def test_encoder_input_scale_resizes_before_the_trunk() -> None:
+    enc = Encoder("resnet18", None, 2, 8, input_scale=2.0).eval()
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, 40, 40)).shape[-2:] == (10, 10)  # 80 px through stride 8
+
+
+@pytest.mark.parametrize("skip_from", ["stem", "output"])
+def test_skip_channels_reach_the_captioner_only(skip_from: str) -> None:
+    """embedding.skip_dim: the captioner reads D + S channels; the classifier and its CAM only the D shared ones,
+    so the skip gets no gradient from the class loss and the CAM is unchanged by what the skip holds."""
+    torch.manual_seed(0)
+    m = JointModel(
+        K, V, encoder={"stage": 2, "output_stride": 8}, embedding={"dim": 16, "skip_dim": 8, "skip_from": skip_from}
+    ).train()
+    out = m(torch.randn(2, 3, 32, 32), torch.randint(4, V, (2, 5)))
+    assert out.emb.shape[1] == 24 and out.class_logits is not None and out.word_logits is not None
+    assert m.embedding.skip is not None
+    skip_w = m.embedding.skip[0].weight
+    assert isinstance(skip_w, torch.Tensor)
+    m.zero_grad()
+    out.class_logits.sum().backward(retain_graph=True)
+    assert skip_w.grad is None or skip_w.grad.abs().sum() == 0
+    m.zero_grad()
+    out.word_logits.sum().backward()
+    assert skip_w.grad is not None and skip_w.grad.abs().sum() > 0
+    emb = out.emb.detach().clone()
+    cam = m.cam(emb, torch.tensor([0, 1]))
+    emb[:, 16:] = torch.rand_like(emb[:, 16:])
+    assert torch.equal(cam, m.cam(emb, torch.tensor([0, 1])))
+
+
+def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
+    """captioner.coverage: the score depends on the attention already spent (so two steps with the same hidden
+    state attend differently), and teacher forcing, greedy and beam 1 agree with it on."""
+    torch.manual_seed(0)
+    cap = AttentionCaptioner(8, 12, 4, 8, 4, dropout=0.0, coverage=True, pad_id=0, bos_id=2, eos_id=3).eval()
+    feats = torch.rand(2, 5, 8)
+    proj = cap.attention.feat(feats)
+    h = torch.rand(2, 8)
+    assert cap.attention.cov is not None
+    with torch.no_grad():
+        cap.attention.cov.weight.fill_(3.0)
+        _, a0 = cap.attention(feats, proj, h, torch.zeros(2, 5))
+        _, a1 = cap.attention(feats, proj, h, torch.eye(5)[[0, 1]])
+    assert not torch.allclose(a0, a1)
+    emb = torch.rand(2, 8, 2, 3)
+    greedy = cap.greedy(emb, max_len=6)
+    beam = cap.beam_search(emb, beam_size=1, max_len=6)
+    assert torch.equal(greedy.tokens, beam.tokens)
+    tokens = torch.cat([torch.full((2, 1), 2), greedy.tokens], 1)
+    with torch.no_grad():
+        _, alphas = cap(emb, tokens)  # teacher forcing on the greedy caption attends as greedy decoding did
+    steps = int(greedy.lengths.min())
+    assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+
+
+def test_stem_skip_reads_colour_the_output_map_is_given_no_say_in() -> None:
+    """skip_from=stem: the skip is the stem map pooled to the grid, so it changes with the image's colour even
+    where the encoder's output is held fixed (the skip does not pass through layer1+)."""
+    torch.manual_seed(0)
+    m = JointModel(K, V, encoder={"stage": 2, "output_stride": 8}, embedding={"dim": 8, "skip_dim": 4}).eval()
+    images = torch.rand(1, 3, 32, 32)
+    out, stem = m.encoder.forward_with_stem(images)
+    assert stem.shape == (1, 64, 8, 8) and out.shape[-2:] == (4, 4)
+    with torch.no_grad():
+        a = m.embedding(out, stem)
+        b = m.embedding(out, stem + 1.0)
+    assert torch.equal(a[:, :8], b[:, :8]) and not torch.equal(a[:, 8:], b[:, 8:])
+    with pytest.raises(ValueError, match="skip_from"):
+        JointModel(K, V, embedding={"skip_dim": 4, "skip_from": "pixels"})

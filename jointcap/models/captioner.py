@@ -15,19 +15,27 @@ __all__ = ["AttentionCaptioner", "Decoded", "SoftAttention", "ban_repeats"]
 
 
 class SoftAttention(nn.Module):
-    """Additive (Bahdanau) attention: e = v·tanh(W_f f + W_h h), α = softmax over locations."""
+    """Additive (Bahdanau) attention: e = v·tanh(W_f f + W_h h [+ w_c·coverage]), α = softmax over locations.
 
-    def __init__(self, feat_dim: int, hidden_dim: int, attn_dim: int) -> None:
+    With `coverage`, the attention already spent on each location (the sum of the past steps' α) enters the
+    score (Tu et al. 2016; See et al. 2017), so the decoder can tell where it has looked: a cue against naming
+    the same part again."""
+
+    def __init__(self, feat_dim: int, hidden_dim: int, attn_dim: int, coverage: bool = False) -> None:
         super().__init__()
         self.feat = nn.Linear(feat_dim, attn_dim)
         self.hid = nn.Linear(hidden_dim, attn_dim)
+        self.cov = nn.Linear(1, attn_dim, bias=False) if coverage else None
         self.score = nn.Linear(attn_dim, 1)
 
     def forward(
-        self, feats: torch.Tensor, feats_proj: torch.Tensor, h: torch.Tensor
+        self, feats: torch.Tensor, feats_proj: torch.Tensor, h: torch.Tensor, cov: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # feats (N, L, D), feats_proj (N, L, A), h (N, H)
-        e = self.score(torch.tanh(feats_proj + self.hid(h)[:, None, :])).squeeze(-1)  # (N, L)
+        # feats (N, L, D), feats_proj (N, L, A), h (N, H), cov (N, L) or None
+        pre = feats_proj + self.hid(h)[:, None, :]  # (N, L, A)
+        if self.cov is not None and cov is not None:
+            pre = pre + self.cov(cov[..., None])
+        e = self.score(torch.tanh(pre)).squeeze(-1)  # (N, L)
         alpha = e.softmax(dim=-1)
         context = torch.bmm(alpha[:, None, :], feats).squeeze(1)  # (N, D)
         return context, alpha
@@ -44,6 +52,7 @@ class AttentionCaptioner(nn.Module):
         hidden_dim: int = 256,
         attn_dim: int = 128,
         dropout: float = 0.3,
+        coverage: bool = False,
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
@@ -51,7 +60,8 @@ class AttentionCaptioner(nn.Module):
         super().__init__()
         self.vocab_size, self.pad_id, self.bos_id, self.eos_id = vocab_size, pad_id, bos_id, eos_id
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.attention = SoftAttention(feat_dim, hidden_dim, attn_dim)
+        self.attention = SoftAttention(feat_dim, hidden_dim, attn_dim, coverage)
+        self.coverage = coverage
         self.init_h = nn.Linear(feat_dim, hidden_dim)
         self.init_c = nn.Linear(feat_dim, hidden_dim)
         self.gate = nn.Linear(hidden_dim, feat_dim)
@@ -60,11 +70,14 @@ class AttentionCaptioner(nn.Module):
         self.out = nn.Linear(hidden_dim, vocab_size)
 
     # -- shared pieces -------------------------------------------------------------------
-    def prepare(self, emb: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """Context (features (B, L, D), their attention projection (B, L, A)) and the initial (h, c) of an image."""
+    def prepare(self, emb: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """Context (features (B, L, D), their attention projection (B, L, A)) and the initial state of an image:
+        (h, c), and with `coverage` the attention spent so far per location (B, L), zeros."""
         feats = emb.flatten(2).transpose(1, 2)  # (B, L, D)
         mean = feats.mean(dim=1)
-        state = (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        state: tuple[torch.Tensor, ...] = (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        if self.coverage:
+            state = (*state, feats.new_zeros(feats.shape[:2]))
         return (feats, self.attention.feat(feats)), state
 
     def step(self, words: torch.Tensor, context: tuple[torch.Tensor, ...], state: tuple[torch.Tensor, ...]):
@@ -74,11 +87,13 @@ class AttentionCaptioner(nn.Module):
         return self.out(self.dropout(state[0])), alpha, state
 
     def _recur(self, word_emb: torch.Tensor, feats, feats_proj, state):
-        """The recurrent part of a step, from embedded words (N, E): attention (N, L), new (h, c)."""
-        h, c = state
-        context, alpha = self.attention(feats, feats_proj, h)
+        """The recurrent part of a step, from embedded words (N, E): attention (N, L), new (h, c[, coverage])."""
+        h, c = state[0], state[1]
+        cov = state[2] if self.coverage else None
+        context, alpha = self.attention(feats, feats_proj, h, cov)
         context = torch.sigmoid(self.gate(h)) * context
-        return alpha, self.lstm(torch.cat([word_emb, context], dim=-1), (h, c))
+        h, c = self.lstm(torch.cat([word_emb, context], dim=-1), (h, c))
+        return alpha, ((h, c, cov + alpha) if cov is not None else (h, c))
 
     # -- training --------------------------------------------------------------------------
     def forward(self, emb: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,9 +13,10 @@ class CAMClassifier(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
+        self.dim = dim
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        pooled = emb.mean(dim=(2, 3))  # (B, D)
+        pooled = emb[:, : self.dim].mean(dim=(2, 3))  # (B, D): the shared channels only (models/embedding.py)
         return self.fc(self.dropout(pooled))  # (B, K)
 
     def cam(self, emb: torch.Tensor, classes: torch.Tensor, weights_grad: bool = True) -> torch.Tensor:
@@ -28,4 +29,4 @@ class CAMClassifier(nn.Module):
         """
         w = self.fc.weight[classes]  # (B, D)
         w = w if weights_grad else w.detach()
-        return torch.einsum("bd,bdhw->bhw", w, emb)
+        return torch.einsum("bd,bdhw->bhw", w, emb[:, : self.dim])

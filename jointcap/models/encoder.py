@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
@@ -17,12 +18,12 @@ _STAGE_CHANNELS = {
 
 def _dilation_flags(stage: int, output_stride: int) -> list[bool]:
     """Which of layer2..4 trade their stride for dilation so the map keeps `output_stride`."""
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"model.encoder.output_stride must be one of 8, 16, 32, got {output_stride}")
+    if output_stride not in (4, 8, 16, 32):
+        raise ValueError(f"model.encoder.output_stride must be one of 4, 8, 16, 32, got {output_stride}")
     natural = {1: 4, 2: 8, 3: 16, 4: 32}[stage]
     flags = [False, False, False]
     stride = natural
-    for layer in (4, 3):  # undo strides from the deepest used stage down
+    for layer in (4, 3, 2):  # undo strides from the deepest used stage down
         if stride > output_stride and layer <= stage:
             flags[layer - 2] = True
             stride //= 2
@@ -50,7 +51,12 @@ class Encoder(nn.Module):
     """ResNet trunk up to `stage` (1..4); returns the spatial map (B, C, H/stride, W/stride)."""
 
     def __init__(
-        self, name: str = "resnet18", weights: str | None = None, stage: int = 4, output_stride: int = 32
+        self,
+        name: str = "resnet18",
+        weights: str | None = None,
+        stage: int = 4,
+        output_stride: int = 32,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if name not in _RESNETS:
@@ -63,6 +69,17 @@ class Encoder(nn.Module):
         self.body = nn.Sequential(*layers[: 4 + stage])
         self.out_channels = _STAGE_CHANNELS[name][stage - 1]
         self.output_stride = output_stride
+        self.input_scale = input_scale
+
+    stem_channels = 64  # conv1 of every torchvision ResNet
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)  # (B, C, h, w)
+        return self.forward_with_stem(images)[0]  # (B, C, h, w)
+
+    def forward_with_stem(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output map (B, C, h, w) and the stem's (conv1 + max-pool, stride 4: (B, 64, H/4, W/4)), whose
+        cells still hold low-level colour that deeper layers trained for the class may drop."""
+        if self.input_scale != 1.0:  # a finer map at the same receptive field in pixels of the original image
+            images = F.interpolate(images, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
+        stem = self.body[:4](images)
+        return self.body[4:](stem), stem

@@ -19,7 +19,7 @@ TASKS = ("joint", "classifier", "captioner")
 class JointOutput:
     """What one teacher-forced forward pass yields; absent heads give None."""
 
-    emb: torch.Tensor  # (B, D, h, w)
+    emb: torch.Tensor  # (B, D + S, h, w): the shared embedding, then S captioner-only skip channels (often 0)
     class_logits: torch.Tensor | None  # (B, K)
     word_logits: torch.Tensor | None  # (B, T-1, V)
     alphas: torch.Tensor | None  # (B, T-1, h·w)
@@ -44,11 +44,13 @@ class JointModel(nn.Module):
             raise ValueError(f"model.task must be one of {TASKS}, got {task!r}")
         self.task = task
         self.encoder = Encoder(**(encoder or {}))
-        self.embedding = Embedding(self.encoder.out_channels, **(embedding or {}))
+        self.embedding = Embedding(
+            self.encoder.out_channels, **(embedding or {}), stem_channels=self.encoder.stem_channels
+        )
         dim = self.embedding.dim
         self.classifier = CAMClassifier(dim, num_classes, **(classifier or {})) if task != "captioner" else None
         self.captioner = (
-            AttentionCaptioner(dim, vocab_size, **(captioner or {}), **(special_ids or {}))
+            AttentionCaptioner(self.embedding.out_dim, vocab_size, **(captioner or {}), **(special_ids or {}))
             if task != "classifier"
             else None
         )
@@ -59,7 +61,11 @@ class JointModel(nn.Module):
         self.embedding.compile(**options)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self.encoder(images))  # (B, D, h, w)
+        """(B, D + S, h, w): the shared embedding, then the captioner-only skip channels (S = 0: none)."""
+        if self.embedding.skip is not None and self.embedding.skip_from == "stem":
+            out, stem = self.encoder.forward_with_stem(images)
+            return self.embedding(out, stem)
+        return self.embedding(self.encoder(images))
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor | None = None) -> JointOutput:
         emb = self.embed(images)
