@@ -438,13 +438,22 @@ def schema_defaults(schema: type) -> dict[str, Any]:
     return dataclasses.asdict(schema())
 
 
+def cpu_precision() -> str:
+    """The Lightning precision of `trainer=cpu`: bf16 autocast only where oneDNN has bf16 kernels (AVX-512/AMX);
+    on an AVX2-only CPU bf16 is emulated and a training step is ~9x slower than fp32 (docs/performance.md)."""
+    import torch  # here, not at the top: jointcap/__init__ sets the OpenMP wait policy before torch loads
+
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
 def register_schemas() -> None:
-    """Store the schema defaults in Hydra's ConfigStore under SCHEMA_NODES and register the `jointcap.data_root`
-    resolver of conf/paths/default.yaml (done when this module is imported, before any composition)."""
+    """Store the schema defaults in Hydra's ConfigStore under SCHEMA_NODES and register the resolvers of conf/
+    (`jointcap.data_root`, `jointcap.cpu_precision`); done when this module is imported, before any composition."""
     store = ConfigStore.instance()
     for (group, name), schema in SCHEMA_NODES.items():
         store.store(group=group or None, name=name, node=schema_defaults(schema))
     OmegaConf.register_new_resolver("jointcap.data_root", download.data_root_setting, replace=True)
+    OmegaConf.register_new_resolver("jointcap.cpu_precision", cpu_precision, replace=True)
 
 
 register_schemas()

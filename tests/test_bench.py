@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from jointcap.config import cpu_precision
 from jointcap.tools import bench
 from tests.conftest import TINY
 
@@ -85,7 +86,7 @@ def test_paper_profile_composes_the_experiments_model(tmp_path: Path) -> None:
     assert cfg.model.encoder.weights is None  # no download
     assert cfg.model.optim.lr == 0.5  # the command line's overrides still win
     assert cfg.data.source._target_.endswith("SyntheticSource") and cfg.data.source.image_size == 224
-    assert cfg.data.batch_size == 64 and cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "cpu"
+    assert cfg.data.batch_size == 64 and cfg.trainer.precision == cpu_precision() and cfg.trainer.accelerator == "cpu"
     assert cfg.data.source.n_train == (args.warmup + args.steps) * 64  # only the images the fits use
     GlobalHydra.instance().clear()
 
@@ -137,3 +138,15 @@ def test_fresh_run_rows(tmp_path: Path) -> None:
     lone = threads.share(cores, 1, 0, threads.omp_threads())
     half = threads.share(cores, 2, 0, threads.omp_threads())
     assert rows["8"].note.startswith(f"threads={half}/{half} in the pair, {lone} alone"), rows["8"].note
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_trainer_bf16_only_with_bf16_kernels(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """conf/trainer/cpu.yaml resolves its precision from the CPU: emulated bf16 (AVX2 only) is ~9x slower than fp32."""
+    from omegaconf import OmegaConf
+
+    import jointcap.config  # noqa: F401  (registers the resolver)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    trainer = OmegaConf.load("conf/trainer/cpu.yaml")
+    assert trainer.precision == ("bf16-mixed" if native else "32-true")
