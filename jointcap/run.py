@@ -15,16 +15,24 @@ from typing import Any, cast
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
-from jointcap.analysis.report import checkpoint_epoch, print_samples, print_summary
-from jointcap.config import validate
+from jointcap.analysis.report import (
+    checkpoint_epoch,
+    data_reference_points,
+    print_samples,
+    print_summary,
+    run_settings,
+)
+from jointcap.config import check_accelerator, validate
 from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.runtime.distributed import sweep_safe
+from jointcap.runtime.noise import quiet_known_noise
 from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
@@ -38,7 +46,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:  # (JointDataModule, J
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    made = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [cb for cb in made if cb is not None]  # a factory may decline (progress: Lightning's own bar)
     configured = cfg.trainer.get("plugins")
     plugins = with_atomic_io(list(instantiate(configured, _convert_="all")) if configured else [])
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins)
@@ -101,8 +110,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 datamodule.references("test"),
                 list(datamodule.splits["test"].keys),
             )
-        print_summary(metrics, run_dir, trainer, source)
+        stage = "test" if cfg.test_after_fit else "val"
+        references = data_reference_points(datamodule, stage, datamodule.num_classes)
+        settings = run_settings(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+        config = " · ".join(f"{k} {v}" for k, v in settings.items())
+        print_summary(metrics, run_dir, trainer, source, references, config)
     return metrics
+
+
+def log_start(cfg: DictConfig) -> None:
+    """The command line's overrides, the config groups chosen and where the full composed config is."""
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not str(k).startswith("hydra/") and v}
+    log.info("overrides: %s", " ".join(hydra_cfg.overrides.task) or "(none)")
+    log.info("config groups: %s", " ".join(f"{k}={v}" for k, v in sorted(choices.items())))
+    if hydra_cfg.output_subdir is not None:
+        log.info("full config: %s", Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir) / "config.yaml")
 
 
 def checkpoint_folder_to_file(cfg: DictConfig) -> None:
@@ -115,9 +138,12 @@ def checkpoint_folder_to_file(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @cli.user_errors
 def main(cfg: DictConfig) -> float | None:
+    quiet_known_noise()  # after Hydra's logging setup
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     checkpoint_folder_to_file(cfg)
     validate(cfg)  # before any data work: a bad key or value fails here, naming itself
+    check_accelerator(cfg, torch.cuda.is_available())  # a GPU preset on a CPU machine: say what to do, exit 2
+    log_start(cfg)
     done = finished_results(HydraConfig.get().runtime.output_dir) if cfg.get("skip_if_done") else None
     if done is not None:  # a resumable sweep's rerun: this job's folder already holds its results
         log.info("skip_if_done: %s/results.json exists, skipping this job", HydraConfig.get().runtime.output_dir)
@@ -138,6 +164,10 @@ def main(cfg: DictConfig) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
 if __name__ == "__main__":
     cli.strip_debug_flag()
+    # misspelt keys and GPU presets on a CPU machine, answered before Hydra makes the run folder
+    cli.precheck(CONFIG_DIR, "config", sys.argv[1:], (lambda c: check_accelerator(c, torch.cuda.is_available()),))
     main()
