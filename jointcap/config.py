@@ -358,6 +358,13 @@ def register_schemas() -> None:
     for (group, name), schema in SCHEMA_NODES.items():
         store.store(group=group, name=name, node=schema_defaults(schema))
     OmegaConf.register_new_resolver("jointcap.data_root", download.data_root_setting, replace=True)
+    # ${jointcap.either:${a},b}: a unless it is null (predict's run folder follows out_dir= when given)
+    OmegaConf.register_new_resolver("jointcap.either", _either, replace=True)
+
+
+def _either(*values: Any) -> Any:
+    """The first value that is not null (or None when all are)."""
+    return next((v for v in values if v is not None), None)
 
 
 register_schemas()

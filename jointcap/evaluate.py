@@ -33,7 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
 from jointcap.analysis import html_report
-from jointcap.analysis.report import checkpoint_epoch, print_metrics, print_samples
+from jointcap.analysis.report import (
+    checkpoint_epoch,
+    data_reference_points,
+    print_metrics,
+    print_samples,
+    saved_settings,
+)
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.runtime.checkpoint import load_module
@@ -249,6 +255,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "no_repeat_ngram": module.decode_cfg.no_repeat_ngram,
         "metrics": metrics,
         "per_class_accuracy": [c["accuracy"] for c in per_class],
+        "settings": saved_settings(ckpt, module.hparams),
+        "references": data_reference_points(dm, cfg.split, dm.num_classes),
     }
     paths = write_report(out_dir, report, per_class, rows)
     items = gallery_items(module, split, rows, dm.references(cfg.split), int(cfg.report.gallery), cfg.beam_size)
@@ -263,6 +271,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         metrics,
         f"jointcap: {cfg.split} metrics of {ckpt.name} (epoch {report['epoch']}, {len(rows)} images, beam {beam})",
         paths,
+        report["references"],
     )
     return report
 

@@ -37,6 +37,7 @@ from jointcap.runtime.resume import hparams_mismatch, resume_path
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
+quiet_known_noise()  # now (a sweeper imports optuna → alembic before any job) and again in main (after Hydra's logging)
 # By design the LightningModule, not the DataModule, moves and normalises batches.
 warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer`")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 
 from jointcap.metrics.baselines import class_template, reference_points
 from jointcap.metrics.catalogue import DOWN, UP, grouped, split_key
@@ -29,7 +30,8 @@ REFERENCE_NOTES = {  # by the reference point's first word
 }
 References = dict[str, dict[str, float]]  # reference point name → {metric name (no stage): value}
 REFERENCE_VERSION = 1  # the stored reference points' format and definition; bump when reference_points changes
-PROFILE_LINES = 14  # how much of a profiler's table the summary shows
+PROFILE_LINES = 14
+MAX_SAVED_CONFIG = 1 << 20  # a run folder's config.yaml larger than this is not read for display
 
 
 def metric_table(metrics: Mapping[str, float], references: References | None = None) -> list[str]:
@@ -103,6 +105,21 @@ def run_settings(cfg: Mapping[str, Any]) -> dict[str, str]:
         if value is not None:
             out[label] = _short(value)
     return out
+
+
+def saved_settings(ckpt: Path, hparams: Mapping[str, Any]) -> dict[str, str]:
+    """A checkpoint's run settings: from its run folder's `.hydra/config.yaml` when there is one (read as plain YAML,
+    its values only shown), else the model's hyper-parameters alone."""
+    saved = Path(ckpt).resolve().parent.parent / ".hydra" / "config.yaml"
+    cfg: Any = None
+    if saved.is_file() and saved.stat().st_size < MAX_SAVED_CONFIG:
+        try:
+            cfg = yaml.safe_load(saved.read_text(encoding="utf-8", errors="replace"))
+        except yaml.YAMLError:
+            cfg = None
+    if not isinstance(cfg, Mapping):
+        cfg = {"model": dict(hparams)}
+    return run_settings(cfg)
 
 
 def data_reference_points(datamodule: Any, split: str, num_classes: int | None = None) -> References:

@@ -79,10 +79,17 @@ def explanation_panels(
 
 
 def image_figure(
-    image: np.ndarray, panels: list[Panel], suptitle: str, columns: int = 6, inch: float = 1.9, colorbar: bool = True
+    image: np.ndarray,
+    panels: list[Panel],
+    suptitle: str,
+    columns: int = 6,
+    inch: float = 1.9,
+    colorbar: bool = True,
+    fontsize: float = 8,
 ) -> Figure:
     """One image explained: its panels on a grid `columns` wide (each keeps the image's aspect ratio), the suptitle
-    (class, caption) on top, and a colour bar stating the maps' normalisation when any panel has a map."""
+    (class, caption) on top, and a colour bar stating the maps' normalisation when any panel has a map; panel
+    titles at `fontsize` points."""
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
     aspect = image.shape[0] / image.shape[1]  # H / W
@@ -94,13 +101,13 @@ def image_figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
-        draw_panel(ax, image, panel)
+        draw_panel(ax, image, panel, fontsize=fontsize)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     if suptitle:
-        fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=9)
+        fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=max(9, fontsize))
     if bar:
-        add_colorbar(fig, list(axes.flat))
+        add_colorbar(fig, list(axes.flat), fontsize=max(7, fontsize - 1))
     return fig
 
 

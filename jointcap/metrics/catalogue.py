@@ -148,4 +148,6 @@ def grouped(metrics: dict[str, float]) -> dict[str, list[Row]]:
         info = CATALOGUE.get(name, MetricInfo("other", name, NEITHER, ""))
         out[info.group].append(Row(key, info, float(metrics[key])))
     order = {k: i for i, k in enumerate(CATALOGUE)}
-    return {g: sorted(rows, key=lambda r: order.get(split_key(r.key)[1], len(order))) for g, rows in out.items() if rows}
+    return {
+        g: sorted(rows, key=lambda r: order.get(split_key(r.key)[1], len(order))) for g, rows in out.items() if rows
+    }

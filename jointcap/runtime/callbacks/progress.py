@@ -30,7 +30,7 @@ EPOCH_KEYS = ("train/loss", "val/loss", "val/acc1", "val/cider_d", "val/disagree
 
 
 def progress_bar(every_n_steps: int = 50, enabled: bool = True, stream: Any = None) -> ProgressBar | None:
-    """Plain progress lines when `stream` (stdout) is not a terminal; None (Lightning's bar) on a terminal or when off."""
+    """Plain progress lines when `stream` (stdout) is not a terminal; None (Lightning's bar) on a terminal or if off."""
     stream = sys.stdout if stream is None else stream
     if not enabled or stream.isatty():
         return None
