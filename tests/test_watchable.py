@@ -50,7 +50,7 @@ def _cli(args: list[str], cwd: Path, module: str = "jointcap.run") -> subprocess
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a loaded 2-core machine runs these tiny fits at a few images/s
         stdin=subprocess.DEVNULL,
     )
 
@@ -82,7 +82,13 @@ STEP_LINE = re.compile(
 @pytest.mark.slow
 def test_debug_limit_in_a_log_file_prints_progress_and_keeps_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [*TINY, "debug=limit", "trainer.max_epochs=2", "callbacks.progress.every_n_steps=2"]
+    args = [
+        *TINY,
+        "debug=limit",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "callbacks.progress.every_n_steps=2",
+    ]
     proc = _cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

@@ -50,10 +50,10 @@ class ResumableLoader(DataLoader):
 
     sampler: EpochSampler
 
-    def __init__(self, dataset: Dataset, *args: Any, sampler: Any = None, **kwargs: Any) -> None:
+    def __init__(self, dataset: Dataset, *, sampler: Any = None, **kwargs: Any) -> None:
         if isinstance(sampler, SequentialSampler):  # Lightning's overfit_batches re-makes the loader unshuffled
             sampler = EpochSampler(dataset, shuffle=False)
-        super().__init__(dataset, *args, sampler=sampler, **kwargs)
+        super().__init__(dataset, sampler=sampler, **kwargs)
         if not isinstance(self.sampler, EpochSampler) or self.batch_size is None:
             raise TypeError("ResumableLoader needs sampler=EpochSampler(...) and a batch_size")
         self._consumed = 0  # batches handed out in the current pass (skipped ones included)
