@@ -251,7 +251,12 @@ def test_gallery_panel_titles_are_legible_when_printed() -> None:
     image = torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8).numpy()
     panels = [viz.Panel("image"), *(viz.Panel(f'"word{i}"', torch.rand(8, 8)) for i in range(9))]
     fig = viz.image_figure(
-        image, panels, "", columns=html_report.GALLERY_COLUMNS, inch=1.6, fontsize=html_report.GALLERY_FONTSIZE
+        image,
+        panels,
+        "",
+        columns=html_report.GALLERY_COLUMNS,
+        inch=html_report.GALLERY_INCH,
+        fontsize=html_report.GALLERY_FONTSIZE,
     )
     printed_width_in = 7.0  # an A4 page's text width
     scale = printed_width_in / fig.get_figwidth()

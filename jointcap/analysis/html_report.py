@@ -30,9 +30,10 @@ from jointcap.metrics.catalogue import DOWN, UP, grouped, split_key
 if TYPE_CHECKING:
     from jointcap.lit_module import JointCaptionModule
 
-# gallery figures: 5 panels a row of 1.6 in, titles at 12 pt, 110 dpi: ~0.95 × 1.6 in wide on a printed A4
-# page, so a title prints at ≥ 9 pt (the old 6 columns at 8 pt and 80 dpi printed at ~7 px)
-GALLERY_COLUMNS = 5
+# gallery figures: 4 panels a row of 2 in, titles at 12 pt, 110 dpi: a 9 in figure printed 7 in wide (A4) keeps
+# titles at ~9 pt (the old 6 columns of 1.6 in at 8 pt printed at ~5 pt, ~7 px on screen)
+GALLERY_COLUMNS = 4
+GALLERY_INCH = 2.0
 GALLERY_FONTSIZE = 12
 GALLERY_DPI = 110
 
@@ -142,7 +143,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .tag.wrong{background:#c0392b}.tag.right{background:#27ae60}
 .gen{font-weight:600}.refs{color:#555;margin:2px 0 0 0;padding-left:20px;font-size:.9em}
 .note{color:#666;font-size:.85em}td.def{color:#555;font-size:.85em;max-width:460px}td.ref{font-size:.85em}
-td.dir{text-align:center;font-weight:600}
+td.dir{text-align:center;font-weight:600}table.metrics{width:100%}
 @media print{body{max-width:none;margin:0}.card img{max-width:100%}}
 details summary{cursor:pointer;color:#345}
 """
@@ -155,7 +156,7 @@ def _metric_tables(metrics: dict[str, float], references: dict[str, dict[str, fl
         return [*out, '<p class="note">No metrics.</p>']
     out.append(f'<p class="note">{UP} higher is better, {DOWN} lower is better, · a description (no better side).</p>')
     for group, rows in grouped(metrics).items():
-        out.append(f"<h3>{_e(group)}</h3><table>")
+        out.append(f'<h3>{_e(group)}</h3><table class="metrics">')
         out.append("<tr><th>metric</th><th></th><th>value</th><th>reference points</th><th>definition</th></tr>")
         for row in rows:
             name = split_key(row.key)[1]

@@ -107,7 +107,7 @@ def image_figure(
     if suptitle:
         fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=max(9, fontsize))
     if bar:
-        add_colorbar(fig, list(axes.flat), fontsize=max(7, fontsize - 1))
+        add_colorbar(fig, list(axes.flat), fontsize=max(7, fontsize - 3))
     return fig
 
 
