@@ -19,7 +19,7 @@ cap = AttentionCaptioner(D, V)
 
 
 def fused_forward(self, emb, tokens):
-    feats, feats_proj, (h, c) = self._prepare(emb)
+    (feats, feats_proj), (h, c) = self.prepare(emb)
     E, H = self.embed.embedding_dim, self.lstm.hidden_size
     A = self.attention.hid.out_features
     w_ih = self.lstm.weight_ih

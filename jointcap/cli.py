@@ -3,9 +3,11 @@
 * `user_errors` wraps a `@hydra.main` task function: a mistake the user can fix (a bad config
   value, missing data files, a missing or unsafe checkpoint, an unreadable image, a missing
   mandatory option) prints `error: <message>` on stderr and exits with status 2, without a
-  traceback, and removes the job's output folder when the job left nothing in it but Hydra's
-  bookkeeping. `HYDRA_FULL_ERROR=1`, `JOINTCAP_DEBUG=1` or `--debug` on the command line
-  re-raise instead (the full traceback).
+  traceback, and removes the job's output folder when this job created it (it held nothing but
+  Hydra's fresh bookkeeping when the job started) and it still holds nothing else; a folder that
+  held anything before the job (a user's `hydra.run.dir=mylogs`) is never removed.
+  `HYDRA_FULL_ERROR=1`, `JOINTCAP_DEBUG=1` or `--debug` on the command line re-raise instead
+  (the full traceback).
 * `find_checkpoint(path, prefer)` accepts a checkpoint file or a run folder (its best or last
   checkpoint, logged which).
 """
@@ -17,6 +19,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,12 +33,15 @@ from jointcap.data.download import DataFileError
 from jointcap.runtime.callbacks.guards import EmptyTrainingError, NonFiniteLossError
 from jointcap.runtime.checkpoint import CheckpointError
 from jointcap.runtime.distributed import SweepStrategyError
+from jointcap.runtime.run_folder import RunLockedError
 
 log = logging.getLogger("jointcap")
 DEBUG_FLAG = "--debug"
 EXIT_USER_ERROR = 2
 # what a Hydra job leaves in its folder before it has done anything: the folder may go when the job fails
 BOOKKEEPING = {".hydra"}
+# when this process started (before Hydra made the job folder): what is older is not this job's
+STARTED = time.time() - 1.0  # a second of slack for file systems with coarse timestamps
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -52,6 +58,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CacheError,
     CheckpointError,
     SweepStrategyError,
+    RunLockedError,
     MissingMandatoryValue,
     NonFiniteLossError,
     EmptyTrainingError,
@@ -89,6 +96,23 @@ def remove_if_empty(folder: Path | None) -> bool:
     return True
 
 
+def made_by_this_job(folder: Path | None, started: float = STARTED) -> bool:
+    """Whether the job folder holds only what Hydra made for this job just now (empty logs, a fresh `.hydra/`).
+
+    Checked when the job starts: a folder that held a user's files before (or an earlier run's) is not
+    this job's to remove.
+    """
+    if folder is None or not folder.is_dir():
+        return False
+    for p in folder.iterdir():
+        if p.name in BOOKKEEPING and p.is_dir():
+            if any(f.stat().st_mtime < started for f in p.rglob("*")):
+                return False
+        elif not (p.is_file() and p.suffix == ".log" and p.stat().st_size == 0):
+            return False
+    return True
+
+
 def _close_logs_in(folder: Path) -> None:
     """Detach and close the log file handlers writing inside `folder` (so it can be removed, and stays removed)."""
     for logger in [
@@ -116,13 +140,14 @@ def user_errors(task: F) -> F:
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        folder = _output_dir()
+        ours = made_by_this_job(folder)
         try:
             return task(*args, **kwargs)
         except USER_ERRORS as e:
             if debugging():
                 raise
-            folder = _output_dir()
-            if folder is not None:
+            if folder is not None and ours:
                 _close_logs_in(folder)
                 remove_if_empty(folder)
             print(f"error: {message(e)}", file=sys.stderr)

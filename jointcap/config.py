@@ -38,7 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jointcap.data import cub, download, flowers
-from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO
+from jointcap.losses import ATTENTION_WORDS, DIVERGENCES, GRAD_TO, Q_SOURCES
 from jointcap.models.encoder import _RESNETS as ENCODERS
 from jointcap.models.joint import TASKS
 
@@ -81,6 +81,11 @@ def unbounded(default: Any) -> Any:
     return field(default=default, metadata={"unbounded": True})
 
 
+def auto_or_at_least(low: int) -> Any:
+    """A field that is `auto` (the default) or an integer ≥ `low`."""
+    return field(default="auto", metadata={"min": low, "also": ("auto",), "type": int})
+
+
 def each_of(default: list, options: tuple) -> Any:
     """A list field whose every item must be one of `options`."""
     return field(default_factory=lambda: list(default), metadata={"each": tuple(options)})
@@ -120,12 +125,20 @@ class LossConfig:
     cam_weight: float = at_least(1.0, 0)  # λ; 0 = the "nocam" ablation
     divergence: str = choice("js", DIVERGENCES)
     grad_to: str = choice("both", GRAD_TO)  # which side the disagreement loss trains
-    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs
+    warmup_epochs: float = at_least(1.0, 0)  # λ ramps up over these epochs, from the CAM loss's start
+    # the CAM loss starts once epoch ≥ cam_start_epoch and (if > 0) a validation top-1 ≥ cam_start_acc1 was seen:
+    # agreement between heads that do not yet classify is agreement on nothing (0, 0: from the first step)
+    cam_start_epoch: float = at_least(0.0, 0)
+    cam_start_acc1: float = between(0.0, 0.0, 1.0)
     doubly_stochastic: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
     # all | content: Q averages the attention of every generated word or only of the attribute and part
     # words (attention at "the" is no claim about the class)
     attention_words: str = choice("all", ATTENTION_WORDS)
+    # attention | oracle: Q is the captioner's attention, or (the positive control) the image's ground-truth
+    # class-defining part masks pooled to the feature map (synthetic data only; the captioner then trains on its
+    # caption loss alone)
+    q_source: str = choice("attention", Q_SOURCES)
     # Self-critical training (SCST, CIDEr-D reward, k samples per image, mean-of-others baseline) for the
     # last scst_epochs epochs; 0 = cross-entropy only. Word-level CE alone decodes to short looping captions.
     scst_epochs: float = at_least(0.0, 0)
@@ -144,11 +157,19 @@ class OptimConfig:
     scheduler: str = choice("cosine", SCHEDULERS)  # cosine (after a linear warm-up) | none
 
 
+# Upper bounds of the decode settings: a checkpoint (untrusted) carries them, and a beam of 10**6 or a
+# max_len of 10**7 would exhaust memory or run for hours (captions are < 100 tokens).
+MAX_BEAM, MAX_CAPTION_LEN = 64, 512
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+MAX_IMAGE_SIZE = 2048  # a side the model sees; predict allocates size² per image
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
 @dataclass
 class DecodeConfig:
-    beam_size: int = at_least(1, 1)  # validation decoding (greedy is fast)
-    test_beam_size: int = at_least(3, 1)
-    max_len: int = at_least(30, 1)
+    beam_size: int = between(1, 1, MAX_BEAM)  # validation decoding (greedy is fast)
+    test_beam_size: int = between(3, 1, MAX_BEAM)
+    max_len: int = between(30, 1, MAX_CAPTION_LEN)
     length_penalty: float = unbounded(0.0)
     no_repeat_ngram: int = at_least(0, 0)  # n ≥ 1: no caption repeats an n-gram of tokens (a constraint); 0 = off
 
@@ -258,6 +279,9 @@ class HardSyntheticSourceConfig:
     lighting: float = at_least(0.05, 0)
     shortcut: bool = False
     shortcut_p: float = at_least(0.95, 0)
+    # how a reference chooses what to name: field_marks (class-defining parts first, nuisance parts sometimes;
+    # issue 28, docs/datasets.md) or random_parts (a random 1–5 visible parts: the references before issue 28)
+    captions: str = choice("field_marks", ("field_marks", "random_parts"))
 
 
 SOURCES = {
@@ -309,12 +333,65 @@ class DataConfig:
 # -- top level (conf/config.yaml) -------------------------------------------------------------
 @dataclass
 class RunConfig:
-    seed: int = at_least(0, 0)
+    seed: int = between(0, 0, MAX_SEED)
     ckpt_path: str | None = "auto"  # auto | last | null | a checkpoint file
     skip_if_done: bool = False  # return at once when the run folder holds results.json
     test_after_fit: bool = True
     objective: str = "val/acc1"
     objective_mode: str = choice("max", ("min", "max"))
+    # intra-op CPU threads of this job; auto: its share of the cores (jointcap/runtime/threads.py)
+    threads: int | str = auto_or_at_least(1)
+
+
+# -- the other entry points' options (conf/predict.yaml builds on PredictConfig; evaluate's are checked) ----
+@dataclass
+class PredictConfig:
+    """`python -m jointcap.predict`'s options; conf/predict.yaml documents them."""
+
+    ckpt_path: str | None = None  # required: a .ckpt file, or a run folder (its best checkpoint, else its last)
+    images: Any = None  # required: image files and/or folders (searched recursively); a single path also works
+    out_dir: str | None = None  # null: the Hydra run folder
+    format: str = choice("png", FIGURE_FORMATS)
+    image_size: int | None = between(None, 8, MAX_IMAGE_SIZE)  # null: the training image size in the checkpoint
+    beam_size: int | None = between(None, 1, MAX_BEAM)  # null: the checkpoint's decode.test_beam_size
+    batch_size: int = between(16, 1, 1024)  # images decoded, predicted and drawn at a time (bounds memory)
+    workers: int = between(0, 0, 256)  # processes drawing the figures (0: in this process)
+    figures: bool = True  # false: class and caption only (predictions.csv and the printed lines), no figures
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class EvaluateMetricsOptions:
+    meteor: bool | None = None
+    part_radius: float | None = above(None, 0)
+    cam_threshold: float | None = between(None, 0.0, 1.0)
+
+
+@dataclass
+class EvaluateReportOptions:
+    gallery: int = between(24, 0, 10_000)
+
+
+@dataclass
+class EvaluateOptions:
+    """`python -m jointcap.evaluate`'s own options (conf/evaluate.yaml; its groups are checked by `validate`)."""
+
+    ckpt_path: str | None = None
+    split: str = choice("test", ("val", "test"))
+    data_from_run: bool = True
+    beam_size: int | None = between(None, 1, MAX_BEAM)
+    no_repeat_ngram: int | None = at_least(None, 0)
+    metrics: EvaluateMetricsOptions = field(default_factory=EvaluateMetricsOptions)
+    report: EvaluateReportOptions = field(default_factory=EvaluateReportOptions)
+    seed: int = between(0, 0, MAX_SEED)
+
+
+def option_errors(cfg: DictConfig, schema: type, where: str) -> list[str]:
+    """Problems of an entry point's own options (the keys `schema` declares; groups like data/trainer are
+    `validate`'s): a bool key given "no", a beam of -2, an image size of "abc" … each named."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    values = {k: v for k, v in _resolved(cfg).items() if k in names}
+    return [f"{where}: {e}" for e in _value_errors(values, schema, "")]
 
 
 T = typing.TypeVar("T")
@@ -330,6 +407,12 @@ def from_dict(schema: type[T], values: dict[str, Any] | None, where: str) -> T:
     return schema(**values)
 
 
+def schema_problems(values: dict[str, Any], schema: type, where: str) -> list[str]:
+    """Every type, range and choice problem of plain `values` (e.g. a checkpoint's hyper-parameters) against a
+    dataclass schema, each naming its key (`where.key`); [] when they fit."""
+    return _value_errors(values, schema, where)
+
+
 def to_dict(section: Any) -> dict[str, Any]:
     """A dataclass section as the plain dict stored in hyper-parameters (checkpoints load with weights_only)."""
     return dataclasses.asdict(section)
@@ -343,6 +426,7 @@ SCHEMA_NODES = {  # (config group, name) → schema; e.g. conf/model/joint.yaml'
     ("data/source", "flowers_schema"): FlowersSourceConfig,
     ("data/source", "synthetic_schema"): SyntheticSourceConfig,
     ("data/source", "synthetic_hard_schema"): HardSyntheticSourceConfig,
+    ("", "predict_schema"): PredictConfig,  # conf/predict.yaml
 }
 
 
@@ -356,7 +440,7 @@ def register_schemas() -> None:
     resolver of conf/paths/default.yaml (done when this module is imported, before any composition)."""
     store = ConfigStore.instance()
     for (group, name), schema in SCHEMA_NODES.items():
-        store.store(group=group, name=name, node=schema_defaults(schema))
+        store.store(group=group or None, name=name, node=schema_defaults(schema))
     OmegaConf.register_new_resolver("jointcap.data_root", download.data_root_setting, replace=True)
     # ${jointcap.either:${a},b}: a unless it is null (predict's run folder follows out_dir= when given)
     OmegaConf.register_new_resolver("jointcap.either", _either, replace=True)
@@ -387,6 +471,7 @@ def validate(cfg: DictConfig) -> None:
             errors += _batch_errors(cfg.data, source)
         else:
             errors += _target_key_errors(source, "data.source") + _annotation_errors(source, "data.source", set())
+    errors += _oracle_errors(cfg)
     if cfg.get("trainer") is not None:
         errors += _target_key_errors(cfg.trainer, "trainer") + _section_errors(cfg.trainer, TrainerConfig, "trainer")
     for group in ("callbacks", "logger"):
@@ -400,6 +485,31 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"invalid configuration ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  - " + "\n  - ".join(errors)
         )
+
+
+def _oracle_errors(cfg: DictConfig) -> list[str]:
+    """model.loss.q_source=oracle: only on data with part masks (the synthetic sources), and it gives Q no
+    parameters, so grad_to=captioner would train nothing."""
+    try:
+        loss: Any = OmegaConf.select(cfg, "model.loss", default=None)
+        q_source = loss.get("q_source") if isinstance(loss, DictConfig) else None
+        target = OmegaConf.select(cfg, "data.source._target_", default=None)
+    except OmegaConfBaseException:
+        return []  # an unresolvable value: reported by the section checks
+    if q_source != "oracle":
+        return []
+    errors = []
+    if target in (CUBSourceConfig._target_, FlowersSourceConfig._target_):
+        errors.append(
+            f"model.loss.q_source=oracle needs per-image part masks; {target.rsplit('.', 1)[-1]} has none "
+            "(use data=synthetic or data=synthetic_hard)"
+        )
+    if loss.get("grad_to") == "captioner":
+        errors.append(
+            "model.loss.grad_to=captioner with model.loss.q_source=oracle: the oracle Q has no parameters, "
+            "so the CAM loss would train nothing (use both, classifier or embedding)"
+        )
+    return errors
 
 
 def _batch_errors(data: DictConfig, source: DictConfig) -> list[str]:
@@ -544,9 +654,12 @@ def _value_errors(values: dict[str, Any], schema: type, prefix: str) -> list[str
             else:
                 errors += _value_errors(value, nested, f"{dotted}{key}")
             continue
-        problem = _strict_type_problem(value, _hints(schema)[key]) or _range_problem(value, fields[key].metadata)
+        meta = fields[key].metadata
+        if value in meta.get("also", ()):  # a word allowed besides the typed values (threads=auto)
+            continue
+        problem = _strict_type_problem(value, meta.get("type", _hints(schema)[key])) or _range_problem(value, meta)
         if problem:
-            errors.append(f"{dotted}{key}={value!r}: {problem}")
+            errors.append(f"{dotted}{key}={value!r}: {problem}" + "".join(f" or {w}" for w in meta.get("also", ())))
     return errors
 
 

@@ -10,8 +10,12 @@ table of the metrics. A run folder as `ckpt_path` means its best checkpoint (els
 With `wandb.enabled=true` the report, the per-class table and a predictions table with the
 gallery's images go to a W&B run of job type `evaluate`.
 
-Without a `data…` override on the command line, the data config is the one the checkpoint's
-run used (`<run>/.hydra/config.yaml` beside `<run>/checkpoints/`), when it is there.
+Without a `data…` override on the command line, the data is the one the checkpoint's run used
+(`<run>/.hydra/config.yaml` beside `<run>/checkpoints/`), read as untrusted input: it may name the
+preset and the settings that make the data what it is, while paths, downloads and checksums come
+from the user's own `data=<preset>` config (`jointcap.runtime.run_config`). Evaluate's own config is
+recorded in its output folder's `.hydra/`, or in `.hydra/evaluate-<n>/` when that folder already
+holds a run's record (`hydra.run.dir=<run folder>`): a training run's config is never overwritten.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, cast
 import hydra
 import lightning as L
 import torch
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -40,10 +45,12 @@ from jointcap.analysis.report import (
     print_samples,
     saved_settings,
 )
+from jointcap.config import EvaluateOptions, option_errors
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.runtime.checkpoint import load_module
 from jointcap.runtime.run_config import load_run_data_config
+from jointcap.runtime.run_folder import record_config
 
 log = logging.getLogger("jointcap.evaluate")
 SPLITS = ("val", "test")
@@ -146,9 +153,16 @@ def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     overridden = any(_DATA_OVERRIDE.match(o) for o in HydraConfig.get().overrides.task)
     run_cfg = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
     if cfg.data_from_run and not overridden and run_cfg.is_file():
-        log.info("data config of the checkpoint's run: %s", run_cfg)
-        return load_run_data_config(run_cfg)  # validated; only jointcap's data targets (untrusted input)
+        log.info("data of the checkpoint's run: %s", run_cfg)
+        return load_run_data_config(run_cfg, user_data_config)  # untrusted: an allow-list over the user's config
     return cfg.data
+
+
+def user_data_config(preset: str) -> DictConfig:
+    """The user's own config with `data=<preset>`: this command line's overrides, composed from the user's files."""
+    hydra_cfg = HydraConfig.get()
+    overrides = [*hydra_cfg.overrides.task, f"data={preset}"]
+    return compose(config_name=hydra_cfg.job.config_name, overrides=overrides)
 
 
 def check_compatible(module: JointCaptionModule, dm: Any, ckpt: Path) -> None:
@@ -206,6 +220,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Load, evaluate, write the report; returns it."""
+    errors = option_errors(cfg, EvaluateOptions, "evaluate")
+    if errors:  # metrics.meteor=no must not turn METEOR on, beam_size=-2 must not reach the decoder …
+        raise EvaluateError("invalid options:\n  - " + "\n  - ".join(errors))
     if cfg.split not in SPLITS:
         raise EvaluateError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.ckpt_path is None:
@@ -213,7 +230,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "ckpt_path is required: python -m jointcap.evaluate ckpt_path=<file.ckpt or run folder> (see --help)"
         )
     ckpt = cli.find_checkpoint(cfg.ckpt_path, prefer="best")
-    module = load_module(ckpt)
+    module = load_module(ckpt)  # every check of the file happens here, before the (long) evaluation
+    epoch = checkpoint_epoch(ckpt)
     options = cast(dict[str, Any], OmegaConf.to_container(cfg.metrics, resolve=True))
     chosen = {k: v for k, v in options.items() if v is not None}
     module.set_metric_options(box_stages=[cfg.split], **chosen)
@@ -246,7 +264,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     beam = module.decode_cfg.test_beam_size if cfg.split == "test" else module.decode_cfg.beam_size
     report = {
         "checkpoint": str(ckpt.resolve()),
-        "epoch": checkpoint_epoch(ckpt),
+        "epoch": epoch,
         "split": cfg.split,
         "dataset": dm.info.get("name"),
         "n_images": len(rows),
@@ -366,7 +384,9 @@ def log_to_wandb(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @cli.user_errors
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    record_config(out_dir, cfg, HydraConfig.instance().cfg, HydraConfig.get().overrides.task, "evaluate")
+    evaluate(cfg, out_dir)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 
@@ -18,14 +17,17 @@ from jointcap import losses
 from jointcap.config import DecodeConfig, LossConfig, MetricsConfig, OptimConfig, from_dict, to_dict
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.cider_reward import CiderReward
-from jointcap.metrics.correctness import image_fact_scores
 from jointcap.metrics.evaluation import EvalMetrics
-from jointcap.metrics.text import tokenize
 from jointcap.models.joint import JointModel
+from jointcap.training import oracle, self_critical
+from jointcap.training.cam_loss import CamLoss
+from jointcap.training.optim import optimizer_and_schedule
+from jointcap.training.precision import autocast_weight_cache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_STAGES = ("val", "test")
+__all__ = ["JointCaptionModule", "autocast_weight_cache"]
 
 
 class JointCaptionModule(L.LightningModule):
@@ -66,20 +68,12 @@ class JointCaptionModule(L.LightningModule):
         self.optim_cfg = from_dict(OptimConfig, optim, "model.optim")
         self.decode_cfg = from_dict(DecodeConfig, decode, "model.decode")
         self.metrics_cfg = from_dict(MetricsConfig, metrics, "model.metrics")
-        if self.loss_cfg.attention_words not in losses.ATTENTION_WORDS:
-            raise ValueError(
-                f"model.loss.attention_words must be one of {losses.ATTENTION_WORDS}, "
-                f"got {self.loss_cfg.attention_words!r}"
-            )
-        if self.loss_cfg.cam_weight < 0:
-            raise ValueError(f"model.loss.cam_weight must be ≥ 0, got {self.loss_cfg.cam_weight}")
-        self.disagreement = losses.DisagreementLoss(self.loss_cfg.divergence, self.loss_cfg.grad_to)
+        self.cam_loss = CamLoss(self.loss_cfg)  # the CAM disagreement term: Q, gradient routing, start and warm-up
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.model: JointModel | None = None
         self.tokenizer: Tokenizer | None = None
         self.info: dict = {}
-        self._content_words: frozenset[str] = frozenset()  # attribute and part words (the data's info), for Q
         self._refs: list[list[str]] = []
         self._split_extra: dict = {}  # the evaluated split's extra fields (true facts per image)
         self._reward: CiderReward | None = None  # self-critical training's CIDEr-D reward (training references)
@@ -152,9 +146,12 @@ class JointCaptionModule(L.LightningModule):
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m.set_data(self.info)
-        self._content_words = frozenset(self.info.get("attribute_words", ())) | frozenset(
-            self.info.get("part_words", ())
-        )
+        if self.loss_cfg.q_source == "oracle" and dm is not None:  # the positive control's Q: true class-part masks
+            if getattr(dm, "has_part_masks", False):
+                dm.serve_class_masks()
+            elif stage == "fit":
+                oracle.refuse_without_masks(False, str(getattr(getattr(dm, "source", None), "name", "given")))
+        self.cam_loss.set_data(self.info, self.tokenizer)
 
     def set_metric_options(self, **options: Any) -> None:
         """Change `model.metrics` settings (meteor, box_stages, …) and rebuild the evaluation metrics."""
@@ -188,32 +185,22 @@ class JointCaptionModule(L.LightningModule):
             return [], []
         return facts[index], self._split_extra["class_facts"][index]
 
-    def _attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) the words whose attention forms Q: every real word, or only content (attribute and part) words."""
-        real = tokens != PAD_ID
-        if self.loss_cfg.attention_words == "all" or not self._content_words:
-            return real
-        if self.tokenizer is None:
-            raise RuntimeError("model.loss.attention_words=content needs the tokenizer")
-        rows = tokens.tolist()  # host copy: the word split is a Python walk over the pieces
-        mask = torch.tensor(self.tokenizer.word_mask(rows, self._content_words), dtype=torch.bool, device=tokens.device)
-        # a caption without a content word falls back to all its words (its Q stays a distribution)
-        return torch.where(mask.any(1, keepdim=True), mask, real)
-
     # -- checkpoint extras: the tokenizer and dataset facts travel with the weights ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["jointcap"] = {
             "tokenizer": self.tokenizer.model_proto if self.tokenizer else None,
             "info": self.info,
             "image_size": self.image_size,
+            "cam_schedule": self.cam_loss.schedule.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("jointcap", {})
         if extra.get("tokenizer") and self.tokenizer is None:
-            self.tokenizer = Tokenizer(extra["tokenizer"])
+            self.tokenizer = Tokenizer(extra["tokenizer"], source="the checkpoint's tokenizer")
         self.info = self.info or extra.get("info", {})
         self.image_size = self.image_size or extra.get("image_size") or self.info.get("image_size")
+        self.cam_loss.schedule.load_state_dict(extra.get("cam_schedule") or {})
 
     def configure_model(self) -> None:
         """`compile: true`: torch.compile the encoder and embedding in place (state-dict keys unchanged), once."""
@@ -239,42 +226,27 @@ class JointCaptionModule(L.LightningModule):
 
     def self_critical_now(self) -> bool:
         """Whether this training step trains the captioner self-critically (the last `loss.scst_epochs` epochs)."""
-        n = float(self.loss_cfg.scst_epochs)
-        if n <= 0 or not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit":
+        if not self.has_captioner or self._trainer is None or self.trainer.state.fn != "fit" or not self.training:
             return False
-        return self.training and self.current_epoch >= (self.trainer.max_epochs or 0) - n
+        return self_critical.in_phase(self.current_epoch, self.trainer.max_epochs or 0, self.loss_cfg.scst_epochs)
 
     def _self_critical(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        """Self-critical sequence training (Rennie et al. 2017, with Luo 2020's baseline): k captions sampled
-        per image, each rewarded by its CIDEr-D against the image's training references minus the mean reward
-        of the image's other samples; loss = -(advantage · log p(caption)). It optimises what greedy and beam
-        decoding return toward the consensus of the references, which the word-level cross-entropy does not
-        (its most probable caption is a short, often looping one on randomly ordered reference phrases)."""
+        """The loss terms of a self-critical step (`jointcap.training.self_critical`): the captioner's policy
+        gradient, the classifier's cross-entropy and (`scst_cam`) the CAM loss with Q from the samples."""
         k, labels = int(self.loss_cfg.scst_samples), batch["label"]
         if self._reward is None:
             self._reward = CiderReward(self.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
-        reward_of = self._reward
         out = self.net(batch["image"], None)
         cap = self.net.captioner
         assert cap is not None  # self_critical_now() is False without a captioner
-        samples = cap.sample(out.emb, k, self.decode_cfg.max_len)  # (B·k, T), image-major
-        images = batch["index"].repeat_interleave(k).tolist()
-        reward = torch.tensor(
-            reward_of(samples.cpu().numpy(), images), dtype=torch.float32, device=samples.device
-        ).view(-1, k)  # (B, k)
-        baseline = (reward.sum(1, keepdim=True) - reward) / max(1, k - 1)
-        seq = torch.cat([torch.full_like(samples[:, :1], BOS_ID), samples], 1)  # (B·k, T+1)
-        word_logits, alphas = cap(out.emb.repeat_interleave(k, dim=0), seq)
-        targets = seq[:, 1:]
-        said = targets != PAD_ID  # (B·k, T) the sampled words and their EOS
-        logp = word_logits.float().log_softmax(-1).gather(2, targets[..., None]).squeeze(2)  # (B·k, T)
-        advantage = (reward - baseline).view(-1, 1)
-        terms: dict[str, torch.Tensor] = {"cap": -(advantage * logp * said).sum(1).mean(), "reward": reward.mean()}
+        sc = self_critical.train_pass(cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len)
+        terms: dict[str, torch.Tensor] = {"cap": sc.loss, "reward": sc.reward}
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
             if self.loss_cfg.scst_cam:
-                q = losses.mean_attention(alphas, self._attention_mask(targets)).view(-1, k, alphas.shape[-1])
-                terms["dis"] = self.disagreement(self.net.cam(out.emb, labels), q.mean(1))
+                alphas = sc.alphas
+                q = losses.mean_attention(alphas, self.cam_loss.attention_mask(sc.tokens)).view(-1, k, alphas.shape[-1])
+                terms.update(self._disagreement(out.emb, labels, q.mean(1), batch.get("class_mask")))
         return terms, out
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -293,9 +265,16 @@ class JointCaptionModule(L.LightningModule):
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if out.class_logits is not None:
-                cam = self.net.cam(out.emb, labels)  # (B, h, w)
-                terms["dis"] = self.disagreement(cam, losses.mean_attention(out.alphas, self._attention_mask(targets)))
+                attention = losses.mean_attention(out.alphas, self.cam_loss.attention_mask(targets))  # (B, h·w)
+                terms.update(self._disagreement(out.emb, labels, attention, batch.get("class_mask")))
         return terms, out
+
+    def _disagreement(
+        self, emb: torch.Tensor, labels: torch.Tensor, attention: torch.Tensor, class_mask: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The CAM loss's terms (`CamLoss.terms`), its gradient routed while training with λ > 0."""
+        route = self.training and torch.is_grad_enabled() and self.cam_weight_now() > 0
+        return self.cam_loss.terms(self.net, emb, labels, attention, class_mask, route)
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
@@ -307,19 +286,18 @@ class JointCaptionModule(L.LightningModule):
         return cast(torch.Tensor, total)  # a tensor: every task has a cls or cap term
 
     def cam_weight_now(self) -> float:
-        """λ after warm-up, from the fractional epoch the trainer has reached."""
-        c = self.loss_cfg
+        """λ now (`CamSchedule`: 0 before the CAM loss's start, then warmed up), from the trainer's fractional epoch."""
         if self._trainer is None or self.trainer.state.fn != "fit":
-            return c.cam_weight  # a checkpoint tested or validated on its own: the full λ
+            return self.loss_cfg.cam_weight  # a checkpoint tested or validated on its own: the full λ
         steps = max(1, self.trainer.num_training_batches) if math.isfinite(self.trainer.num_training_batches) else 1
         progress = self.trainer.global_step / max(1, steps // max(1, self.trainer.accumulate_grad_batches))
-        return losses.warmup(c.cam_weight, progress, c.warmup_epochs)
+        return self.cam_loss.schedule.weight(progress)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # no weight-cast cache around self-critical steps: their sampling runs without grad, and casts cached
-        # there would cut the gradient of the pass that follows (Lightning-AI/pytorch-lightning#20644)
-        with nullcontext() if self.self_critical_now() else autocast_weight_cache(self.device.type):
+        # the weight-cast cache is safe in self-critical steps too: their sampling runs with grad, in the one pass
+        # the loss is taken from (a no_grad region would poison the cache: Lightning-AI/pytorch-lightning#20644)
+        with autocast_weight_cache(self.device.type):
             terms, _ = self._losses(batch)
         total = self._total(terms)
         bs = batch["label"].shape[0]
@@ -329,6 +307,11 @@ class JointCaptionModule(L.LightningModule):
                 self.log(f"train/{k}", v, prog_bar=k in ("cls", "cap"), batch_size=bs)
             self.log("train/cam_weight", self.cam_weight_now(), batch_size=bs)
         return total
+
+    def on_train_end(self) -> None:
+        message = self.cam_loss.never_started() if self.has_classifier and self.has_captioner else None
+        if message:
+            rank_zero_warn(message)
 
     def _logs_written_now(self) -> bool:
         """Whether the loggers record this training step (every `log_every_n_steps`); the loss terms are logged
@@ -375,7 +358,9 @@ class JointCaptionModule(L.LightningModule):
             c = self.decode_cfg
             beam = c.test_beam_size if stage == "test" else c.beam_size
             dec = self.net.generate(out.emb, beam, c.max_len, c.length_penalty, c.no_repeat_ngram)
-            attn = losses.mean_attention(dec.alphas, self._attention_mask(dec.tokens))  # (B, L) over generated words
+            attn = losses.mean_attention(
+                dec.alphas, self.cam_loss.attention_mask(dec.tokens)
+            )  # (B, L) over generated words
         grid = (int(out.emb.shape[-2]), int(out.emb.shape[-1]))
         attn_map = attn.view(-1, *grid) if attn is not None else None  # (B, h, w)
         metrics = self.eval_metrics[stage]
@@ -387,25 +372,9 @@ class JointCaptionModule(L.LightningModule):
                 if v is not None
             }
         )
-        if stage == "test" and dec is not None:
-            record.update(self._image_fact_scores(batch["index"], dec.tokens))
+        if stage == "test" and dec is not None and self._split_extra.get("facts"):
+            record.update(metrics.image_facts(batch["index"], dec.tokens))
         return record
-
-    def _image_fact_scores(self, index: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image caption correctness (class_recall, facts_right, facts_wrong) and whether the caption names a
-        part twice (part_repeat), each (B,), for the test's per-image table; empty where the data stores no facts
-        (CUB, Flowers)."""
-        reader = getattr(self.eval_metrics["test"]["captions"], "reader", None)
-        if reader is None or not self._split_extra.get("facts"):
-            return {}
-        rows = []
-        for i, ids in zip(index.tolist(), tokens.tolist(), strict=True):
-            truth, class_truth = self._facts(i)
-            words = tokenize(self._decode(ids))
-            rows.append(
-                {**image_fact_scores(reader.read(words), truth, class_truth), "part_repeat": reader.repeats_part(words)}
-            )
-        return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in rows[0]} if rows else {}
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -417,57 +386,20 @@ class JointCaptionModule(L.LightningModule):
         metrics = self.eval_metrics[stage]
         values = metrics.compute()
         metrics.reset()
+        if stage == "val" and "acc1" in values and self._trainer is not None and not self.trainer.sanity_checking:
+            self.cam_loss.schedule.observe_val_acc1(values["acc1"])
         self.log_dict({f"{stage}/{k}": v for k, v in values.items() if math.isfinite(v)}, sync_dist=False)
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        c = self.optim_cfg
-        enc = list(self.net.encoder.parameters())
-        enc_ids = {id(p) for p in enc}
-        rest = [p for p in self.net.parameters() if id(p) not in enc_ids]
-        groups = [{"params": enc, "lr": c.lr * c.encoder_lr_mult}, {"params": rest, "lr": c.lr}]
-        opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
-        if c.scheduler == "none":
-            return {"optimizer": opt}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = min(int(c.warmup_steps), total // 2)
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        total = int(self.trainer.estimated_stepping_batches) if self.optim_cfg.scheduler != "none" else 1
+        return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total)
 
 
 def _data_image_size(dm: Any) -> int | None:
     """The side of the data module's cached images (all splits share it)."""
     split = next(iter(getattr(dm, "splits", {}).values()), None)
     return int(split.images.shape[1]) if split is not None else dm.info.get("image_size")
-
-
-@contextmanager
-def autocast_weight_cache(device_type: str) -> Iterator[None]:
-    """Under mixed precision, cast each weight once per step rather than at every use.
-
-    Lightning 2.6 autocasts with `cache_enabled=False` (Lightning-AI/pytorch-lightning#21611), so
-    the captioner's time loop re-cast every LSTM/attention/output weight at every time step
-    (~6% of a CPU training step). The cache is safe here: no `no_grad` region runs inside a
-    training step (the cache-poisoning case of #20644), and evaluation runs without grad.
-    """
-    try:
-        active = torch.is_autocast_enabled(device_type) and not torch.is_autocast_cache_enabled()
-    except TypeError:  # torch < 2.4: no per-device query; leave autocast as it is
-        active = False
-    if not active:
-        yield
-        return
-    with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), cache_enabled=True):
-        try:
-            yield
-        finally:
-            torch.clear_autocast_cache()  # weights change at the optimizer step: never reuse a cast
 
 
 def _trim(tokens: torch.Tensor) -> torch.Tensor:

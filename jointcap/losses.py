@@ -7,12 +7,17 @@ words; L_dis = D(P, Q) for a divergence D, with a switch for which side gets gra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 DIVERGENCES = ("js", "kl", "l1", "l2", "cosine")
-GRAD_TO = ("both", "captioner", "classifier")
+# which parameters the disagreement loss trains: all of them; only the captioner's; only the classifier's class
+# weights (the CAM side's own parameters); only the shared embedding and the encoder below it
+GRAD_TO = ("both", "captioner", "classifier", "embedding")
+Q_SOURCES = ("attention", "oracle")  # Q: the captioner's attention, or the true class-part masks (positive control)
 ATTENTION_WORDS = ("all", "content")  # which generated words' attention Q averages
 _EPS = 1e-8
 
@@ -65,7 +70,12 @@ def divergence(p: torch.Tensor, q: torch.Tensor, kind: str = "js") -> torch.Tens
 
 
 class DisagreementLoss(nn.Module):
-    """D(P_cam, Q_attention), averaged over the batch, with gradient to the side(s) `grad_to` names."""
+    """D(P_cam, Q_attention), averaged over the batch; `grad_to` = captioner detaches P, classifier detaches Q.
+
+    Detaching one side is not all `grad_to` means: the other side's map still depends on the shared embedding.
+    `JointCaptionModule` also cuts those paths (`cut_gradient`, and the CAM of a detached embedding or of
+    detached class weights), so each option trains exactly the parameters it names (docs/method.md).
+    """
 
     def __init__(self, kind: str = "js", grad_to: str = "both") -> None:
         super().__init__()
@@ -75,15 +85,33 @@ class DisagreementLoss(nn.Module):
             raise ValueError(f"model.loss.grad_to must be one of {GRAD_TO}, got {grad_to!r}")
         self.kind, self.grad_to = kind, grad_to
 
-    def forward(self, cam: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        # cam (B, h, w) of the true class; attention (B, L) already averaged over words
+    def forward(self, cam: torch.Tensor, attention: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        # cam (B, h, w) of the true class; attention (B, L) already averaged over words; valid (B,) rows to average
         p = cam_distribution(cam)
         q = attention.float()
         if self.grad_to == "captioner":
             p = p.detach()
         elif self.grad_to == "classifier":
             q = q.detach()
-        return divergence(p, q, self.kind).mean()
+        d = divergence(p, q, self.kind)  # (B,)
+        if valid is None:
+            return d.mean()
+        return (d * valid).sum() / valid.sum().clamp(min=1)
+
+
+def cut_gradient(term: torch.Tensor, through: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`term` (a scalar) with the same value, but no gradient along any path that passes through `through`.
+
+    Adds -Σ ⟨t - t.detach(), ∂term/∂t⟩: zero in value, and its gradient cancels exactly the part of term's
+    gradient that flows through each t (for a parameter t: all of it). It costs one extra backward pass from
+    `term` to `through`; the rest of the graph is left to the caller's backward.
+    """
+    ts = [t for t in through if t.requires_grad]
+    if not term.requires_grad or not ts:
+        return term
+    grads = torch.autograd.grad(term, ts, retain_graph=True, allow_unused=True)
+    parts = [((t - t.detach()) * g.detach()).sum() for t, g in zip(ts, grads, strict=True) if g is not None]
+    return term - torch.stack(parts).sum() if parts else term
 
 
 def doubly_stochastic(alphas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

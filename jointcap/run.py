@@ -6,6 +6,8 @@ Returns the objective metric, so Hydra sweepers can optimise it.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import sys
@@ -17,8 +19,10 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
@@ -34,6 +38,9 @@ from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.noise import quiet_known_noise
 from jointcap.runtime.resume import hparams_mismatch, resume_path
+from jointcap.runtime.run_folder import RunLock, record_config, recorded_config
+from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, tell_sweep
+from jointcap.runtime.threads import apply as apply_threads
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
@@ -53,6 +60,11 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:  # (JointDataModule, J
     plugins = with_atomic_io(list(instantiate(configured, _convert_="all")) if configured else [])
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins)
     return datamodule, model, trainer
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (from the launcher's environment, before any trainer exists)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -80,14 +92,23 @@ def resolve_ckpt(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(found)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) one configuration; returns the final metrics."""
+def train(cfg: DictConfig, composed: DictConfig | None = None) -> dict[str, float]:
+    """Fit (and test) one configuration; returns the final metrics.
+
+    `composed` (the config as Hydra composed it) is recorded in the run folder once the resume check
+    has passed: a refused resume leaves the folder's record as it was.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    apply_threads(cfg, HydraConfig.get())  # this job's share of the cores, before any tensor work
     L.seed_everything(cfg.seed, workers=True)
     cfg = sweep_safe(cfg)  # under -m, plain ddp would re-run the whole sweep on every rank
+    ckpt_path = resolve_ckpt(cfg, run_dir)
+    if is_rank_zero():
+        hydra_cfg = HydraConfig.instance().cfg
+        record_config(run_dir, composed or cfg, hydra_cfg, HydraConfig.get().overrides.task, "run")
     datamodule, model, trainer = build(cfg)
     log_config(trainer.loggers, cfg)  # the full resolved config in each W&B run
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg, run_dir))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     source = ""
     if cfg.test_after_fit:
@@ -125,8 +146,7 @@ def log_start(cfg: DictConfig) -> None:
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not str(k).startswith("hydra/") and v}
     log.info("overrides: %s", " ".join(hydra_cfg.overrides.task) or "(none)")
     log.info("config groups: %s", " ".join(f"{k}={v}" for k, v in sorted(choices.items())))
-    if hydra_cfg.output_subdir is not None:
-        log.info("full config: %s", Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir) / "config.yaml")
+    log.info("full config: %s", recorded_config(Path(hydra_cfg.runtime.output_dir)))
 
 
 def checkpoint_folder_to_file(cfg: DictConfig) -> None:
@@ -141,28 +161,49 @@ def checkpoint_folder_to_file(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> float | None:
     quiet_known_noise()  # after Hydra's logging setup
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    composed = copy.deepcopy(cfg)  # what the run folder records (as Hydra composed it)
     checkpoint_folder_to_file(cfg)
     validate(cfg)  # before any data work: a bad key or value fails here, naming itself
     check_accelerator(cfg, torch.cuda.is_available())  # a GPU preset on a CPU machine: say what to do, exit 2
     log_start(cfg)
-    done = finished_results(HydraConfig.get().runtime.output_dir) if cfg.get("skip_if_done") else None
-    if done is not None:  # a resumable sweep's rerun: this job's folder already holds its results
-        log.info("skip_if_done: %s/results.json exists, skipping this job", HydraConfig.get().runtime.output_dir)
-        return done.get("objective_value")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    lock = RunLock(run_dir) if is_rank_zero() else contextlib.nullcontext()  # one training per folder
     try:
-        metrics = train(cfg)
-    except (
-        SIGTERMException
-    ):  # pre-emption; in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt
-        log.warning(
-            "stopped by SIGTERM; resume with the same command and hydra.run.dir=%s",
-            HydraConfig.get().runtime.output_dir,
-        )
-        raise SystemExit(128 + 15) from None
+        with stop_on_signals(), lock:
+            done = finished_results(run_dir) if cfg.get("skip_if_done") else None
+            if done is not None:  # a resumable sweep's rerun: this job's folder already holds its results
+                log.info("skip_if_done: %s/results.json exists, skipping this job", run_dir)
+                return done.get("objective_value")
+            metrics = train(cfg, composed)
+    except (SIGTERMException, Stopped) as stop:
+        # in a fit, jointcap.runtime.callbacks.checkpointing.PreemptionCheckpoint saved last.ckpt
+        signum = stop.signum if isinstance(stop, Stopped) else requested() or 15  # SIGINT reaches Lightning as SIGTERM
+        log.warning("stopped by signal %d; %s", signum, resume_hint(run_dir))
+        if in_launcher_worker():  # joblib would kill its other workers mid-save on an error: return, tell the sweep
+            tell_sweep(signum)
+            return None
+        raise Stopped(signum) from None
     finally:
         finish_wandb(exit_code=1 if sys.exc_info()[0] else 0)  # the next sweep job must start a run of its own
     value = metrics.get(cfg.objective)
     return value if value is not None and math.isfinite(value) else None
+
+
+def in_launcher_worker() -> bool:
+    """Whether this job runs in a worker process of a local parallel launcher (joblib), not in the sweep's own."""
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.mode == RunMode.MULTIRUN and "joblib" in str(hydra_cfg.launcher.get("_target_", "")).lower()
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to continue a stopped run or sweep: the same command in the same folder."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return (
+            f"resume the sweep with the same command and hydra.sweep.dir={hydra_cfg.sweep.dir} "
+            "(skip_if_done=true skips its finished jobs)"
+        )
+    return f"resume with the same command and hydra.run.dir={run_dir}"
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"

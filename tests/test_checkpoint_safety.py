@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from jointcap.runtime import checkpoint
 from jointcap.runtime.checkpoint import AtomicCheckpointIO, UnsafeCheckpointError, load_checkpoint, load_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_failure_mid_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", _half_write_then(boom))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(checkpoint.CheckpointSaveError, match="disk full"):  # named, the OSError as its cause
         io.save_checkpoint(_state(2.0), path)
     monkeypatch.undo()
     assert io.load_checkpoint(path)["global_step"] == 1
@@ -121,7 +122,6 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 )
 @pytest.mark.parametrize("loader", ["load_checkpoint", "load_module", "io"])
 def test_unreadable_checkpoint_names_the_file(tmp_path: Path, content: bytes | None, loader: str) -> None:
-    from jointcap.runtime import checkpoint
 
     path = tmp_path / "last.ckpt"
     if content is None:

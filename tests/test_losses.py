@@ -59,7 +59,7 @@ def test_unknown_options_named_in_error() -> None:
     with pytest.raises(ValueError, match="divergence.*js"):
         losses.DisagreementLoss("hellinger")
     with pytest.raises(ValueError, match="grad_to"):
-        losses.DisagreementLoss("js", "encoder")
+        losses.DisagreementLoss("js", "everything")
 
 
 def test_mean_attention_ignores_padding() -> None:
@@ -89,3 +89,85 @@ def test_warmup() -> None:
     assert losses.warmup(2.0, 1.0, 2.0) == 1.0
     assert losses.warmup(2.0, 5.0, 2.0) == 2.0
     assert losses.warmup(2.0, 0.0, 0.0) == 2.0
+
+
+def _groups(module) -> dict[str, list[torch.nn.Parameter]]:
+    net = module.net
+    return {
+        "encoder": list(net.encoder.parameters()),
+        "embedding": list(net.embedding.parameters()),
+        "classifier": [net.classifier.fc.weight],  # the class weights that make logits and CAM
+        "captioner": list(net.captioner.parameters()),
+    }
+
+
+def _dis_grads(grad_to: str, seed: int = 0) -> tuple[dict[str, float], dict[str, list[torch.Tensor | None]]]:
+    """The disagreement term's gradient norm per parameter group of a tiny joint module (eval mode: no dropout)."""
+    from jointcap.lit_module import JointCaptionModule
+
+    torch.manual_seed(seed)
+    module = JointCaptionModule(
+        encoder={"stage": 2, "output_stride": 8},
+        embedding={"dim": 8},
+        captioner={"embed_dim": 4, "hidden_dim": 8, "attn_dim": 4},
+        loss={"grad_to": grad_to},
+        num_classes=3,
+        vocab_size=12,
+    ).eval()
+    module.train(True)  # the module's training flag (gradient routing on) ...
+    module.net.eval()  # ... with the network deterministic (no dropout, BN running stats)
+    batch = {
+        "image": torch.randn(2, 3, 32, 32),
+        "label": torch.tensor([0, 2]),
+        "tokens": torch.tensor([[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]]),
+        "index": torch.tensor([0, 1]),
+    }
+    terms, _ = module._losses(batch)
+    module.zero_grad()
+    terms["dis"].backward()
+    groups = _groups(module)
+    norms = {k: sum(float(p.grad.abs().sum()) for p in ps if p.grad is not None) for k, ps in groups.items()}
+    grads = {k: [None if p.grad is None else p.grad.clone() for p in ps] for k, ps in groups.items()}
+    return norms, grads
+
+
+@pytest.mark.parametrize(
+    "grad_to,trained",
+    [
+        ("both", {"encoder", "embedding", "classifier", "captioner"}),
+        ("captioner", {"captioner"}),
+        ("classifier", {"classifier"}),
+        ("embedding", {"encoder", "embedding"}),
+    ],
+)
+def test_grad_to_trains_exactly_the_parameters_it_names(grad_to: str, trained: set[str]) -> None:
+    """The disagreement loss's gradient reaches exactly the named parameter groups (the shared embedding and the
+    encoder only for both/embedding; the class weights only for both/classifier)."""
+    norms, _ = _dis_grads(grad_to)
+    floor = 1e-7 * max(norms.values())  # a cancelled path leaves float rounding (~1e-10), not a gradient
+    assert {k for k, v in norms.items() if v > floor} == trained, norms
+
+
+def test_grad_to_leaves_the_named_side_its_full_gradient() -> None:
+    """Cutting the other paths changes nothing on the side that trains: grad_to=captioner gives the captioner the
+    gradient that `both` gives it, grad_to=classifier gives the class weights theirs."""
+    _, both = _dis_grads("both")
+    for grad_to, group in (("captioner", "captioner"), ("classifier", "classifier")):
+        _, one = _dis_grads(grad_to)
+        for g_one, g_both in zip(one[group], both[group], strict=True):
+            assert (g_one is None) == (g_both is None)
+            if g_one is not None and g_both is not None:
+                assert torch.allclose(g_one, g_both, atol=1e-6)
+
+
+def test_cut_gradient_keeps_the_value_and_removes_only_the_paths_through_a_tensor() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = torch.tensor(3.0, requires_grad=True)
+    mid = x * 2  # the path to cut
+    term = (mid * y).sum() + (x**2).sum()  # x reaches the term through mid and directly
+    cut = losses.cut_gradient(term, [mid])
+    assert float(cut.detach()) == pytest.approx(float(term.detach()))
+    cut.backward()
+    assert x.grad is not None and y.grad is not None
+    assert torch.allclose(x.grad, 2 * x.detach())  # only the direct path: d(x²)/dx
+    assert float(y.grad) == pytest.approx(6.0)  # y is not upstream of mid: its gradient is untouched

@@ -95,10 +95,10 @@ def test_beam_one_equals_greedy(model: JointModel) -> None:
 @torch.no_grad()
 def _sequence_logprob(cap: AttentionCaptioner, emb: torch.Tensor, seq: list[int]) -> float:
     """Log-probability of one generated sequence (up to and including EOS) under teacher forcing."""
-    feats, feats_proj, state = cap._prepare(emb)
+    context, state = cap.prepare(emb)
     words, total = torch.tensor([cap.bos_id]), 0.0
     for tok in seq:
-        logits, _, state = cap._step(words, feats, feats_proj, state)
+        logits, _, state = cap.step(words, context, state)
         total += float(logits.float().log_softmax(-1)[0, tok])
         if tok == cap.eos_id:
             break

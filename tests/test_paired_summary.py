@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jointcap.analysis import paired
 
@@ -359,3 +360,34 @@ def test_forest_plot_title_stays_inside_the_figure(tmp_path: Path, monkeypatch) 
     box = fig.bbox
     assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1
     plt.close(fig)
+
+
+def test_per_image_rows_are_judged_by_a_t_test_over_seeds_and_read_gzipped_tables(tmp_path: Path) -> None:
+    """Issue 28: a per-image score's verdict is a paired t over the runs' means (not a bootstrap over seeds ×
+    images), with the hierarchical bootstrap beside it; a study's archived `test_predictions.csv.gz` reads
+    the same as the plain table."""
+    import gzip
+    import shutil
+
+    from jointcap.analysis import stats
+
+    rows = _rows(tmp_path / "runs", ("nocam", 0.0, 0.5), ("cam", 1.0, 0.55))
+    row = next(r for r in rows if r.metric == "correct")
+    jobs = {(j.folder.name): j for j in paired.sm.find_jobs([tmp_path / "runs"])}
+    acc = {name: [jobs[f"{name}_s{s}"].metrics["test/acc1"] for s in (1, 2, 3)] for name in ("nocam", "cam")}
+    ref = stats.paired_t(np.array(acc["cam"]), np.array(acc["nocam"]))
+    assert (row.result.diff, row.result.low, row.result.high, row.result.p) == pytest.approx(
+        (ref.diff, ref.low, ref.high, ref.p)
+    )
+    assert row.check is not None and row.check.n_boot == 100 and row.check.diff == pytest.approx(ref.diff)
+    for job in jobs.values():  # archive every table as the study does
+        plain = job.folder / "test_predictions.csv"
+        with open(plain, "rb") as src, gzip.open(plain.with_suffix(".csv.gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        plain.unlink()
+    again = next(r for r in _rows_of(tmp_path / "runs") if r.metric == "correct")
+    assert again.result == row.result
+
+
+def _rows_of(root: Path) -> list[paired.Row]:
+    return paired.paired_rows(paired.sm.find_jobs([root]), n_boot=100)

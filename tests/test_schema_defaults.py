@@ -87,7 +87,7 @@ def test_schema_nodes_are_registered() -> None:
     for (group, name), cls in schema.SCHEMA_NODES.items():
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            node = compose(config_name=f"{group}/{name}")
-        for part in group.split("/"):
+            node = compose(config_name=f"{group}/{name}" if group else name)  # "": a primary config's base
+        for part in filter(None, group.split("/")):
             node = node[part]
         assert OmegaConf.to_container(node) == dataclasses.asdict(cls())

@@ -80,12 +80,18 @@ def test_occluded_parts_are_not_facts():
 
 
 def test_captions_state_only_true_facts_with_attribute_before_its_part(split, info):
+    assert _check_true_facts(split, info) > 0  # some captions name no class-defining part at all
+
+
+def _check_true_facts(split: cache.SplitData, info: dict) -> int:
+    """Every caption states only true facts, each attribute before its part; returns the captions naming no
+    class-defining fact."""
     part_words, attr_words = info["part_words"], set(info["attribute_words"])
     n_class_free = 0
     for i in range(len(split)):
         facts = set(split.extra["facts"][i])
         for cap in split.captions[i]:
-            words = cap.rstrip(".").replace(",", "").split()
+            words = cap.rstrip(".").replace(",", "").replace(";", "").replace(":", "").split()
             stated = []
             for j, w in enumerate(words):
                 if w in attr_words:
@@ -93,7 +99,7 @@ def test_captions_state_only_true_facts_with_attribute_before_its_part(split, in
                     stated.append(f"{info['part_names'][part_words[noun]]} {w}")
             assert stated and set(stated) <= facts, (cap, facts)
             n_class_free += not set(stated) & set(split.extra["class_facts"][i])
-    assert n_class_free > 0  # some captions name no class-defining part at all
+    return n_class_free
 
 
 def test_nuisance_colours_reuse_class_colours(split):
@@ -146,6 +152,7 @@ def test_source_cache_key_changes_with_every_argument():
         occlusion=0.1,
         lighting=0.1,
         shortcut=True,
+        captions="random_parts",
     )
     keys = {base.cache_key()} | {sh.HardSyntheticSource(**{k: v}).cache_key() for k, v in changed.items()}
     assert len(keys) == len(changed) + 1
@@ -180,3 +187,65 @@ def test_build_writes_low_data_shortcut_cache(tmp_path):
 def test_bad_arguments_name_themselves(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         sh.generate_split(4, **bad)
+
+
+# ------------------------------------------------------------------ caption styles (issue 28: field-mark references)
+# sha256 of json.dumps(captions) of two small splits, made by the random-subset generator before the
+# `captions` option existed (commit a7fd63e): `random_parts` must keep writing exactly these references.
+OLD_CAPTIONS = {
+    (3, None, "train"): "a15ff6e9f33f494d98726add71bb4934ef3de31d3afc99d9b4074e19529cdc70",
+    (5, 0.95, "test"): "695fb7f6f828e4585a541af7edee1b8d8cfa18ecb766194f0ac9304858ec58d3",
+}
+
+
+@pytest.mark.parametrize("seed, shortcut_p, name", list(OLD_CAPTIONS))
+def test_random_parts_references_are_byte_identical_to_the_old_generator(seed, shortcut_p, name):
+    import hashlib
+
+    data = sh.generate_split(24, 12, 48, seed, shortcut_p=shortcut_p, split=name, captions="random_parts")
+    assert hashlib.sha256(json.dumps(data.captions).encode()).hexdigest() == OLD_CAPTIONS[(seed, shortcut_p, name)]
+    assert data.captions[0][0] == sh.generate_split(1, 12, 48, seed, shortcut_p=shortcut_p, split=name).captions[0][0]
+
+
+@pytest.fixture(scope="module")
+def field_split() -> cache.SplitData:
+    return sh.generate_split(200, seed=5, captions="field_marks")
+
+
+def test_field_marks_change_only_the_references(split, field_split):
+    assert np.array_equal(split.images[:200], field_split.images)
+    assert np.array_equal(split.masks[:200], field_split.masks)
+    assert split.extra["class_facts"][:200] == field_split.extra["class_facts"]
+    assert split.captions[:200] != field_split.captions and field_split.extra["captions"] == "field_marks"
+
+
+def test_field_marks_are_deterministic_per_seed(field_split):
+    again = sh.generate_split(200, seed=5, captions="field_marks")
+    assert again.captions == field_split.captions
+    assert sh.generate_split(200, seed=6, captions="field_marks").captions != field_split.captions
+
+
+def test_field_marks_state_true_facts_class_parts_first(field_split, info):
+    """Each reference states only true facts; every class-defining part it names comes before every nuisance
+    part; together the references name (nearly) every visible class fact, nuisance parts only sometimes."""
+    assert _check_true_facts(field_split, info) == 0  # every reference names a class-defining fact
+    part_words, class_parts = info["part_words"], set(info["class_parts"])
+    recall, with_nuisance = [], []
+    for refs, class_facts in zip(field_split.captions, field_split.extra["class_facts"], strict=True):
+        for ref in refs:
+            words = ref.rstrip(".").replace(",", " ").replace(";", " ").replace(":", " ").split()
+            kinds = [part_words[w] in class_parts for w in words if w in part_words]
+            if ref.count("wingbars on"):  # "white wingbars on olive wings": the wing qualifies its field mark
+                kinds = [k for k, w in zip(kinds, [w for w in words if w in part_words], strict=True) if w != "wings"]
+            assert kinds == sorted(kinds, reverse=True), ref  # class parts (True) before nuisance parts (False)
+            with_nuisance.append(not all(kinds))
+            if class_facts:
+                recall.append(sum(f.split()[1] in words for f in class_facts) / len(class_facts))
+    assert np.mean(recall) > 0.85 and 0.2 < np.mean(with_nuisance) < 0.7
+
+
+def test_a_wrong_caption_style_names_the_key():
+    with pytest.raises(ValueError, match="data.source.captions"):
+        sh.generate_split(2, captions="random")
+    with pytest.raises(ValueError, match="data.source.captions"):
+        sh.HardSyntheticSource(captions="birder")

@@ -31,15 +31,19 @@ def _all_epoch_means(path: str, mtime_ns: int, size: int) -> dict[str, dict[int,
     """Every column's per-epoch means, read once per version of the file (a summary asks each file for several
     metrics, settings and epochs)."""
     sums: dict[str, dict[int, list[float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            for m, v in row.items():
-                x = sm.csv_number(v) if m != "epoch" else math.nan
-                if math.isfinite(x):
-                    sums.setdefault(m, {}).setdefault(epoch, []).append(x)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                e = sm.csv_number(row.get("epoch"))
+                if not math.isfinite(e):  # no epoch, or nan/garbage in a damaged file: the row says nothing
+                    continue
+                for m, v in row.items():
+                    x = sm.csv_number(v) if m not in ("epoch", None) and isinstance(v, str) else math.nan
+                    if math.isfinite(x):
+                        sums.setdefault(m, {}).setdefault(int(e), []).append(x)
+    except (OSError, csv.Error, UnicodeDecodeError) as err:
+        sm.skip_job(Path(path), err)
+        return {}
     return {m: {e: sum(vs) / len(vs) for e, vs in sorted(by.items())} for m, by in sums.items()}
 
 

@@ -25,6 +25,7 @@ import torch
 from jointcap.analysis import viz
 from jointcap.analysis.explain import explain
 from jointcap.analysis.report import REFERENCE_NOTES
+from jointcap.data.textsafe import clean_text
 from jointcap.metrics.catalogue import DOWN, UP, grouped, split_key
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ def gallery(
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for the page: cleaned (control characters would make it ill-formed) and escaped."""
+    return html.escape(clean_text(str(value)), quote=True)
 
 
 def _num(value: Any) -> str:

@@ -7,8 +7,10 @@ options (the shortcut split, the low-data per_class). In each family the baselin
 model with λ = model.loss.cam_weight = 0; every other setting is compared with it on the seeds
 both ran:
 * per-image scores (test top-1 `correct`, and any numeric per-image column such as a caption
-  score; `worst_group_acc` where images carry a shortcut group): mean difference with a 95 %
-  bootstrap interval over seeds × test images (`jointcap.analysis.stats.paired_difference`);
+  score; `worst_group_acc` where images carry a shortcut group): each run's mean (or worst-group mean),
+  then a paired t interval and p-value over the seeds (`jointcap.analysis.stats.seed_level`; issue 28:
+  never a percentile bootstrap over few seeds), with a hierarchical bootstrap interval (seeds, then
+  classes as clusters of test images: `stats.hierarchical_bootstrap`) beside it as a check;
 * the run-level test metrics of results.json (CIDEr-D, localisation, …): one value per run, so a
   paired Student-t interval over the seeds (`stats.paired_t`); from MIN_SEEDS common seeds on.
 Per-image rows on fewer seeds are written, but judge nothing (`Comparison.judged`): their interval holds
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import gzip
 import importlib
 import math
 import re
@@ -33,7 +36,7 @@ import numpy as np
 
 from jointcap.analysis import curves
 from jointcap.analysis import summarize as sm
-from jointcap.analysis.stats import Comparison, paired_difference, paired_t
+from jointcap.analysis.stats import Comparison, hierarchical_bootstrap, paired_t, seed_level
 from jointcap.metrics.correctness import FactReader
 from jointcap.metrics.text import tokenize
 from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
@@ -60,7 +63,7 @@ RUN_METRICS = (
 
 
 MIN_SEEDS = 3  # comparisons on fewer common seeds are not judged; run-level ones (one value per run) not made
-BY_IMAGES = "bootstrap, images × seeds"  # Row.level: how the interval was made
+BY_IMAGES = "t, seeds (per-image scores)"  # Row.level: how the interval was made
 BY_SEEDS = "t, seeds"
 
 
@@ -73,6 +76,7 @@ class Row:
     metric: str
     level: str  # BY_IMAGES or BY_SEEDS
     result: Comparison
+    check: Comparison | None = None  # per-image scores: the hierarchical bootstrap (seeds, then classes)
 
 
 def family_of(job: sm.Job) -> str:
@@ -118,12 +122,13 @@ def fact_reader(job: sm.Job) -> FactReader | None:
 
 
 def read_predictions(job: sm.Job) -> dict[str, dict[str, str]] | None:
-    """{key: row} of the job's test_predictions.csv, or of a re-decoded job's captions (key and caption only:
-    its other columns are the original job's); None when it has neither. Tables written before `part_repeat`
-    existed get it from their captions, by the same rule (`FactReader.repeats_part`)."""
+    """{key: row} of the job's test_predictions.csv (or .csv.gz), or of a re-decoded job's captions (key and
+    caption only: its other columns are the original job's); None when it has neither. Tables written before
+    `part_repeat` existed get it from their captions, by the same rule (`FactReader.repeats_part`)."""
     path = job.folder / PREDICTIONS_FILE
-    if path.is_file():
-        with open(path, newline="") as f:
+    packed = job.folder / (PREDICTIONS_FILE + ".gz")  # as a study archives it (jointcap.analysis.study.archive)
+    if path.is_file() or packed.is_file():
+        with open(path, newline="") if path.is_file() else gzip.open(packed, "rt", newline="") as f:
             rows = {row["key"]: row for row in csv.DictReader(f)}
     elif (job.folder / RE_DECODED_PREDICTIONS).is_file():
         with open(job.folder / RE_DECODED_PREDICTIONS, newline="") as f:
@@ -147,13 +152,17 @@ def per_image_scores(preds: dict[str, dict[str, str]]) -> list[str]:
     ]
 
 
-def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> list[tuple[str, str, Comparison]]:
-    """(metric, level, comparison) of setting a vs baseline b on their common seeds."""
+Compared = tuple[str, str, Comparison, Comparison | None]  # (metric, level, verdict's comparison, bootstrap check)
+
+
+def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> list[Compared]:
+    """(metric, level, comparison, bootstrap check) of setting a vs baseline b on their common seeds; `n_boot`
+    replicates of the hierarchical bootstrap (0: none)."""
     a_by, b_by = {j.seed: j for j in a_jobs}, {j.seed: j for j in b_jobs}
     seeds = sorted(set(a_by) & set(b_by), key=repr)
     if not seeds:
         return []
-    out: list[tuple[str, str, Comparison]] = []
+    out: list[Compared] = []
     loaded_a = [read_predictions(a_by[s]) for s in seeds]
     loaded_b = [read_predictions(b_by[s]) for s in seeds]
     preds_a, preds_b = [p for p in loaded_a if p], [p for p in loaded_b if p]
@@ -161,27 +170,25 @@ def compare(a_jobs: list[sm.Job], b_jobs: list[sm.Job], n_boot: int = 2000) -> l
         keys = sorted(set.intersection(*(set(p) for p in preds_a + preds_b)))
         common = set.intersection(*(set(per_image_scores(p)) for p in preds_a + preds_b))  # in every job's table
         names = [n for n in per_image_scores(preds_a[0]) if n in common]
+        labels = np.array([preds_a[0][k].get("label", "") for k in keys])  # the classes: clusters of test images
         for name in names:
             a = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_a])
             b = np.array([[sm.csv_number(p[k].get(name)) for k in keys] for p in preds_b])
-            if np.isfinite(a).any() and np.isfinite(b).any():
-                out.append((name, BY_IMAGES, paired_difference(a, b, n_boot=n_boot, min_seeds=MIN_SEEDS)))
             groups = [preds_a[0][k].get("group", "") for k in keys]
-            if name == "correct" and all(g != "" for g in groups):
-                out.append(
-                    (
-                        "worst_group_acc",
-                        BY_IMAGES,
-                        paired_difference(a, b, groups=np.array(groups), n_boot=n_boot, min_seeds=MIN_SEEDS),
-                    )
-                )
+            by_group = [None] + ([np.array(groups)] if name == "correct" and all(g != "" for g in groups) else [])
+            if not (np.isfinite(a).any() and np.isfinite(b).any()):
+                continue
+            for g in by_group:
+                c = seed_level(a, b, groups=g, min_seeds=MIN_SEEDS)
+                check = hierarchical_bootstrap(a, b, labels, n_boot, groups=g) if n_boot else None
+                out.append((name if g is None else "worst_group_acc", BY_IMAGES, c, check))
     if len(seeds) < MIN_SEEDS:  # one value per run: 1–2 runs say nothing
         return out
     for name in RUN_METRICS:
         a = np.array([a_by[s].metrics.get(name, math.nan) for s in seeds])
         b = np.array([b_by[s].metrics.get(name, math.nan) for s in seeds])
         if np.isfinite(a).all() and np.isfinite(b).all():
-            out.append((name, BY_SEEDS, paired_t(a, b)))
+            out.append((name, BY_SEEDS, paired_t(a, b), None))
     return out
 
 
@@ -221,7 +228,7 @@ def rows_of(named: dict[str, dict[str, list[sm.Job]]], n_boot: int = 2000) -> li
             continue
         for name, js in settings.items():
             if name != base:
-                rows += [Row(family, name, m, level, c) for m, level, c in compare(js, settings[base], n_boot)]
+                rows += [Row(family, name, *row) for row in compare(js, settings[base], n_boot)]
     return rows
 
 
@@ -374,11 +381,11 @@ def markdown(rows: list[Row], title: str) -> str:
         f"# {title}",
         "",
         "Each setting against the joint model with λ = 0 of the same data option, on the seeds both ran. "
-        "Δ = setting − baseline; 95 % intervals: per-image scores by a percentile bootstrap resampling seeds and "
-        f"test images with replacement (`{BY_IMAGES}`); run-level metrics (one value per run: CIDEr-D, "
-        f"pointing, …) by a paired Student-t interval over the seeds (`{BY_SEEDS}`), which is wide with 3–5 runs. "
-        f"**bold** = the interval excludes 0. Per-image rows on fewer than {MIN_SEEDS} seeds are listed with their "
-        "interval but judge nothing (`too few seeds`): that interval holds the test images' spread, not the seeds'. "
+        "Δ = setting − baseline; 95 % intervals: a paired Student-t interval over the seeds, of each run's mean "
+        f"per-image score (`{BY_IMAGES}`) or of its run-level metric (`{BY_SEEDS}`: CIDEr-D, pointing, …); wide "
+        "with 3–5 runs, as it should be. Per-image rows also give a hierarchical bootstrap interval (seeds, then "
+        "classes as clusters of test images) in paired.csv, as a check. "
+        f"**bold** = the interval excludes 0. Rows on fewer than {MIN_SEEDS} seeds judge nothing (`too few seeds`). "
         "`correct` is top-1 accuracy; `worst_group_acc` the lower of the "
         "shortcut split's aligned/conflicting group accuracies. The intervals are not corrected for multiple "
         f"comparisons: of these {len(rows)} rows, about {len(rows) // 20} would exclude 0 by chance alone "
@@ -634,6 +641,9 @@ def summarize_study(
                 "n_seeds",
                 "n_images",
                 "significant",
+                "p",
+                "boot_low",
+                "boot_high",
             ]
         )
         for r in rows:
@@ -652,6 +662,9 @@ def summarize_study(
                     c.n_seeds,
                     c.n_images,
                     c.significant,
+                    c.p,
+                    r.check.low if r.check else "",
+                    r.check.high if r.check else "",
                 ]
             )
     figure = questions_figure(rows, out / "questions.png")

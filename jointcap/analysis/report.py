@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import yaml
 
+from jointcap.data.textsafe import clean_text
 from jointcap.metrics.baselines import class_template, reference_points
 from jointcap.metrics.catalogue import DOWN, UP, grouped, split_key
 from jointcap.metrics.correctness import FactReader
@@ -30,7 +31,7 @@ REFERENCE_NOTES = {  # by the reference point's first word
 }
 References = dict[str, dict[str, float]]  # reference point name → {metric name (no stage): value}
 REFERENCE_VERSION = 1  # the stored reference points' format and definition; bump when reference_points changes
-PROFILE_LINES = 14
+PROFILE_LINES = 14  # how much of a profiler's table the summary shows
 MAX_SAVED_CONFIG = 1 << 20  # a run folder's config.yaml larger than this is not read for display
 
 
@@ -67,7 +68,7 @@ def print_metrics(
 
 def _short(value: Any, limit: int = 60) -> str:
     """A config value as short display text (values may come from someone else's run folder: shown, never used)."""
-    text = str(value)
+    text = clean_text(str(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -184,7 +185,7 @@ def checkpoint_epoch(path: Path | str | None) -> int | None:
     from jointcap.runtime.checkpoint import load_checkpoint
 
     epoch = load_checkpoint(path, mmap=True).get("epoch")
-    return int(epoch) if epoch is not None else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None  # untrusted: a number or nothing
 
 
 def print_samples(
@@ -198,7 +199,7 @@ def print_samples(
     for i in chosen:
         name = keys[i] if keys is not None and i < len(keys) else str(i)
         ref = references[i][0] if i < len(references) and references[i] else ""
-        print(f"  {name}: {predictions[i]} | {ref}", flush=True)
+        print(f"  {clean_text(name)}: {clean_text(predictions[i])} | {clean_text(ref)}", flush=True)
 
 
 def run_paths(run_dir: Path, trainer: L.Trainer | None = None) -> dict[str, Path]:

@@ -1,4 +1,11 @@
-"""Paired comparisons of two settings with bootstrap confidence intervals over test images and seeds.
+"""Paired comparisons of two settings: seed-level t intervals and p-values, bootstrap intervals, Holm and BH.
+
+Verdicts rest on the seeds (issue 28): `seed_level(a, b)` reduces each run's per-image scores to one value
+per seed and runs a paired t-test over the seeds (`paired_t`, with its p-value); `hierarchical_bootstrap`
+gives a second interval that resamples seeds, then classes as clusters of test images. `holm` and
+`benjamini_hochberg` adjust a family of p-values. The older `paired_difference` (a percentile bootstrap over
+seeds × independent images) is kept for description only: with few seeds it is too narrow
+(tests/test_stats.py measures its under-coverage).
 
 A study scores every test image under every (setting, seed). To ask "does λ > 0 beat λ = 0?",
 `paired_difference(a, b)` takes the per-image scores of both settings as (seeds, images) arrays,
@@ -37,6 +44,7 @@ class Comparison:
     stat_a: float
     stat_b: float
     min_seeds: int = 1  # fewer seeds than this: the interval is shown but judges nothing (see `judged`)
+    p: float = math.nan  # two-sided p-value of "no difference" (paired t over seeds); nan where not computed
 
     @property
     def judged(self) -> bool:
@@ -179,8 +187,12 @@ def paired_t(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Comparison:
     if n < 2:
         raise ValueError(f"a t interval needs at least 2 paired runs, got {n}")
     d = a - b
-    half = float(student_t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    mean = float(d.mean())
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    half = float(student_t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
+    if sd > 0:
+        p = float(2 * student_t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    else:  # every seed differs by the same amount: certain, or no difference at all
+        p = 1.0 if mean == 0 else 0.0
     return Comparison(
         diff=mean,
         low=mean - half,
@@ -191,4 +203,130 @@ def paired_t(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Comparison:
         n_boot=0,
         stat_a=float(a.mean()),
         stat_b=float(b.mean()),
+        p=p,
     )
+
+
+def per_seed(scores: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """(seeds,) the statistic of each seed's row of (seeds, images) scores: the mean over its finite images, or
+    with `groups` the worst-group mean."""
+    x = _as_matrix(scores, "scores")
+    out = []
+    for row in x:
+        keep = np.isfinite(row)
+        out.append(group_stat(row[keep][None], None if groups is None else np.asarray(groups)[keep]))
+    return np.array(out)
+
+
+def seed_level(
+    a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, level: float = 0.95, min_seeds: int = 2
+) -> Comparison:
+    """stat(a) − stat(b) from paired (seeds, images) scores, judged at the seed level: each seed's statistic
+    (mean, or worst-group mean with `groups`) over the images finite in both, then `paired_t` over the seeds.
+    The test images' spread enters through each seed's value, so it is not counted twice."""
+    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same (seeds, images) shape: a {a.shape}, b {b.shape}")
+    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
+    if not keep.any():
+        raise ValueError("no image has a finite score in both settings")
+    g = None if groups is None else np.asarray(groups)[keep]
+    if groups is not None and len(np.asarray(groups)) != len(keep):
+        raise ValueError(f"groups has {len(np.asarray(groups))} entries for {len(keep)} images")
+    sa, sb = per_seed(a[:, keep], g), per_seed(b[:, keep], g)
+    if len(sa) < 2:
+        return Comparison(
+            diff=float(sa.mean() - sb.mean()),
+            low=math.nan,
+            high=math.nan,
+            level=level,
+            n_seeds=len(sa),
+            n_images=int(keep.sum()),
+            n_boot=0,
+            stat_a=float(sa.mean()),
+            stat_b=float(sb.mean()),
+            min_seeds=max(min_seeds, 2),
+        )
+    t = paired_t(sa, sb, level)
+    return Comparison(
+        diff=t.diff,
+        low=t.low,
+        high=t.high,
+        level=level,
+        n_seeds=t.n_seeds,
+        n_images=int(keep.sum()),
+        n_boot=0,
+        stat_a=t.stat_a,
+        stat_b=t.stat_b,
+        min_seeds=min_seeds,
+        p=t.p,
+    )
+
+
+def hierarchical_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> Comparison:
+    """stat(a) − stat(b) with a two-stage percentile bootstrap: each replicate resamples the seeds, then the
+    `clusters` (per image, e.g. its class) with replacement, every image of a drawn cluster coming along
+    (images of one class are not independent). A second interval beside `seed_level`'s, never the verdict."""
+    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
+    clusters = np.asarray(clusters)
+    if a.shape != b.shape or len(clusters) != a.shape[1]:
+        raise ValueError(
+            f"need a, b of one (seeds, images) shape and one cluster per image: {a.shape}, {b.shape}, {clusters.shape}"
+        )
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got level={level}, n_boot={n_boot}")
+    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
+    a, b, clusters = a[:, keep], b[:, keep], clusters[keep]
+    g = None if groups is None else np.asarray(groups)[keep]
+    _, index = np.unique(clusters, return_inverse=True)  # (N,) cluster number of each image
+    n_seeds, n_clusters = a.shape[0], int(index.max()) + 1
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_boot, CHUNK):
+        r = min(CHUNK, n_boot - start)
+        cs = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=r).astype(np.float64)  # (R, S)
+        cc = rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=r).astype(np.float64)  # (R, K)
+        ci = cc[:, index]  # (R, N): each image weighted by its cluster's count
+        diffs.append(_replicate_stats(a, cs, ci, g) - _replicate_stats(b, cs, ci, g))
+    d = np.concatenate(diffs)
+    d = d[np.isfinite(d)]
+    alpha = (1 - level) / 2
+    low, high = (float(np.quantile(d, q)) for q in (alpha, 1 - alpha)) if len(d) else (math.nan, math.nan)
+    sa, sb = group_stat(a, g), group_stat(b, g)
+    return Comparison(sa - sb, low, high, level, n_seeds, a.shape[1], n_boot, sa, sb)
+
+
+def holm(p: np.ndarray | list[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error): sorted ascending, p_(i) × (m − i + 1), made
+    monotone, capped at 1. Reject where adjusted < α. nan p-values stay nan and do not count in m."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
+
+
+def benjamini_hochberg(p: np.ndarray | list[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (false discovery rate; scipy's `false_discovery_control`), nan
+    p-values left out of the family and kept nan. Call a row significant where adjusted < q."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return out

@@ -20,12 +20,15 @@ import csv
 import json
 import math
 import statistics
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from jointcap.config import LossConfig
 from jointcap.runtime.tracking import RESULTS_FILE
@@ -117,15 +120,32 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def load_job(folder: Path) -> Job | None:
-    """The job in `folder`, or None when it has no results (unfinished or failed)."""
+    """The job in `folder`, or None when it has no results (unfinished or failed) or a file of it is unreadable
+    (a truncated results.json, a broken config): that job is named on stderr and skipped, the others summarised."""
     results = folder / RESULTS_FILE
     if not results.is_file() or not (folder / ".hydra" / "config.yaml").is_file():
         return None
-    config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"), resolve=False)
-    overrides_file = folder / ".hydra" / "overrides.yaml"
-    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    metrics = json.loads(results.read_text())["metrics"]
-    return Job(folder, flatten(config), [str(o) for o in overrides], {k: float(v) for k, v in metrics.items()})
+    reading = results
+    try:
+        metrics = json.loads(results.read_text(encoding="utf-8"))["metrics"]
+        values = {str(k): float(v) for k, v in metrics.items()}
+        reading = folder / ".hydra" / "config.yaml"
+        config = OmegaConf.to_container(OmegaConf.load(reading), resolve=False)
+        reading = folder / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(reading)) if reading.is_file() else []
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, OmegaConfBaseException, yaml.YAMLError) as e:
+        skip_job(reading, e)
+        return None
+    if not isinstance(config, dict):
+        skip_job(folder / ".hydra" / "config.yaml", ValueError("not a mapping"))
+        return None
+    return Job(folder, flatten(config), [str(o) for o in overrides], values)
+
+
+def skip_job(path: Path, error: BaseException) -> None:
+    """Name a job file that cannot be read, and why, on stderr (the summary goes on without that job)."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"warning: skipping the job of {path}: unreadable ({type(error).__name__}: {reason})", file=sys.stderr)
 
 
 def find_jobs(roots: list[Path]) -> list[Job]:

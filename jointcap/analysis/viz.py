@@ -85,16 +85,20 @@ def image_figure(
     columns: int = 6,
     inch: float = 1.9,
     colorbar: bool = True,
+    footnote: str = "",
     fontsize: float = 8,
 ) -> Figure:
     """One image explained: its panels on a grid `columns` wide (each keeps the image's aspect ratio), the suptitle
-    (class, caption) on top, and a colour bar stating the maps' normalisation when any panel has a map; panel
-    titles at `fontsize` points."""
+    (class, caption) on top, a colour bar stating the maps' normalisation when any panel has a map, and a
+    `footnote` in red below (e.g. predict's warning that the checkpoint was trained on synthetic drawings);
+    panel titles at `fontsize` points."""
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
     aspect = image.shape[0] / image.shape[1]  # H / W
     bar = colorbar and any(p.heat is not None for p in panels)
-    title_h = 0.25 + 0.16 * wrap_lines(suptitle, int(24 * cols * inch / 1.9)).count("\n") if suptitle else 0.0
+    width = int(24 * cols * inch / 1.9)  # characters per title line
+    title_h = 0.25 + 0.16 * wrap_lines(suptitle, width).count("\n") if suptitle else 0.0
+    title_h += 0.25 + 0.16 * wrap_lines(footnote, width).count("\n") if footnote else 0.0
     fig = Figure(
         figsize=(cols * inch + (1.0 if bar else 0), rows * inch * aspect + 0.3 * rows + title_h), layout="constrained"
     )
@@ -105,9 +109,75 @@ def image_figure(
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     if suptitle:
-        fig.suptitle(wrap_lines(suptitle, int(24 * cols * inch / 1.9)), fontsize=max(9, fontsize))
+        fig.suptitle(wrap_lines(suptitle, width), fontsize=max(9, fontsize))
+    if footnote:
+        fig.supxlabel(wrap_lines(footnote, width), fontsize=max(9, fontsize), color="firebrick", fontweight="bold")
     if bar:
         add_colorbar(fig, list(axes.flat), fontsize=max(7, fontsize - 3))
+    return fig
+
+
+def overlay(image: np.ndarray, heat: torch.Tensor | None) -> np.ndarray:
+    """(H, W, 3) uint8: the image with the map drawn over it as `draw_panel` does (colour map CMAP at ALPHA)."""
+    if heat is None:
+        return image
+    from matplotlib import colormaps
+
+    colours = colormaps[CMAP](heat_to_image(heat, image.shape[:2]))[..., :3] * 255.0  # (H, W, 3)
+    return (image * (1 - ALPHA) + colours * ALPHA).round().clip(0, 255).astype(np.uint8)
+
+
+def mosaic_figure(
+    image: np.ndarray, panels: list[Panel], suptitle: str, footnote: str = "", columns: int = 6, dpi: int = 110
+) -> Figure:
+    """`image_figure`'s content drawn fast: the panels composed into one array (one image, one axes, a title
+    text per panel) instead of an axes per panel with a layout engine (~20× faster; predict draws one figure
+    per file). Pixel-exact layout: save it without bbox_inches="tight"."""
+    h, w = image.shape[:2]
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    gap, label = 8, 18  # pixels between tiles, and for each tile's title
+    canvas = np.full((rows * (h + label + gap), cols * (w + gap), 3), 255, dtype=np.uint8)
+    for k, panel in enumerate(panels):
+        r, c = divmod(k, cols)
+        y, x = r * (h + label + gap) + label, c * (w + gap)
+        canvas[y : y + h, x : x + w] = overlay(image, panel.heat)
+    width = max(40, canvas.shape[1] // 7)  # characters per title line at 9 pt
+    top_lines = wrap_lines(suptitle, width).count("\n") + 1 if suptitle else 0
+    bottom_lines = wrap_lines(footnote, width).count("\n") + 1 if footnote else 0
+    top, bottom = 8 + 16 * top_lines, 8 + 16 * bottom_lines
+    bar = 70 if any(p.heat is not None for p in panels) else 0
+    fig_w, fig_h = canvas.shape[1] + bar + 8, canvas.shape[0] + top + bottom  # pixels
+    fig = Figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.figimage(canvas, xo=4, yo=bottom, origin="upper")  # pixels as they are: no resampling
+    for k, panel in enumerate(panels):
+        r, c = divmod(k, cols)
+        x, y = 4 + c * (w + gap) + w / 2, fig_h - top - r * (h + label + gap) - label + 4  # from the bottom
+        fig.text(x / fig_w, y / fig_h, panel.title, ha="center", va="bottom", fontsize=7)
+    if suptitle:
+        fig.text(0.5, 1 - 4 / fig_h, wrap_lines(suptitle, width), ha="center", va="top", fontsize=9)
+    if footnote:
+        fig.text(
+            0.5,
+            4 / fig_h,
+            wrap_lines(footnote, width),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color="firebrick",
+            fontweight="bold",
+        )
+    if bar:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        cax = fig.add_axes(
+            ((canvas.shape[1] + 12) / fig_w, bottom / fig_h + 0.05, 10 / fig_w, 0.8 * canvas.shape[0] / fig_h)
+        )
+        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), cax=cax)
+        cb.set_label(BAR_LABEL, fontsize=7)
+        cb.ax.tick_params(labelsize=7)
     return fig
 
 

@@ -1,8 +1,10 @@
 """Reed et al. (CVPR 2016) captions: `text_c10/<class folder>/<image stem>.txt`, 10 lines each.
 
 `read_captions` reads and validates one file (strict UTF-8, at least `min_lines` non-empty
-lines); `join_captions` attaches captions to images by file name, either failing on the
-first bad file or, with `skip_bad`, collecting what was skipped and why.
+lines, each cleaned by `jointcap.data.textsafe`: a BOM, control characters and VT/FF/U+2028-style
+separators neither split a caption nor stay in it); `join_captions` attaches captions to images
+by file name, either failing on the first bad file or, with `skip_bad`, collecting what was
+skipped and why.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from jointcap.data.textsafe import split_lines
 
 TEXT_FOLDER = "text_c10"
 
@@ -42,7 +46,7 @@ def read_captions(path: Path, min_lines: int = 10) -> list[str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CaptionError(f"{path}: not valid UTF-8 text ({e.reason} at byte {e.start})") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = split_lines(text)
     if len(lines) < min_lines:
         raise CaptionError(f"{path}: {len(lines)} caption lines, need at least {min_lines}")
     return lines
@@ -76,4 +80,4 @@ def read_class_list(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CaptionError(f"{path}: class list missing (needed for split='zeroshot')")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return split_lines(path.read_text(encoding="utf-8"))

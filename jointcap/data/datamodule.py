@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from filelock import FileLock
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from jointcap.data import cache
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.data.source import Source
-from jointcap.data.tokenizer import Tokenizer
+from jointcap.data.tokenizer import Tokenizer, TokenizerError
 
 log = logging.getLogger(__name__)
+
+
+def init_worker(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM/SIGINT: a signal sent to the whole process group (`timeout`, a scheduler,
+    Ctrl-C) must reach the main process, which saves and stops; a worker that died of it would fail the batch
+    instead. Lightning's worker seeding (`seed_everything(workers=True)`) still runs."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning adds itself when a loader has no worker_init_fn
+        pl_worker_init_function(worker_id)
 
 
 class CaptionedImages(Dataset):
@@ -27,6 +40,9 @@ class CaptionedImages(Dataset):
     ) -> None:
         self.split, self.tokens, self.train, self.augment, self.pad = split, tokens, train, augment, pad
         self.n_caps = np.array([len(c) for c in split.captions])
+        # `serve_class_masks`: items also carry "class_mask" (S, S) uint8, the union of these parts' masks,
+        # augmented exactly as the image (the oracle Q of model.loss.q_source=oracle)
+        self.class_parts: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.split)
@@ -35,11 +51,12 @@ class CaptionedImages(Dataset):
         """Item `i`; a key `(i, seed)` (from `EpochSampler`) makes its random choices a function of `seed`."""
         i, seed = key if isinstance(key, tuple) else (key, None)
         image = torch.from_numpy(np.array(self.split.images[i])).permute(2, 0, 1)  # (3, S, S) uint8
+        mask = self._class_mask(i)  # (1, S, S) uint8 or None
         if self.train:
             gen = torch.Generator().manual_seed(seed) if seed is not None else None
             j = int(torch.randint(int(self.n_caps[i]), (), generator=gen))
             if self.augment:
-                image = _augment(image, self.pad, gen)
+                image, mask = _augment(image, self.pad, gen, mask)
         else:
             j = 0  # evaluation: caption 0 for the loss; all captions serve as references
         item = {
@@ -48,6 +65,8 @@ class CaptionedImages(Dataset):
             "tokens": torch.from_numpy(self.tokens[i, j]),
             "index": torch.tensor(i),
         }
+        if mask is not None:
+            item["class_mask"] = mask[0]
         if not self.train:
             for name in ("masks", "boxes", "parts"):
                 arr = getattr(self.split, name)
@@ -55,17 +74,31 @@ class CaptionedImages(Dataset):
                     item[name] = torch.from_numpy(np.array(arr[i]))
         return item
 
+    def _class_mask(self, i: int) -> torch.Tensor | None:
+        """(1, S, S) uint8: where image `i` shows one of `class_parts` (None unless served)."""
+        if self.class_parts is None or self.split.masks is None:
+            return None
+        parts = np.asarray(self.split.masks[i])[list(self.class_parts)]  # (P', S, S)
+        return torch.from_numpy(parts.max(0, initial=0)[None].astype(np.uint8))
 
-def _augment(image: torch.Tensor, pad: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Random horizontal flip and a random shift of up to `pad` pixels, on uint8 (3, S, S)."""
-    if torch.rand((), generator=gen) < 0.5:
-        image = image.flip(-1)
-    if pad > 0:
-        s = image.shape[-1]
-        padded = torch.nn.functional.pad(image[None].float(), (pad,) * 4, mode="replicate")[0].to(torch.uint8)
-        dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen))
-        image = padded[:, dy : dy + s, dx : dx + s]
-    return image
+
+def _augment(
+    image: torch.Tensor, pad: int, gen: torch.Generator | None = None, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random horizontal flip and a random shift of up to `pad` pixels, on uint8 (3, S, S); a `mask` (1, S, S)
+    gets the same flip and shift (the random draws do not depend on whether there is one)."""
+    flip = bool(torch.rand((), generator=gen) < 0.5)
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen)) if pad > 0 else (0, 0)
+
+    def move(x: torch.Tensor) -> torch.Tensor:
+        x = x.flip(-1) if flip else x
+        if pad <= 0:
+            return x
+        s = x.shape[-1]
+        padded = torch.nn.functional.pad(x[None].float(), (pad,) * 4, mode="replicate")[0].to(torch.uint8)
+        return padded[:, dy : dy + s, dx : dx + s]
+
+    return move(image), (move(mask) if mask is not None else None)
 
 
 class JointDataModule(L.LightningDataModule):
@@ -125,6 +158,9 @@ class JointDataModule(L.LightningDataModule):
             if not cache.dataset_complete(self.cache_dir):
                 log.info("building the %s cache in %s", self.source.name, self.cache_dir)
                 self.source.build(self.cache_dir)
+            if self.tokenizer_path.is_file() and not _loads(self.tokenizer_path):
+                log.warning("%s: a corrupt cached tokenizer; training it again", self.tokenizer_path)
+                self.tokenizer_path.unlink()
             if not self.tokenizer_path.is_file():
                 train = cache.read_split(self.cache_dir / "train")
                 captions = [c for caps in train.captions for c in caps]
@@ -137,7 +173,10 @@ class JointDataModule(L.LightningDataModule):
         self.info = cache.read_info(self.cache_dir)
         if not self.tokenizer_path.is_file():
             raise cache.CacheError(f"{self.tokenizer_path}: missing tokenizer (prepare_data has not run)")
-        self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        try:
+            self.tokenizer = Tokenizer.load(self.tokenizer_path)
+        except TokenizerError as e:
+            raise cache.CacheError(f"{e}; delete it and run again (prepare_data trains it anew)") from None
         for name in cache.SPLITS:
             split = cache.read_split(self.cache_dir / name)
             self.splits[name] = split
@@ -160,6 +199,24 @@ class JointDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return int(self.info["num_classes"])
 
+    @property
+    def has_part_masks(self) -> bool:
+        """Whether every split stores per-image part masks and the data names its class-defining parts."""
+        return (
+            bool(self.splits)
+            and bool(self.info.get("class_parts"))
+            and all(split.masks is not None for split in self.splits.values())
+        )
+
+    def serve_class_masks(self) -> None:
+        """From now on every item also carries "class_mask" (S, S): its class-defining parts (`info["class_parts"]`),
+        flipped and shifted with the image in training. Needs `has_part_masks`."""
+        if not self.has_part_masks:
+            raise ValueError(f"{self.source.name}: no per-image part masks or class-defining parts to serve")
+        parts = tuple(int(p) for p in self.info["class_parts"])
+        for dataset in self.datasets.values():
+            dataset.class_parts = parts
+
     def references(self, split: str) -> list[list[str]]:
         """All reference captions of `split`, by dataset index."""
         return self.splits[split].captions
@@ -171,6 +228,7 @@ class JointDataModule(L.LightningDataModule):
             "num_workers": workers,
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
             "persistent_workers": self.persistent_workers and workers > 0,
+            "worker_init_fn": init_worker if workers > 0 else None,
             # worker seeds come from here, not from the global RNG (which dropout uses)
             "generator": torch.Generator().manual_seed(self.seed),
         }
@@ -211,3 +269,12 @@ class JointDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def _loads(path: Path) -> bool:
+    """Whether a cached tokenizer file is a usable SentencePiece model."""
+    try:
+        Tokenizer.load(path)
+    except TokenizerError:
+        return False
+    return True

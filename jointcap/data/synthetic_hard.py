@@ -9,8 +9,10 @@ wing with another class's wingbars, random shapes, and leaf occluders laid over 
 parts. Scale, tilt, facing and position vary widely; images are 80–128 px so that a part
 spans a few cells of the feature map.
 
-Each image has CUB-like captions that each name a random subset of what is visible (not always
-the class-defining parts); every attribute word sits before the part noun it describes
+Each image has CUB-like captions; `captions="field_marks"` (the default, issue 28) names the visible
+class-defining parts first, as a field guide does, and a nuisance part only sometimes; `"random_parts"`
+(the references before issue 28) names a random subset of what is visible (not always the class-defining
+parts). Every attribute word sits before the part noun it describes
 ("a long black beak", "white wingbars"). The split's `extra` holds per image `facts` (every
 true, visible "PART ATTRIBUTE") and `class_facts` (the visible class-defining subset); with
 `shortcut=true` the body and wing colours name the class in train (with probability
@@ -613,6 +615,56 @@ def _captions(r: random.Random, attrs: dict[str, list[str]], share: np.ndarray, 
     return out
 
 
+CAPTION_STYLES = ("field_marks", "random_parts")  # data.source.captions: how a reference chooses what to name
+FIELD_MARK_P = 0.9  # field_marks: the chance that a reference names each visible class-defining part
+NUISANCE_COUNTS = (0, 0, 0, 1, 1, 2)  # field_marks: nuisance phrases after the field marks (mean 2/3), drawn uniformly
+_FIELD_OPENERS = (
+    "this bird has {}",
+    "a {} with {}",
+    "this is a {} with {}",
+    "this {} has {}",
+    "look for {}",
+    "note {}",
+    "field marks: {}",
+    "{}",
+)
+_NUISANCE_LINKS = (", with {}", "; also {}", ", plus {}")  # after a list of field marks (" and {}" after one)
+
+
+def _field_mark_captions(
+    r: random.Random, attrs: dict[str, list[str]], share: np.ndarray, n: int, size_word: str
+) -> list[str]:
+    """`n` field-guide references: the visible class-defining parts first (each with FIELD_MARK_P, in varied
+    order, the beak by its shape), then sometimes a nuisance part or two (head, body, wing, tail, beak colour)."""
+    visible = {part for i, part in enumerate(PART_NAMES) if share[i] >= VISIBLE_FRACTION}
+    marks = [PART_NAMES[i] for i in CLASS_PARTS if PART_NAMES[i] in visible]
+    nuisance = [p for p in ("head", "body", "wing", "tail") if p in visible] or ["body"]
+    out = []
+    for _ in range(n):
+        chosen = [p for p in marks if r.random() < FIELD_MARK_P] or marks[:1]
+        r.shuffle(chosen)
+        phrases = []
+        for part in chosen:
+            if part == "beak":  # the shape is the field mark; its colour (a nuisance) only sometimes
+                words = attrs["beak"] if r.random() < 0.25 else attrs["beak"][:1]
+                phrases.append(_article(" ".join(words) + " " + r.choice(("beak", "bill"))))
+            elif part == "wingbar" and "wing" in visible and r.random() < 0.2:  # "white wingbars on olive wings"
+                phrases.append(f"{attrs['wingbar'][0]} wingbars on {attrs['wing'][0]} wings")
+            else:
+                phrases.append(_phrase(r, part, attrs[part]))
+        extra = r.sample(nuisance, min(len(nuisance), r.choice(NUISANCE_COUNTS)))
+        text = _join(phrases) if phrases else ""
+        if extra:
+            tail = _join([_phrase(r, part, attrs[part]) for part in extra])
+            link = r.choice(_NUISANCE_LINKS if len(phrases) > 1 else (*_NUISANCE_LINKS, " and {}"))
+            text = text + link.format(tail) if text else tail
+        bird = f"{size_word} bird" if size_word else "bird"
+        opener = r.choice(_FIELD_OPENERS)
+        text = opener.format(bird, text) if opener.count("{}") == 2 else opener.format(text)
+        out.append(text + ("." if r.random() < 0.5 else ""))
+    return out
+
+
 # ----------------------------------------------------------------------------------- public API
 def generate_split(
     n: int,
@@ -625,13 +677,18 @@ def generate_split(
     lighting: float = 0.1,
     shortcut_p: float | None = None,
     split: str = "train",
+    captions: str = "random_parts",
 ) -> cache.SplitData:
     """Generate `n` hard birds with labels, captions, keys f"{split}_{i:06d}", part masks and facts.
 
     `shortcut_p`: None draws body and wing colours freely; a probability gives them the class's
     shortcut pair (`shortcut_pairs`) that often, and stores the group of each image.
+    `captions`: how each reference chooses what to name (CAPTION_STYLES): "random_parts" a random 1–5 visible
+    parts; "field_marks" the class-defining parts first, nuisance parts sometimes. Images are the same in both.
     Image i depends only on (seed, i), so a shorter split is a prefix of a longer one.
     """
+    if captions not in CAPTION_STYLES:
+        raise ValueError(f"data.source.captions must be one of {', '.join(CAPTION_STYLES)}, got {captions!r}")
     if (
         n < 0
         or image_size < 32
@@ -651,7 +708,7 @@ def generate_split(
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     masks = np.empty((n, len(PART_NAMES), image_size, image_size), np.uint8)
     labels = np.empty(n, np.int64)
-    captions: list[list[str]] = []
+    references: list[list[str]] = []
     facts: list[list[str]] = []
     class_facts: list[list[str]] = []
     groups: list[int] = []
@@ -678,7 +735,8 @@ def generate_split(
             class_facts.append(cf)
             s = p.scale[i]
             size_word = r.choice(("small", "little")) if s < 0.85 else r.choice(("large", "big")) if s > 1.02 else ""
-            captions.append(_captions(r, a, share[i], captions_per_image, size_word))
+            write = _field_mark_captions if captions == "field_marks" else _captions
+            references.append(write(r, a, share[i], captions_per_image, size_word))
             for key in ("head", "body", "wing", "tail"):
                 attributes.setdefault(key, []).append(a[key][0])
             attributes.setdefault("beak_color", []).append(a["beak"][1])
@@ -693,7 +751,9 @@ def generate_split(
     }
     if shortcut_p is not None:
         extra.update(group=groups, group_names=list(GROUP_NAMES), shortcut_p=shortcut_p)
-    data = cache.SplitData(images, labels, captions, keys, masks=masks, extra=extra)
+    if captions != "random_parts":
+        extra["captions"] = captions
+    data = cache.SplitData(images, labels, references, keys, masks=masks, extra=extra)
     data.validate(f"synthetic_hard {split}")
     return data
 
@@ -751,6 +811,7 @@ class HardSyntheticSource:
         lighting: float = 0.05,
         shortcut: bool = False,
         shortcut_p: float = 0.95,
+        captions: str = "field_marks",
     ) -> None:
         class_specs(n_classes)  # fail early on an impossible class count
         if shortcut:
@@ -762,6 +823,9 @@ class HardSyntheticSource:
             )
         if not 0 <= shortcut_p <= 1:
             raise ValueError(f"shortcut_p must be in [0, 1], got {shortcut_p}")
+        if captions not in CAPTION_STYLES:
+            raise ValueError(f"data.source.captions must be one of {', '.join(CAPTION_STYLES)}, got {captions!r}")
+        self.captions = captions
         self.n_classes, self.image_size, self.seed = int(n_classes), int(image_size), int(seed)
         self.per_class = {"train": int(per_class), "val": int(val_per_class), "test": int(test_per_class)}
         self.sizes = {k: v * self.n_classes for k, v in self.per_class.items()}
@@ -780,7 +844,8 @@ class HardSyntheticSource:
             f"synthetic_hard-v{GENERATOR_VERSION}-c{self.n_classes}-s{self.image_size}-pc{n['train']}-{n['val']}-{n['test']}"
             f"-seed{self.seed}-cap{self.captions_per_image}-clutter{self.clutter:g}-occ{self.occlusion:g}-light{self.lighting:g}"
         )
-        return key + (f"-shortcut{self.shortcut_p:g}" if self.shortcut else "")
+        key += f"-shortcut{self.shortcut_p:g}" if self.shortcut else ""
+        return key + ("" if self.captions == "random_parts" else f"-{self.captions}")  # random_parts: the old folders
 
     def split_seed(self, split: str) -> int:
         """Each split has its own stream, so resizing one split never changes another."""
@@ -802,6 +867,7 @@ class HardSyntheticSource:
                 self.lighting,
                 p,
                 split,
+                self.captions,
             )
             cache.write_split(out / split, data)
         cache.write_info(out, dataset_info(self.n_classes, self.shortcut))

@@ -17,14 +17,24 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark
 
 
+class TokenizerError(ValueError):
+    """Bytes that are not a SentencePiece model (a corrupt cache file or checkpoint); the message says which."""
+
+
 class Tokenizer:
     """Encode captions to fixed-length id rows (BOS … EOS pad…) and decode them back."""
 
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
 
-    def __init__(self, model_proto: bytes) -> None:
-        self.model_proto = bytes(model_proto)
-        self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+    def __init__(self, model_proto: bytes, source: str = "tokenizer") -> None:
+        """Load a serialised model; TokenizerError names `source` (a file, a checkpoint) when it is not one."""
+        try:
+            self.model_proto = bytes(model_proto)
+            self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        except (RuntimeError, TypeError, ValueError, OSError) as e:
+            raise TokenizerError(f"{source}: not a SentencePiece tokenizer model ({str(e).splitlines()[0]})") from None
+        if self.sp.get_piece_size() <= EOS_ID or self.sp.pad_id() != PAD_ID or self.sp.eos_id() != EOS_ID:
+            raise TokenizerError(f"{source}: a SentencePiece model without jointcap's special ids (pad 0, eos 3)")
 
     @classmethod
     def train(cls, captions: Iterable[str], vocab_size: int = 1000, model_type: str = "bpe") -> Tokenizer:
@@ -49,7 +59,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
-        return cls(Path(path).read_bytes())
+        return cls(Path(path).read_bytes(), source=str(path))
 
     def save(self, path: Path) -> None:
         """Write atomically, so a killed run never leaves a truncated model behind."""

@@ -21,7 +21,7 @@ from jointcap import losses
 from jointcap.config import MetricsConfig
 from jointcap.data.tokenizer import Tokenizer
 from jointcap.metrics.caption_metric import CaptionScores
-from jointcap.metrics.correctness import FactReader
+from jointcap.metrics.correctness import FactReader, image_fact_scores
 from jointcap.metrics.localisation import (
     BoxAccuracy,
     LocalisationScores,
@@ -31,6 +31,7 @@ from jointcap.metrics.localisation import (
     word_attention,
     word_grounding,
 )
+from jointcap.metrics.text import tokenize
 
 
 class EvalMetrics(nn.Module):
@@ -51,6 +52,7 @@ class EvalMetrics(nn.Module):
     ) -> None:
         super().__init__()
         self.task, self.options, self.divergence = task, options, divergence
+        self._decode, self._facts = decode, facts
         has_classifier, has_captioner = task != "captioner", task != "classifier"
         # disagreement: the configured divergence; disagreement_js: always Jensen–Shannon, so runs compare
         m: dict[str, nn.Module] = {"loss": MeanMetric(), "disagreement": MeanMetric(), "disagreement_js": MeanMetric()}
@@ -97,6 +99,22 @@ class EvalMetrics(nn.Module):
         self["localisation"].class_parts = info.get("class_parts")
         if "captions" in self:
             self["captions"].reader = FactReader.from_info(info)
+
+    def image_facts(self, index: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image caption correctness (class_recall, facts_right, facts_wrong) and whether the caption names a
+        part twice (part_repeat), each (B,), for the test's per-image table of a split that stores facts; empty
+        where the data has no fact reader (CUB, Flowers)."""
+        reader = getattr(self.metrics["captions"], "reader", None) if "captions" in self else None
+        if reader is None:
+            return {}
+        rows = []
+        for i, ids in zip(index.tolist(), tokens.tolist(), strict=True):
+            truth, class_truth = self._facts(i)
+            words = tokenize(self._decode(ids))
+            rows.append(
+                {**image_fact_scores(reader.read(words), truth, class_truth), "part_repeat": reader.repeats_part(words)}
+            )
+        return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in rows[0]} if rows else {}
 
     # -- per batch ---------------------------------------------------------------------------
     def update(

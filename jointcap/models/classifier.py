@@ -18,12 +18,14 @@ class CAMClassifier(nn.Module):
         pooled = emb.mean(dim=(2, 3))  # (B, D)
         return self.fc(self.dropout(pooled))  # (B, K)
 
-    def cam(self, emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    def cam(self, emb: torch.Tensor, classes: torch.Tensor, weights_grad: bool = True) -> torch.Tensor:
         """CAM of `classes` (B,) over the map (B, D, h, w) → (B, h, w); its spatial mean + the class bias is the logit.
 
         Zhou et al.'s CAM carries no bias: a shift shared by all locations changes no logit difference, so
         with the bias inside, a disagreement loss on the ReLU'd CAM could flatten it at no cost to the
-        cross-entropy (the bias absorbs the shift).
+        cross-entropy (the bias absorbs the shift). `weights_grad=False`: the class weights get no gradient
+        through this CAM (a loss on it then trains only the embedding).
         """
         w = self.fc.weight[classes]  # (B, D)
+        w = w if weights_grad else w.detach()
         return torch.einsum("bd,bdhw->bhw", w, emb)

@@ -69,11 +69,11 @@ class JointModel(nn.Module):
             word_logits, alphas = self.captioner(emb, tokens)
         return JointOutput(emb, logits, word_logits, alphas)
 
-    def cam(self, emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """CAM (B, h, w) of `classes`; needs the classifier head."""
+    def cam(self, emb: torch.Tensor, classes: torch.Tensor, weights_grad: bool = True) -> torch.Tensor:
+        """CAM (B, h, w) of `classes`; needs the classifier head (`weights_grad`: see CAMClassifier.cam)."""
         if self.classifier is None:
             raise RuntimeError("the captioner-only model has no classifier, hence no CAM")
-        return self.classifier.cam(emb, classes)
+        return self.classifier.cam(emb, classes, weights_grad)
 
     def generate(
         self,

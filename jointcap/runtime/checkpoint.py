@@ -8,10 +8,19 @@
   output folder.) It loads with `weights_only=True`, so `trainer.fit/test(ckpt_path=…)` never
   unpickles arbitrary objects.
 * `load_checkpoint(path)` / `load_module(path)` are what commands that read a checkpoint use.
+  A checkpoint is untrusted input (a download, a colleague's file): `load_module` checks its layout,
+  its hyper-parameters against the schema (`jointcap.config.ModelConfig`, decode settings range-checked
+  so a beam of 10**6 cannot exhaust the machine), builds the network on the meta device first so the
+  hyper-parameters cannot allocate more than the state dict holds (a checkpoint of another model shape
+  is named), refuses NaN/inf weights, never lets `encoder.weights` download anything (the weights come
+  from the state dict), and names a corrupt tokenizer. Every refusal is a `CheckpointError` naming the file.
+* A save that fails (disk full, no permission) is a `CheckpointSaveError` naming the file; the
+  previous file at that path is unchanged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import uuid
@@ -24,6 +33,8 @@ from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.serialization import MAP_LOCATION
 
+from jointcap.config import ModelConfig, schema_problems
+from jointcap.data.tokenizer import TokenizerError
 from jointcap.lit_module import JointCaptionModule
 
 
@@ -37,6 +48,14 @@ class UnsafeCheckpointError(CheckpointError):
 
 class UnreadableCheckpointError(CheckpointError):
     """A checkpoint file is empty, truncated or not a torch checkpoint at all."""
+
+
+class InvalidCheckpointError(CheckpointError):
+    """A readable checkpoint that is not a usable jointcap model (layout, hyper-parameters, shapes, weights)."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions); the previous file is intact."""
 
 
 _UNREADABLE = (
@@ -70,28 +89,89 @@ def load_checkpoint(path: _PATH, map_location: MAP_LOCATION = "cpu", mmap: bool 
     `mmap=True` maps the tensors instead of reading them (cheap when only metadata is wanted).
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        loaded = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise _refuse(path, e) from None
-    except _UNREADABLE as e:
-        if isinstance(e, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except RuntimeError as e:
+        if mmap and "mmap" in str(e):  # the legacy (pre-zip) format cannot be mapped: read it instead
+            return load_checkpoint(path, map_location=map_location)
         raise _unreadable(path, e) from None
+    except (*_UNREADABLE, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        # a text file or random bytes read as a legacy pickle stream: KeyError: 101, IndexError: pop from empty list
+        raise _unreadable(path, e) from None
+    if not isinstance(loaded, dict):
+        raise InvalidCheckpointError(f"{path}: not a jointcap checkpoint (a {type(loaded).__name__}, not a dict)")
+    return loaded
 
 
 def load_module(path: _PATH, map_location: _MAP_LOCATION_TYPE = "cpu") -> JointCaptionModule:
-    """The trained module (weights, tokenizer, dataset facts) in eval mode, read with `weights_only=True`."""
+    """The trained module (weights, tokenizer, dataset facts) in eval mode, checked as untrusted input (see above)."""
+    ckpt = load_checkpoint(path)
+    hparams, state = _layout(path, ckpt)
+    _check_finite(path, state)
+    _check_shapes(path, hparams, state)
+    module = JointCaptionModule(**hparams)
     try:
-        module = JointCaptionModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise _refuse(path, e) from None
-    except (EOFError, zipfile.BadZipFile) as e:
-        raise _unreadable(path, e) from None
-    except RuntimeError as e:  # torch: "PytorchStreamReader failed reading zip archive" and the like
-        if "zip" not in str(e) and "archive" not in str(e):
-            raise
-        raise _unreadable(path, e) from None
+        module.on_load_checkpoint(ckpt)
+    except TokenizerError as e:
+        raise InvalidCheckpointError(f"{path}: its tokenizer is unusable ({e})") from None
+    module.load_state_dict(state, strict=True)  # keys and shapes checked above
+    if map_location not in (None, "cpu"):
+        module = module.to(torch.device(map_location) if isinstance(map_location, str) else map_location)
     return module.eval()
+
+
+def _layout(path: _PATH, ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The checked hyper-parameters (with `encoder.weights` cleared: no download) and the state dict."""
+    hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
+    if not isinstance(hparams, dict) or not isinstance(state, dict):
+        raise InvalidCheckpointError(
+            f"{path}: not a jointcap model checkpoint (no hyper_parameters and state_dict; keys: "
+            f"{', '.join(map(str, list(ckpt)[:8])) or 'none'})"
+        )
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidCheckpointError(f"{path}: its state_dict holds values other than tensors")
+    hparams = {k: v for k, v in hparams.items() if k != "_target_"}
+    problems = schema_problems(hparams, ModelConfig, "model")
+    for key in ("num_classes", "vocab_size"):
+        if not isinstance(hparams.get(key), int):
+            problems.append(f"model.{key}={hparams.get(key)!r}: must be recorded (an integer ≥ 1)")
+    if problems:
+        raise InvalidCheckpointError(f"{path}: bad hyper-parameters:\n  - " + "\n  - ".join(problems))
+    if isinstance(hparams.get("encoder"), dict):  # the trained weights are in the state dict: never download
+        hparams["encoder"] = {**hparams["encoder"], "weights": None}
+    return hparams, state
+
+
+def _check_finite(path: _PATH, state: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN/inf weights: they would give `probability nan` answers that look like results."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise InvalidCheckpointError(f"{path}: NaN or infinite weights in {', '.join(bad[:3])}{more}")
+
+
+def _check_shapes(path: _PATH, hparams: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Build the network on the meta device (no memory) and compare its tensors with the state dict's."""
+    try:
+        with torch.device("meta"):
+            expected = JointCaptionModule(**hparams).state_dict()
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise InvalidCheckpointError(f"{path}: its hyper-parameters do not build a model ({e})") from None
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(expected[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{what} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes for", wrong))
+            if keys
+        ]
+        raise InvalidCheckpointError(
+            f"{path}: its weights do not fit the model its hyper-parameters describe ({'; '.join(parts)}); "
+            "a checkpoint of another model shape or version"
+        )
 
 
 def atomic_torch_save(obj: Any, path: _PATH) -> None:
@@ -105,6 +185,10 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        hint = "the disk is full: free some space" if e.errno == errno.ENOSPC else "check the folder's permissions"
+        kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing was written"
+        raise CheckpointSaveError(f"{path}: cannot save the checkpoint ({e.strerror or e}); {hint}; {kept}") from e
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)

@@ -25,6 +25,13 @@ ResNet-50 at stage 4 with output stride 16 (a 14×14 map at 224 px), on syntheti
 On the GPU it also reports every training arm's peak GPU memory. Both profiles add (unless `--no-launches`)
 7. Launches per training step: CUDA kernels (GPU) or top-level aten ops (CPU) of one joint step vs one
    classifier step, from torch.profiler: the work a GPU waits on Python for.   reported only
+Fresh `python -m jointcap.run` processes (unless `--no-jobs`; the run config, `--job-steps` training steps, no
+validation, nothing kept), each logging its steps' wall-clock times:
+8. Two jobs at once: the aggregate steps/s of a two-job Hydra multirun (joblib launcher, n_jobs=2, `threads=auto`)
+   while both run vs one lone run's steps/s.                             target ≥ 0.9
+8b. The same with two independent runs (each `threads=auto`, neither told of the other).   target ≥ 0.9
+9. Time to the 20th step: a fresh run's train start → end of its 20th step vs 20 × its steady step time
+   (the median step after the 20th).                                     target ≤ 1.5
 
     python -m jointcap.tools.bench [--profile paper] [--steps 8 --repeats 3 …] [--out bench.md] [-- hydra overrides]
 """
@@ -36,8 +43,10 @@ import copy
 import json
 import logging
 import math
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +71,24 @@ from jointcap.models.encoder import _dilation_flags
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PAPER_EXPERIMENT = "cub_cam"  # the experiment whose model and optimizer `--profile paper` measures
+TO_STEP = 20  # row 9: time to this step of a fresh process
+# A fresh run that trains only (rows 8, 9): the run config's model and data, no validation or test, nothing kept.
+JOB_OVERRIDES = [
+    "debug_run=true",
+    "ckpt_path=null",
+    "test_after_fit=false",
+    "model.loss.scst_epochs=0",
+    "++trainer.limit_val_batches=0",
+    "++trainer.enable_checkpointing=false",
+    "trainer.enable_progress_bar=false",
+    "callbacks.checkpoint=null",
+    "callbacks.step_checkpoint=null",
+    "callbacks.preemption=null",
+    "callbacks.random_state=null",
+    "callbacks.media=null",
+    "+callbacks.bench_clock._target_=jointcap.tools.bench.StepLog",
+    "+callbacks.bench_clock.path=${hydra:runtime.output_dir}/steps.jsonl",
+]
 Batch = dict[str, torch.Tensor]
 
 
@@ -149,6 +176,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch intra-op threads; default 1 on the CPU (steady ratios on a shared machine), "
         "torch's own on CUDA; 0: torch's default (as a run uses)",
     )
+    p.add_argument(
+        "--jobs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rows 8, 8b, 9: fresh `python -m jointcap.run` processes, alone and two at once",
+    )
+    p.add_argument(
+        "--job-steps", type=int, default=60, help="training steps of each fresh run (rows 8, 9); > 20 + a few"
+    )
+    p.add_argument("--job-repeats", type=int, default=1, help="lone runs and pairs, interleaved (median)")
     p.add_argument("--steps", type=int, default=8, help="timed training steps per fit")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps at the start of every fit")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every training arm (median)")
@@ -162,8 +199,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the table to OUT.md and OUT.json")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. data.batch_size=32")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
-        p.error("--steps, --warmup and --repeats must be ≥ 1")
+    if args.steps < 1 or args.warmup < 1 or args.repeats < 1 or args.job_repeats < 1:
+        p.error("--steps, --warmup, --repeats and --job-repeats must be ≥ 1")
+    if args.job_steps < TO_STEP + 3:
+        p.error(f"--job-steps must be ≥ {TO_STEP + 3} (the steady steps come after the {TO_STEP}th)")
     if args.batch_size is not None and args.batch_size < 1:
         p.error("--batch-size must be ≥ 1")
     if args.image_size is not None and args.image_size < 16:
@@ -772,6 +811,190 @@ def bench_captions(args: argparse.Namespace, report: Report) -> None:
     )
 
 
+# -- fresh processes: two jobs at once, time to the 20th step (rows 8, 8b, 9) ----------------------
+class StepLog(L.Callback):
+    """Appends the wall-clock time (time.time()) of the train start and of every training step's end to `path`,
+    one JSON line each: how the bench times fresh `python -m jointcap.run` processes from outside."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def _write(self, event: str, **fields: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write("train_start", threads=torch.get_num_threads())
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._write("step", step=trainer.global_step)
+
+
+@dataclass
+class JobLog:
+    """One fresh run's timeline (seconds since its launch): train start and every step's end."""
+
+    launched: float
+    train_start: float
+    steps: list[float]
+    threads: int
+
+    @classmethod
+    def read(cls, path: Path, launched: float) -> JobLog:
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        start = next(x for x in lines if x["event"] == "train_start")
+        ends = [x["t"] - launched for x in lines if x["event"] == "step"]
+        if len(ends) < TO_STEP + 2:
+            raise RuntimeError(f"{path}: {len(ends)} training steps logged, at least {TO_STEP + 2} needed")
+        return cls(launched, start["t"] - launched, ends, int(start["threads"]))
+
+    def steady_step_s(self, after: int = TO_STEP) -> float:
+        """Median time of the steps after the `after`th."""
+        return statistics.median(b - a for a, b in zip(self.steps[after - 1 :], self.steps[after:], strict=False))
+
+    def to_step_s(self, n: int = TO_STEP) -> float:
+        """Train start → end of the `n`th step."""
+        return self.steps[n - 1] - self.train_start
+
+
+def _job_env() -> dict[str, str]:
+    """The bench's environment for its runs, with this checkout first on PYTHONPATH (tests run from worktrees)."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root, "WANDB_MODE": "disabled"}
+
+
+def _launch(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jointcap.run", *args], env=_job_env(), stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+
+
+def _wait(procs: list[subprocess.Popen], logs: list[Path], timeout: float) -> None:
+    """Wait for every run; a failed one raises with the end of its output."""
+    for proc, log in zip(procs, logs, strict=True):
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"a bench run took over {timeout:.0f} s; its output: {log}") from None
+        if code != 0:
+            raise RuntimeError(f"a bench run failed ({code}):\n{log.read_text()[-3000:]}")
+
+
+def _steps(n: int) -> list[str]:
+    """Overrides (after the user's) that make a run train exactly `n` steps."""
+    return ["trainer.max_epochs=-1", f"++trainer.max_steps={n}"]
+
+
+def lone_run(overrides: list[str], steps: int, folder: Path, timeout: float) -> JobLog:
+    """One fresh `python -m jointcap.run` of `steps` training steps, alone."""
+    folder.mkdir(parents=True)
+    t0 = time.time()
+    proc = _launch([*JOB_OVERRIDES, *overrides, *_steps(steps), f"hydra.run.dir={folder}"], folder / "out")
+    _wait([proc], [folder / "out"], timeout)
+    return JobLog.read(folder / "steps.jsonl", t0)
+
+
+def pair_run(overrides: list[str], steps: int, folder: Path, timeout: float, launcher: bool) -> list[JobLog]:
+    """Two fresh runs at once: one Hydra multirun through the joblib launcher (n_jobs=2, so `threads=auto` is a
+    half share each), or two independent `python -m jointcap.run` processes that do not know of each other."""
+    folder.mkdir(parents=True)
+    common = [*JOB_OVERRIDES, *overrides, *_steps(steps)]
+    t0 = time.time()
+    if launcher:
+        sweep = ["-m", "seed=0,1", "hydra/launcher=local", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={folder}"]
+        _wait([_launch([*sweep, *common], folder / "out")], [folder / "out"], timeout)
+        found = sorted(folder.glob("*/steps.jsonl"))
+        if len(found) != 2:
+            raise RuntimeError(f"the two-job multirun left {len(found)} step logs in {folder}")
+        return [JobLog.read(p, t0) for p in found]
+    dirs = [folder / f"job{i}" for i in (0, 1)]
+    procs = [_launch([*common, f"seed={i}", f"hydra.run.dir={d}"], folder / f"out{i}") for i, d in enumerate(dirs)]
+    _wait(procs, [folder / "out0", folder / "out1"], timeout)
+    return [JobLog.read(d / "steps.jsonl", t0) for d in dirs]
+
+
+def aggregate_rate(jobs: list[JobLog], after: int = TO_STEP) -> float:
+    """Steps/s of all `jobs` together while all of them were past their `after`th step and still running."""
+    start = max(j.steps[after - 1] for j in jobs)
+    end = min(j.steps[-1] for j in jobs)
+    if end <= start:
+        raise RuntimeError("the runs did not overlap in their steady steps; give them more --job-steps")
+    done = sum(sum(1 for t in j.steps if start < t <= end) for j in jobs)
+    return done / (end - start)
+
+
+def bench_jobs(args: argparse.Namespace, device: str, report: Report) -> None:
+    """Rows 8, 8b, 9: fresh runs alone and two at once (interleaved `--job-repeats` times)."""
+    root = Path(tempfile.mkdtemp(prefix="jointcap-bench-jobs-"))
+    overrides = [*profile_overrides(args, device), *args.overrides]
+    if device == "cuda" and not any(o.startswith("trainer=") for o in overrides):
+        overrides.insert(0, "trainer=gpu")
+    timeout = 600.0 + 30.0 * args.job_steps
+    lone: list[JobLog] = []
+    rates: dict[str, list[float]] = {"launcher": [], "independent": []}
+    threads: dict[str, list[int]] = {"launcher": [], "independent": []}
+    for r in range(args.job_repeats):
+        lone.append(lone_run(overrides, args.job_steps, root / f"lone{r}", timeout))
+        for kind in ("launcher", "independent"):
+            pair = pair_run(overrides, args.job_steps, root / f"{kind}{r}", timeout, launcher=kind == "launcher")
+            rates[kind].append(aggregate_rate(pair))
+            threads[kind] = [j.threads for j in pair]
+        log = lone[-1]
+        print(
+            f"[bench] jobs #{r + 1}: lone {1 / log.steady_step_s():.2f} steps/s ({log.threads} threads), "
+            f"launcher pair {rates['launcher'][-1]:.2f}, independent pair {rates['independent'][-1]:.2f} steps/s; "
+            f"to step {TO_STEP} {log.to_step_s():.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    alone = statistics.median(1 / j.steady_step_s() for j in lone)
+    for kind, name in (
+        ("launcher", "8. two jobs at once (joblib launcher)"),
+        ("independent", "8b. two independent runs at once"),
+    ):
+        pair_rate = statistics.median(rates[kind])
+        report.rows.append(
+            Row(
+                name,
+                "two runs' steps/s together",
+                pair_rate,
+                "one run alone steps/s",
+                alone,
+                "steps/s",
+                pair_rate / alone,
+                0.9,
+                True,
+                note=f"threads={'/'.join(map(str, threads[kind]))} in the pair, {lone[-1].threads} alone; "
+                f"steady steps (after the {TO_STEP}th) while both ran; {args.job_steps} steps a run",
+            )
+        )
+    to_step = statistics.median(j.to_step_s() for j in lone)
+    steady = statistics.median(j.steady_step_s() for j in lone)
+    startup = statistics.median(j.train_start for j in lone)
+    first = statistics.median(j.steps[0] - j.train_start for j in lone)
+    report.rows.append(
+        Row(
+            f"9. time to the {TO_STEP}th step vs {TO_STEP} × steady step",
+            f"train start → step {TO_STEP} s",
+            to_step,
+            f"{TO_STEP} × steady step s",
+            TO_STEP * steady,
+            "s",
+            to_step / (TO_STEP * steady),
+            1.5,
+            False,
+            note=f"a fresh run alone; its first step {first:.2f} s, steady {steady:.3f} s; launch → train start "
+            f"{startup:.1f} s (imports, config, data, model), not in the ratio",
+        )
+    )
+    report.settings["job_steps"] = args.job_steps
+
+
 # -- output ------------------------------------------------------------------------------------
 def _row_key(row: Row) -> tuple[int, str]:
     """Table order: by the row's number, then its letter (3 < 3b < 4)."""
@@ -879,6 +1102,8 @@ def main(argv: Sequence[str] | None = None) -> Report:
             bench_beam(module, images, args, device, report.settings["precision"], report)
             if not args.skip_caption_metrics:
                 bench_captions(args, report)
+            if args.jobs:
+                bench_jobs(args, device, report)
         finally:
             HydraConfig.instance().cfg = None  # set while the arms ran; leave none behind
             torch.set_num_threads(threads)
