@@ -135,6 +135,7 @@ def train(cfg: DictConfig, composed: DictConfig | None = None) -> dict[str, floa
         stage = "test" if cfg.test_after_fit else "val"
         references = data_reference_points(datamodule, stage, datamodule.num_classes)
         settings = run_settings(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+        settings["threads"] = f"{torch.get_num_threads()} (threads={cfg.get('threads')})"  # numbers depend on it
         config = " · ".join(f"{k} {v}" for k, v in settings.items())
         print_summary(metrics, run_dir, trainer, source, references, config)
     return metrics
