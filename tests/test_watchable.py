@@ -298,3 +298,12 @@ def test_predict_out_dir_holds_its_log_and_nothing_goes_to_outputs(tiny_run: Tin
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "bird.png").is_file() and (out / "predict.log").is_file()
     assert not (tmp_path / "outputs").exists()
+
+
+# -- 5. docs that agree with the tools --------------------------------------------------------------
+def test_usage_docs_state_the_optuna_objective_and_how_to_resume() -> None:
+    cfg = _compose(["+sweep=optuna"])
+    usage = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    assert cfg.objective == "val/cider_d" and "`val/cider_d` for the joint model (the default)" in usage
+    assert "## Resuming a killed run" in usage and "hydra.run.dir=outputs/" in usage
+    assert "debug/multirun/" in usage
