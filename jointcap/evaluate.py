@@ -49,10 +49,12 @@ from jointcap.config import EvaluateOptions, option_errors
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.runtime.checkpoint import load_module
+from jointcap.runtime.noise import quiet_known_noise
 from jointcap.runtime.run_config import load_run_data_config
 from jointcap.runtime.run_folder import record_config
 
 log = logging.getLogger("jointcap.evaluate")
+quiet_known_noise()  # Lightning's tips and known deprecation warnings (jointcap/runtime/noise.py)
 SPLITS = ("val", "test")
 _DATA_OVERRIDE = re.compile(r"^[+~]*data([.=@/]|$)")
 

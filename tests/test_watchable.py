@@ -260,7 +260,7 @@ def test_gallery_panel_titles_are_legible_when_printed() -> None:
     )
     printed_width_in = 7.0  # an A4 page's text width
     scale = printed_width_in / fig.get_figwidth()
-    sizes = [ax.title.get_fontsize() * scale for ax in fig.axes if ax.get_title()]
+    sizes = [float(ax.title.get_fontsize()) * scale for ax in fig.axes if ax.get_title()]
     assert sizes and min(sizes) >= 8.5, sizes  # points on paper (the old gallery: 8 pt × 7/10.6 ≈ 5.3 pt)
 
 
@@ -273,7 +273,7 @@ def test_known_noise_is_filtered_precisely() -> None:
 
     def passes(msg: str) -> bool:
         record = logging.LogRecord(logger.name, logging.INFO, __file__, 1, msg, None, None)
-        return all(f.filter(record) for f in logger.filters)
+        return all(f.filter(record) for f in logger.filters if isinstance(f, logging.Filter))
 
     assert not passes("💡 Tip: For seamless cloud logging … litlogger")
     assert passes("GPU available: False, used: False")
