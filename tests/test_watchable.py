@@ -75,7 +75,7 @@ def test_plain_progress_lines_only_off_a_terminal() -> None:
 
 # -- 2. debug presets, run end to end ---------------------------------------------------------------
 STEP_LINE = re.compile(
-    r"epoch 1/2 · batch 2/5 · step \d+ · train/loss \d+\.\d+ · \d+\.\d img/s · ETA epoch \d:\d\d:\d\d"
+    r"epoch 1/2 · batch 2/4 · step \d+ · train/loss \d+\.\d+ · \d+\.\d img/s · ETA epoch \d:\d\d:\d\d"
 )
 
 
