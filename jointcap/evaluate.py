@@ -240,10 +240,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.beam_size is not None:
         beam_size = int(cfg.beam_size)
         module.decode_cfg = dataclasses.replace(module.decode_cfg, beam_size=beam_size, test_beam_size=beam_size)
-    if cfg.get("no_repeat_ngram") is not None:
+    if cfg.get("no_repeat_ngram") is not None:  # ≥ 0 (0 = off): checked with the other options above
         n = int(cfg.no_repeat_ngram)
-        if n < 0:
-            raise EvaluateError(f"no_repeat_ngram must be ≥ 0 (0 = off), got {n}")
         module.decode_cfg = dataclasses.replace(module.decode_cfg, no_repeat_ngram=n)
     dm = instantiate(data_config(cfg, ckpt), _convert_="all")
     dm.prepare_data()

@@ -174,7 +174,7 @@ def test_evaluate_no_repeat_ngram_overrides_the_decoding(tiny_run: TinyRun, tmp_
         module="jointcap.evaluate",
         check=False,
     )
-    assert bad.returncode != 0 and "no_repeat_ngram must be ≥ 0" in bad.stderr  # (run_cli shows tracebacks)
+    assert bad.returncode != 0 and "no_repeat_ngram=-1: must be ≥ 0" in bad.stderr  # (run_cli shows tracebacks)
 
 
 def test_evaluate_refuses_data_the_model_was_not_trained_on() -> None:

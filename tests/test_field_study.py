@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jointcap.analysis import study
+from jointcap.analysis import curves, study
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "experiments" / "run_study.sh"
@@ -23,7 +23,8 @@ SCRIPT = ROOT / "experiments" / "run_study.sh"
 def _run_script(tmp_path: Path, script: Path = SCRIPT, **env: str) -> list[list[str]]:
     """Run a study script with a stand-in python that records each call (one line of arguments per call)."""
     log, fake = tmp_path / "calls.log", tmp_path / "py"
-    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\t" "$a"; done >> {log}\necho >> {log}\n')
+    # one write per call (two lanes append at once): the line is built first, then written whole
+    fake.write_text(f'#!/bin/bash\nline=$(printf "%s\\t" "$@")\necho "$line" >> {log}\n')
     fake.chmod(0o755)
     full = {**os.environ, "PY": str(fake), "OUT": str(tmp_path / "out"), "RESULTS": str(tmp_path / "res"), **env}
     subprocess.run(["bash", str(script)], env=full, check=True, timeout=120, capture_output=True)
@@ -216,6 +217,8 @@ def test_archive_keeps_what_the_analysis_needs_gzipped_and_the_same_bytes_twice(
     _study(tmp_path / "multirun", 0.2, seeds=1)
     (tmp_path / "multirun" / "cam" / "seed01" / "last.ckpt").write_bytes(b"x" * 100)  # not archived
     (tmp_path / "multirun" / "cam" / "seed01" / "metrics.csv").symlink_to("/etc/hostname")  # a link: not followed
+    log = tmp_path / "multirun" / "nocam" / "seed01" / "metrics.csv"  # per-step rows, as Lightning logs them
+    log.write_text("epoch,step,train/cls,val/acc1\n0,10,2.0,\n0,20,1.0,\n0,20,,0.25\n1,30,0.5,\n1,40,,0.5\n")
     assert study.archive(tmp_path / "multirun", tmp_path / "a") == 7
     job = tmp_path / "a" / "cam" / "seed01"
     assert sorted(p.name for p in job.rglob("*") if p.is_file()) == [
@@ -224,6 +227,9 @@ def test_archive_keeps_what_the_analysis_needs_gzipped_and_the_same_bytes_twice(
         "results.json",
         "test_predictions.csv.gz",
     ]
+    kept = tmp_path / "a" / "nocam" / "seed01" / "metrics.csv"
+    assert len(kept.read_text().splitlines()) == 3  # a header and one row per epoch
+    assert curves.epoch_means(kept, ("train/cls", "val/acc1")) == curves.epoch_means(log, ("train/cls", "val/acc1"))
     plain = (tmp_path / "multirun" / "cam" / "seed01" / "test_predictions.csv").read_bytes()
     assert gzip.decompress((job / "test_predictions.csv.gz").read_bytes()) == plain
     study.archive(tmp_path / "multirun", tmp_path / "b")

@@ -53,7 +53,7 @@ def test_report_html_stays_well_formed_with_control_characters(tmp_path: Path) -
         true_class="red\x00",
         pred_class="blue\x0c",
         prob=0.5,
-        correct=0,
+        correct=False,
         caption=HOSTILE,
         references=[HOSTILE],
         jpeg=b"\xff\xd8",

@@ -108,7 +108,7 @@ def test_encoder_weights_in_a_checkpoint_never_download(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     module = load_module(path)
-    weights = module.net.encoder.body[0].weight
+    weights = module.state_dict()["model.encoder.body.0.weight"]
     assert torch.equal(weights, ck["state_dict"]["model.encoder.body.0.weight"])  # from the state dict
 
 
@@ -287,13 +287,13 @@ def test_predict_figure_carries_the_warning(ckpt: Path, tmp_path: Path, monkeypa
 
     (path,) = _images(tmp_path / "in", 1)
     drawn: list[tuple[str, str]] = []
-    real = viz.image_figure
+    real = viz.mosaic_figure
 
     def spy(image: Any, panels: Any, suptitle: str, **kwargs: Any) -> Any:
         drawn.append((suptitle, kwargs.get("footnote", "")))
         return real(image, panels, suptitle, **kwargs)
 
-    monkeypatch.setattr(viz, "image_figure", spy)
+    monkeypatch.setattr(viz, "mosaic_figure", spy)
     predict.run(_predict_cfg(f"ckpt_path={ckpt}", f"images=[{path}]"), tmp_path / "out")
     ((title, footnote),) = drawn
     assert footnote == f"WARNING: {predict.SYNTHETIC_WARNING}"
@@ -376,3 +376,21 @@ def test_predict_disk_full_is_named(ckpt: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(predict, "save_figure", full)
     with pytest.raises(cli.UserError, match="out: cannot write the results \\(No space left on device\\)"):
         predict.run(_predict_cfg(f"ckpt_path={ckpt}", f"images=[{path}]"), tmp_path / "out")
+
+
+def test_a_corrupt_cached_tokenizer_is_trained_again_or_named(tmp_path: Path) -> None:
+    from jointcap.data.cache import CacheError
+    from jointcap.data.datamodule import JointDataModule
+    from jointcap.data.synthetic import SyntheticSource
+
+    source = SyntheticSource(n_classes=4, n_train=64, n_val=16, n_test=16)
+    dm = JointDataModule(source, cache_root=str(tmp_path), vocab_size=60, num_workers=0)
+    dm.prepare_data()
+    good = dm.tokenizer_path.read_bytes()
+    dm.tokenizer_path.write_bytes(b"\x00\x01garbage")  # main: sentencepiece's RuntimeError in setup
+    with pytest.raises(CacheError, match=f"{dm.tokenizer_path.name}: not a SentencePiece"):
+        dm.setup("fit")
+    dm.prepare_data()  # a cache: trained again from the training captions
+    assert dm.tokenizer_path.read_bytes() == good
+    dm.setup("fit")
+    assert dm.tokenizer is not None and dm.tokenizer.vocab_size > 4

@@ -1,8 +1,9 @@
 """The field-mark study's summary (issue 28; protocol: experiments/README.md), rebuilt from archived runs.
 
 `archive(multirun, runs)` keeps of every finished job what the analysis needs — results.json, the Hydra
-config and overrides, metrics.csv, and the per-image test_predictions.csv gzipped (fixed mtime: the same
-bytes on every archive) — so the committed folder is enough to redo everything. `summarize(runs, out)`:
+config and overrides, metrics.csv as per-epoch means (`epoch_table`), and the per-image test_predictions.csv
+gzipped (fixed mtime: the same bytes on every archive) — so the committed folder is enough to redo
+everything. `summarize(runs, out)`:
 * the positive control (the oracle Q arm against λ = 0 on top-1, class facts named, worst-group accuracy),
   Holm over its 3 checks: the study can answer only if one of them improves;
 * the primary endpoints P1–P4, one Holm family of 4;
@@ -25,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from jointcap.analysis import paired
+from jointcap.analysis import curves, paired
 from jointcap.analysis import summarize as sm
 from jointcap.analysis.stats import Comparison, benjamini_hochberg, hierarchical_bootstrap, holm, paired_t, seed_level
 from jointcap.runtime.callbacks.predictions import PREDICTIONS_FILE
 
 ALPHA = 0.05  # family-wise (Holm) for the gate and the primary family; false discovery rate (BH) for the rest
 MAX_ARCHIVED_BYTES = 20_000_000  # a file larger than this in a run folder is not what a job writes: left out
-KEPT = ("results.json", ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv")
+KEPT = ("results.json", ".hydra/config.yaml", ".hydra/overrides.yaml")
 DEFAULT, SHORTCUT = "default data", "shortcut split"
 DUPLICATES = {"test/acc1"}  # the run-level twin of the per-image `correct`: one test, not two rows
 LAMBDA_0, LAMBDA_1, ORACLE = "joint λ = 0", "joint λ = 1", "oracle Q"
@@ -85,6 +86,21 @@ class Result:
 
 
 # ----------------------------------------------------------------------------------- archive
+def epoch_table(src: Path, dest: Path) -> None:
+    """metrics.csv reduced to one row per epoch holding each column's epoch mean: what the learning curves read
+    (`curves.epoch_means` gives the same from either file), at a fraction of the per-step log's size."""
+    with open(src, newline="") as f:
+        header = next(csv.reader(f), [])
+    columns = tuple(c for c in header if c != "epoch")
+    means = curves.epoch_means(src, columns)
+    epochs = sorted({e for by in means.values() for e in by})
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", *columns])
+        w.writerows([[e, *(repr(means[c][e]) if e in means[c] else "" for c in columns)] for e in epochs])
+
+
 def archive(multirun: Path, runs: Path) -> int:
     """Copy what the analysis needs of every finished job under `multirun` into `runs` (same relative folders),
     test_predictions.csv gzipped; returns the jobs archived. Only the fixed file names in KEPT are read,
@@ -100,6 +116,9 @@ def archive(multirun: Path, runs: Path) -> int:
             if src.is_file() and not src.is_symlink() and src.stat().st_size <= MAX_ARCHIVED_BYTES:
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest / name)
+        log = job / curves.METRICS_FILE
+        if log.is_file() and not log.is_symlink() and log.stat().st_size <= MAX_ARCHIVED_BYTES:
+            epoch_table(log, dest / curves.METRICS_FILE)
         table = job / PREDICTIONS_FILE
         if table.is_file() and not table.is_symlink() and table.stat().st_size <= MAX_ARCHIVED_BYTES:
             with open(table, "rb") as f_in, open(dest / (PREDICTIONS_FILE + ".gz"), "wb") as raw:
@@ -204,6 +223,8 @@ def _scale(metric: str) -> float:
 def _cell(c: Comparison, metric: str = "correct") -> str:
     k = _scale(metric)
     d = 1 if k == 100 else 3
+    if not (math.isfinite(c.low) and math.isfinite(c.high)):  # one seed: no interval
+        return f"{c.diff * k:+.{d}f} [–]"
     return f"{c.diff * k:+.{d}f} [{c.low * k:+.{d}f}, {c.high * k:+.{d}f}]"
 
 

@@ -137,10 +137,11 @@ def mosaic_figure(
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
     gap, label = 8, 18  # pixels between tiles, and for each tile's title
-    canvas = np.full((rows * (h + label + gap), cols * (w + gap), 3), 255, dtype=np.uint8)
+    pitch = max(w, 130) + gap  # a narrow image still leaves its title room: centred in a wider column
+    canvas = np.full((rows * (h + label + gap), cols * pitch, 3), 255, dtype=np.uint8)
     for k, panel in enumerate(panels):
         r, c = divmod(k, cols)
-        y, x = r * (h + label + gap) + label, c * (w + gap)
+        y, x = r * (h + label + gap) + label, c * pitch + (pitch - gap - w) // 2
         canvas[y : y + h, x : x + w] = overlay(image, panel.heat)
     width = max(40, canvas.shape[1] // 7)  # characters per title line at 9 pt
     top_lines = wrap_lines(suptitle, width).count("\n") + 1 if suptitle else 0
@@ -153,7 +154,7 @@ def mosaic_figure(
     fig.figimage(canvas, xo=4, yo=bottom, origin="upper")  # pixels as they are: no resampling
     for k, panel in enumerate(panels):
         r, c = divmod(k, cols)
-        x, y = 4 + c * (w + gap) + w / 2, fig_h - top - r * (h + label + gap) - label + 4  # from the bottom
+        x, y = 4 + c * pitch + (pitch - gap) / 2, fig_h - top - r * (h + label + gap) - label + 4  # from the bottom
         fig.text(x / fig_w, y / fig_h, panel.title, ha="center", va="bottom", fontsize=7)
     if suptitle:
         fig.text(0.5, 1 - 4 / fig_h, wrap_lines(suptitle, width), ha="center", va="top", fontsize=9)

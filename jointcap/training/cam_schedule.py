@@ -46,6 +46,7 @@ class CamSchedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The saved state; keys a checkpoint lacks (saved before the schedule existed) keep their defaults."""
-        self.acc_reached = bool(state.get("acc_reached", self.acc_reached))
-        started = state.get("started_at", self.started_at)
-        self.started_at = None if started is None else float(started)
+        reached, started = state.get("acc_reached", self.acc_reached), state.get("started_at", self.started_at)
+        if not isinstance(reached, bool) or not (started is None or isinstance(started, (int, float))):
+            raise ValueError(f"checkpoint's jointcap.cam_schedule is not a CAM-loss schedule state: {state!r:.200}")
+        self.acc_reached, self.started_at = reached, None if started is None else float(started)
