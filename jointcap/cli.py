@@ -181,3 +181,87 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     kind = "last" if found == last else "best"
     log.info("ckpt_path=%s is a folder: using its %s checkpoint %s", path, kind, found)
     return found
+
+
+def precheck(
+    config_dir: Path, config_name: str, argv: list[str], checks: tuple[Callable[[Any], None], ...] = ()
+) -> None:
+    """Compose the command line's config once before Hydra runs (which makes the job's folder first): a misspelt
+    key gets the project's answer (its section's keys, the nearest one) instead of Hydra's "use +" advice, and
+    `checks` (functions raising a user error, e.g. a GPU preset on a CPU machine) run before any folder exists.
+
+    Prints `error: …` and exits 2 on a problem; returns quietly otherwise, and leaves to Hydra whatever it cannot
+    judge (Hydra's own flags, sweeps' values, syntax errors).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, HydraException
+
+    if debugging() or any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return  # the full traceback was asked for; --help, --cfg job, --info …: Hydra's
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except HydraException:
+        return  # Hydra reports a syntax error its own way
+    keep = [
+        o.input_line
+        for o in parsed
+        if o.input_line and not o.is_sweep_override() and not o.key_or_group.startswith(("hydra.", "hydra/"))
+    ]
+
+    def composed(overrides: list[str]) -> Any:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides)
+
+    try:
+        cfg = composed(keep)
+        for check in checks:
+            check(cfg)
+    except ConfigCompositionException as e:
+        problem = _unknown_override(str(e), keep, composed)
+        if problem is None:
+            return  # not a misspelt key: Hydra's message stands
+        _exit_with(problem)
+    except USER_ERRORS as e:
+        _exit_with(message(e))
+    except Exception:  # noqa: BLE001 - anything else is Hydra's to report, with its own message
+        return
+
+
+def _unknown_override(error: str, overrides: list[str], composed: Callable[[list[str]], Any]) -> str | None:
+    """The project's message for Hydra's "Could not override 'a.b.c'" (a key not in the config), else None."""
+    import difflib
+    import re
+
+    from omegaconf import DictConfig, OmegaConf
+
+    from jointcap.config import _target_params
+
+    found = re.search(r"Could not override '([^']+)'", error)
+    if found is None:
+        return None
+    key = found.group(1)
+    parent, _, leaf = key.rpartition(".")
+    try:
+        base = composed([o for o in overrides if not o.split("=", 1)[0].lstrip("~+") == key])
+    except Exception:  # noqa: BLE001 - another override fails as well: Hydra's message stands
+        return None
+    node = OmegaConf.select(base, parent) if parent else base
+    if not isinstance(node, DictConfig):
+        return None
+    keys = sorted(str(k) for k in node.keys() if not str(k).startswith("_"))
+    target = node.get("_target_") if "_target_" in node else None
+    params = _target_params(str(target)) if target else None
+    if isinstance(params, frozenset) and leaf in params:  # a real argument the YAML does not set: + is right
+        return f"{key}: not set in the config, but {target} takes it; add it with +{key}=…"
+    where = parent or "the top level"
+    near = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
+    hint = f"; did you mean {parent + '.' if parent else ''}{near[0]}?" if near else ""
+    return f"{key}: unknown key in {where}{hint} (allowed: {', '.join(keys)})"
+
+
+def _exit_with(text: str) -> None:
+    """A user error's two lines on stderr, exit status 2."""
+    print(f"error: {text}", file=sys.stderr)
+    print("(HYDRA_FULL_ERROR=1 or --debug shows the traceback)", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)

@@ -22,6 +22,7 @@ on every field and fails for a field that lets one through.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
@@ -454,6 +455,13 @@ def register_schemas() -> None:
         store.store(group=group or None, name=name, node=schema_defaults(schema))
     OmegaConf.register_new_resolver("jointcap.data_root", download.data_root_setting, replace=True)
     OmegaConf.register_new_resolver("jointcap.cpu_precision", cpu_precision, replace=True)
+    # ${jointcap.either:${a},b}: a unless it is null (predict's run folder follows out_dir= when given)
+    OmegaConf.register_new_resolver("jointcap.either", _either, replace=True)
+
+
+def _either(*values: Any) -> Any:
+    """The first value that is not null (or None when all are)."""
+    return next((v for v in values if v is not None), None)
 
 
 register_schemas()
@@ -750,6 +758,30 @@ def _target_params(target: str) -> frozenset[str] | None | str:
 
 
 def _unknown(prefix: str, key: str, allowed: set[str]) -> str:
+    """`a.b.key: unknown key in a.b; did you mean a.b.near? (allowed: …)`."""
     where = prefix or "the top level"
-    keys = ", ".join(sorted(k for k in allowed if not k.startswith("_")))
-    return f"{prefix + '.' if prefix else ''}{key}: unknown key in {where} (allowed: {keys})"
+    names = sorted(k for k in allowed if not k.startswith("_"))
+    dotted = prefix + "." if prefix else ""
+    near = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {dotted}{near[0]}?" if near else ""
+    return f"{dotted}{key}: unknown key in {where}{hint} (allowed: {', '.join(names)})"
+
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def check_accelerator(cfg: DictConfig, cuda_available: bool) -> None:
+    """ConfigError when the config asks for a GPU this machine lacks: one line saying what to do instead.
+
+    Kept apart from `validate` (which judges a config on any machine, e.g. in tests on a CPU).
+    """
+    trainer = cfg.get("trainer")
+    accelerator = str(trainer.get("accelerator", "auto")) if isinstance(trainer, DictConfig) else "auto"
+    if accelerator in GPU_ACCELERATORS and not cuda_available:
+        devices = trainer.get("devices", 1) if isinstance(trainer, DictConfig) else 1
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: this machine has no CUDA GPU (this preset needs "
+            f"{'every visible GPU' if devices == 'auto' else 'a GPU' if devices == 1 else f'{devices} GPUs'}); "
+            "add trainer=cpu to run it on the "
+            "CPU (slow at the paper's size: see docs/performance.md), or run it on a machine with an NVIDIA GPU"
+        )

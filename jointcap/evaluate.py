@@ -38,16 +38,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
 from jointcap.analysis import html_report
-from jointcap.analysis.report import checkpoint_epoch, print_metrics, print_samples
+from jointcap.analysis.report import (
+    checkpoint_epoch,
+    data_reference_points,
+    print_metrics,
+    print_samples,
+    saved_settings,
+)
 from jointcap.config import EvaluateOptions, option_errors
 from jointcap.lit_module import JointCaptionModule
 from jointcap.metrics.localisation import part_pointing, pointing_game
 from jointcap.runtime.checkpoint import load_module
+from jointcap.runtime.noise import quiet_known_noise
 from jointcap.runtime.run_config import load_run_data_config
 from jointcap.runtime.run_folder import record_config
 from jointcap.runtime.threads import apply as apply_threads
 
 log = logging.getLogger("jointcap.evaluate")
+quiet_known_noise()  # Lightning's tips and known deprecation warnings (jointcap/runtime/noise.py)
 SPLITS = ("val", "test")
 _DATA_OVERRIDE = re.compile(r"^[+~]*data([.=@/]|$)")
 
@@ -267,6 +275,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "no_repeat_ngram": module.decode_cfg.no_repeat_ngram,
         "metrics": metrics,
         "per_class_accuracy": [c["accuracy"] for c in per_class],
+        "settings": saved_settings(ckpt, module.hparams),
+        "references": data_reference_points(dm, cfg.split, dm.num_classes),
     }
     paths = write_report(out_dir, report, per_class, rows)
     items = gallery_items(module, split, rows, dm.references(cfg.split), int(cfg.report.gallery), cfg.beam_size)
@@ -281,6 +291,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         metrics,
         f"jointcap: {cfg.split} metrics of {ckpt.name} (epoch {report['epoch']}, {len(rows)} images, beam {beam})",
         paths,
+        report["references"],
     )
     return report
 

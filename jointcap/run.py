@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -25,17 +26,25 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from jointcap import cli
-from jointcap.analysis.report import checkpoint_epoch, print_samples, print_summary
-from jointcap.config import validate
+from jointcap.analysis.report import (
+    checkpoint_epoch,
+    data_reference_points,
+    print_samples,
+    print_summary,
+    run_settings,
+)
+from jointcap.config import check_accelerator, validate
 from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.runtime.distributed import sweep_safe
+from jointcap.runtime.noise import quiet_known_noise
 from jointcap.runtime.resume import hparams_mismatch, resume_path
-from jointcap.runtime.run_folder import RunLock, record_config
+from jointcap.runtime.run_folder import RunLock, record_config, recorded_config
 from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, tell_sweep
 from jointcap.runtime.threads import apply as apply_threads
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
 log = logging.getLogger("jointcap")
+quiet_known_noise()  # now (a sweeper imports optuna → alembic before any job) and again in main (after Hydra's logging)
 # By design the LightningModule, not the DataModule, moves and normalises batches.
 warnings.filterwarnings("ignore", message=r".*overridden `on_(before|after)_batch_transfer`")
 
@@ -45,7 +54,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:  # (JointDataModule, J
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    made = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [cb for cb in made if cb is not None]  # a factory may decline (progress: Lightning's own bar)
     configured = cfg.trainer.get("plugins")
     plugins = with_atomic_io(list(instantiate(configured, _convert_="all")) if configured else [])
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins)
@@ -122,8 +132,22 @@ def train(cfg: DictConfig, composed: DictConfig | None = None) -> dict[str, floa
                 datamodule.references("test"),
                 list(datamodule.splits["test"].keys),
             )
-        print_summary(metrics, run_dir, trainer, source)
+        stage = "test" if cfg.test_after_fit else "val"
+        references = data_reference_points(datamodule, stage, datamodule.num_classes)
+        settings = run_settings(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+        settings["threads"] = f"{torch.get_num_threads()} (threads={cfg.get('threads')})"  # numbers depend on it
+        config = " · ".join(f"{k} {v}" for k, v in settings.items())
+        print_summary(metrics, run_dir, trainer, source, references, config)
     return metrics
+
+
+def log_start(cfg: DictConfig) -> None:
+    """The command line's overrides, the config groups chosen and where the full composed config is."""
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not str(k).startswith("hydra/") and v}
+    log.info("overrides: %s", " ".join(hydra_cfg.overrides.task) or "(none)")
+    log.info("config groups: %s", " ".join(f"{k}={v}" for k, v in sorted(choices.items())))
+    log.info("full config: %s", recorded_config(Path(hydra_cfg.runtime.output_dir)))
 
 
 def checkpoint_folder_to_file(cfg: DictConfig) -> None:
@@ -136,10 +160,13 @@ def checkpoint_folder_to_file(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @cli.user_errors
 def main(cfg: DictConfig) -> float | None:
+    quiet_known_noise()  # after Hydra's logging setup
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     composed = copy.deepcopy(cfg)  # what the run folder records (as Hydra composed it)
     checkpoint_folder_to_file(cfg)
     validate(cfg)  # before any data work: a bad key or value fails here, naming itself
+    check_accelerator(cfg, torch.cuda.is_available())  # a GPU preset on a CPU machine: say what to do, exit 2
+    log_start(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     lock = RunLock(run_dir) if is_rank_zero() else contextlib.nullcontext()  # one training per folder
     try:
@@ -180,6 +207,10 @@ def resume_hint(run_dir: Path) -> str:
     return f"resume with the same command and hydra.run.dir={run_dir}"
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
 if __name__ == "__main__":
     cli.strip_debug_flag()
+    # misspelt keys and GPU presets on a CPU machine, answered before Hydra makes the run folder
+    cli.precheck(CONFIG_DIR, "config", sys.argv[1:], (lambda c: check_accelerator(c, torch.cuda.is_available()),))
     main()

@@ -38,7 +38,7 @@ def test_prepare_fit_test(serve, tmp_path: Path, dataset: str) -> None:
     args = [f"data={dataset}", *MODEL_TINY, *DATA_TINY, *roots, *_overrides(kwargs(server, ds))]
     args.append(f"hydra.run.dir={run_dir}")
     proc = run_cli(args, cwd=tmp_path)
-    assert "test/acc1" in proc.stdout and "test/cider_d" in proc.stdout
+    assert "top-1 accuracy" in proc.stdout and "CIDEr-D" in proc.stdout
     assert server.requests, "the archives were not fetched from the local server"
     cache_dirs = list((tmp_path / "cache").glob(f"{dataset}-official-s32-*"))
     assert cache_dirs, "no cache folder named by the source's cache_key"

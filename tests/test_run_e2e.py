@@ -13,8 +13,9 @@ def test_default_run_end_to_end(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     out = proc.stdout
-    for key in ("test/acc1", "test/acc5", "test/cider_d", "test/bleu4", "test/disagreement"):
-        assert key in out, f"{key} missing from the summary table:\n{out}"
+    table = out.split("jointcap: final metrics")[-1]
+    for name in ("top-1 accuracy", "top-5 accuracy", "CIDEr-D", "BLEU-4", "CAM–attention JS divergence"):
+        assert name in table, f"{name} missing from the summary table:\n{out}"
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "metrics.csv").is_file()
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -32,10 +33,11 @@ def test_default_run_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "model,present,absent",
     [
-        ("classifier", "test/acc1", "test/cider_d"),
-        ("captioner", "test/cider_d", "test/acc1"),
+        ("classifier", "top-1 accuracy", "CIDEr-D"),
+        ("captioner", "CIDEr-D", "top-1 accuracy"),
     ],
 )
 def test_single_task_baselines(tmp_path: Path, model: str, present: str, absent: str) -> None:
     proc = run_cli([*TINY, f"model={model}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
-    assert present in proc.stdout and absent not in proc.stdout
+    table = proc.stdout.split("jointcap: final metrics")[-1]
+    assert present in table and absent not in table

@@ -1,7 +1,10 @@
 """`report.html`: one self-contained page (inline CSS, images as data URIs) that `jointcap.evaluate` writes.
 
-It shows what was evaluated, every metric the evaluation produced (whatever the module logs),
-per-class accuracy (worst classes first) and a gallery of test images, worst errors first: each
+It shows what was evaluated and the run's settings (data, model, λ, epochs, seed), the metrics
+grouped and named with their direction (↑/↓), definition and reference points (chance, a constant
+caption, one reference against the others, a class template; `jointcap.metrics.catalogue`,
+`jointcap.metrics.baselines`), per-class accuracy (worst classes first) and a gallery of test
+images, worst errors first, with panel titles legible when printed: each
 with its true and predicted class, the CAM, the mean attention and the attention at each
 generated word, the generated caption and the reference captions. It opens offline in any
 browser and is well-formed XML (XHTML syntax), so tools can parse it too.
@@ -21,20 +24,19 @@ import torch
 
 from jointcap.analysis import viz
 from jointcap.analysis.explain import explain
+from jointcap.analysis.report import REFERENCE_NOTES
 from jointcap.data.textsafe import clean_text
+from jointcap.metrics.catalogue import DOWN, UP, grouped, split_key
 
 if TYPE_CHECKING:
     from jointcap.lit_module import JointCaptionModule
 
-# metric families, by name fragment, in the order the page shows them
-FAMILIES = (
-    ("classification", ("acc", "loss_cls", "top")),
-    ("captions", ("bleu", "cider", "rouge", "meteor", "spice", "caption", "attr", "distinct", "rep", "vocab", "len")),
-    (
-        "localisation and agreement",
-        ("cam", "attn", "pointing", "iou", "box", "loc", "disagreement", "agreement", "grounding", "part"),
-    ),
-)
+# gallery figures: 4 panels a row of 2 in, titles at 12 pt, 110 dpi: a 9 in figure printed 7 in wide (A4) keeps
+# titles at ~9 pt (the old 6 columns of 1.6 in at 8 pt printed at ~5 pt, ~7 px on screen)
+GALLERY_COLUMNS = 4
+GALLERY_INCH = 2.0
+GALLERY_FONTSIZE = 12
+GALLERY_DPI = 110
 
 
 @dataclass
@@ -92,7 +94,14 @@ def gallery(
                 ex.word_maps[b, : len(words)] if ex.word_maps is not None else None,
                 class_title="CAM (predicted class)",
             )
-            fig = viz.image_figure(chunk[b].permute(1, 2, 0).cpu().numpy(), panels, "", columns=6, inch=1.6)
+            fig = viz.image_figure(
+                chunk[b].permute(1, 2, 0).cpu().numpy(),
+                panels,
+                "",
+                columns=GALLERY_COLUMNS,
+                inch=1.6,
+                fontsize=GALLERY_FONTSIZE,
+            )
             items.append(
                 GalleryItem(
                     key=str(row.get("key", "")),
@@ -102,19 +111,10 @@ def gallery(
                     correct=bool(row["correct"]) if "correct" in row else None,
                     caption=ex.captions[b],
                     references=list(references[row["index"]]) if row.get("index") is not None else [],
-                    jpeg=viz.figure_bytes(fig, dpi=80, fmt="jpeg"),
+                    jpeg=viz.figure_bytes(fig, dpi=GALLERY_DPI, fmt="jpeg"),
                 )
             )
     return items
-
-
-def family(name: str) -> str:
-    """The section a metric belongs to (`other` when no family claims it)."""
-    low = name.lower()
-    for title, fragments in FAMILIES:
-        if any(f in low for f in fragments):
-            return title
-    return "other"
 
 
 def _e(value: Any) -> str:
@@ -144,9 +144,35 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .tag{display:inline-block;padding:1px 7px;border-radius:10px;font-size:.8em;color:#fff;background:#888}
 .tag.wrong{background:#c0392b}.tag.right{background:#27ae60}
 .gen{font-weight:600}.refs{color:#555;margin:2px 0 0 0;padding-left:20px;font-size:.9em}
-.note{color:#666;font-size:.85em}
+.note{color:#666;font-size:.85em}td.def{color:#555;font-size:.85em;max-width:460px}td.ref{font-size:.85em}
+td.dir{text-align:center;font-weight:600}table.metrics{width:100%}
+@media print{body{max-width:none;margin:0}.card img{max-width:100%}}
 details summary{cursor:pointer;color:#345}
 """
+
+
+def _metric_tables(metrics: dict[str, float], references: dict[str, dict[str, float]]) -> list[str]:
+    """One table per metric group: name (raw key), direction, value, reference points, definition."""
+    out = ["<h2>Metrics</h2>"]
+    if not metrics:
+        return [*out, '<p class="note">No metrics.</p>']
+    out.append(f'<p class="note">{UP} higher is better, {DOWN} lower is better, · a description (no better side).</p>')
+    for group, rows in grouped(metrics).items():
+        out.append(f'<h3>{_e(group)}</h3><table class="metrics">')
+        out.append("<tr><th>metric</th><th></th><th>value</th><th>reference points</th><th>definition</th></tr>")
+        for row in rows:
+            name = split_key(row.key)[1]
+            refs = " · ".join(f"{ref} {vals[name]:.3f}" for ref, vals in references.items() if name in vals)
+            out.append(
+                f'<tr><td>{_e(row.info.name)} <span class="note">{_e(name)}</span></td>'
+                f'<td class="dir">{_e(row.info.direction)}</td><td class="n">{_num(row.value)}</td>'
+                f'<td class="ref">{_e(refs)}</td><td class="def">{_e(row.info.definition)}</td></tr>'
+            )
+        out.append("</table>")
+    notes = [REFERENCE_NOTES[k.split(" ")[0]] for k in references if k.split(" ")[0] in REFERENCE_NOTES]
+    if notes:
+        out.append('<p class="note">Reference points, on the same images and scorer: ' + _e("; ".join(notes)) + ".</p>")
+    return out
 
 
 def render(
@@ -176,21 +202,13 @@ def render(
         out.append(f"<tr><td>{label}</td><td>{_e(report.get(key, '–'))}</td></tr>")
     out.append("</table>")
 
-    out.append("<h2>Metrics</h2>")
-    if metrics:
-        groups: dict[str, list[str]] = {}
-        for name in sorted(metrics):
-            groups.setdefault(family(name), []).append(name)
-        out.append('<div class="families">')
-        for title in [t for t, _ in FAMILIES] + ["other"]:
-            if title not in groups:
-                continue
-            out += [f"<div><h3>{_e(title)}</h3><table>"]
-            out += [f'<tr><td>{_e(n)}</td><td class="n">{_num(metrics[n])}</td></tr>' for n in groups[title]]
-            out.append("</table></div>")
-        out.append("</div>")
-    else:
-        out.append('<p class="note">No metrics.</p>')
+    settings: dict[str, str] = report.get("settings") or {}
+    if settings:
+        out.append("<h2>Run settings</h2>")
+        out.append('<table class="meta">')
+        out += [f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in settings.items()]
+        out.append("</table>")
+    out += _metric_tables(metrics, report.get("references") or {})
 
     rated = [c for c in per_class if c.get("accuracy") is not None]
     if rated:

@@ -86,10 +86,12 @@ def image_figure(
     inch: float = 1.9,
     colorbar: bool = True,
     footnote: str = "",
+    fontsize: float = 8,
 ) -> Figure:
     """One image explained: its panels on a grid `columns` wide (each keeps the image's aspect ratio), the suptitle
     (class, caption) on top, a colour bar stating the maps' normalisation when any panel has a map, and a
-    `footnote` in red below (e.g. predict's warning that the checkpoint was trained on synthetic drawings)."""
+    `footnote` in red below (e.g. predict's warning that the checkpoint was trained on synthetic drawings);
+    panel titles at `fontsize` points."""
     cols = min(columns, len(panels))
     rows = -(-len(panels) // cols)
     aspect = image.shape[0] / image.shape[1]  # H / W
@@ -103,15 +105,15 @@ def image_figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
-        draw_panel(ax, image, panel)
+        draw_panel(ax, image, panel, fontsize=fontsize)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     if suptitle:
-        fig.suptitle(wrap_lines(suptitle, width), fontsize=9)
+        fig.suptitle(wrap_lines(suptitle, width), fontsize=max(9, fontsize))
     if footnote:
-        fig.supxlabel(wrap_lines(footnote, width), fontsize=9, color="firebrick", fontweight="bold")
+        fig.supxlabel(wrap_lines(footnote, width), fontsize=max(9, fontsize), color="firebrick", fontweight="bold")
     if bar:
-        add_colorbar(fig, list(axes.flat))
+        add_colorbar(fig, list(axes.flat), fontsize=max(7, fontsize - 3))
     return fig
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -50,8 +50,10 @@ class ResumableLoader(DataLoader):
 
     sampler: EpochSampler
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, dataset: Dataset, *, sampler: Any = None, **kwargs: Any) -> None:
+        if isinstance(sampler, SequentialSampler):  # Lightning's overfit_batches re-makes the loader unshuffled
+            sampler = EpochSampler(dataset, shuffle=False)
+        super().__init__(dataset, sampler=sampler, **kwargs)
         if not isinstance(self.sampler, EpochSampler) or self.batch_size is None:
             raise TypeError("ResumableLoader needs sampler=EpochSampler(...) and a batch_size")
         self._consumed = 0  # batches handed out in the current pass (skipped ones included)

@@ -1,0 +1,138 @@
+"""What a run prints while it trains, readable in a log file as well as on a terminal.
+
+* `progress_bar(...)`: Lightning's own bar on a terminal; when stdout is a file or a pipe (nohup,
+  SLURM, `make run > log`), a `LineProgress` instead: Lightning's Rich bar writes nothing there
+  until the run ends, so a long run looked hung.
+* `LineProgress`: one plain log line every N training steps (epoch, step, loss, images/s, ETA) and
+  one per epoch (its time and the epoch's metrics), through the `jointcap.progress` logger (so the
+  lines also reach the run's `run.log`).
+* `CompactModelSummary`: Lightning's model summary as plain text, without the FLOPs column and
+  "Total FLOPs: 0" (FLOPs are counted only for a model with an `example_input_array`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks.progress import ProgressBar
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+log = logging.getLogger("jointcap.progress")
+# the epoch line's metrics, in this order, when logged (others are in metrics.csv)
+EPOCH_KEYS = ("train/loss", "val/loss", "val/acc1", "val/cider_d", "val/disagreement")
+
+
+def progress_bar(every_n_steps: int = 50, enabled: bool = True, stream: Any = None) -> ProgressBar | None:
+    """Plain progress lines when `stream` (stdout) is not a terminal; None (Lightning's bar) on a terminal or if off."""
+    stream = sys.stdout if stream is None else stream
+    if not enabled or stream.isatty():
+        return None
+    return LineProgress(every_n_steps)
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as H:MM:SS ('?' when not yet known)."""
+    return str(timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "?"
+
+
+class LineProgress(ProgressBar):
+    """Log a line every `every_n_steps` training batches and at each epoch's end: no carriage returns, no colours."""
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        super().__init__()
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps={every_n_steps}: must be ≥ 1")
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._fit_start = self._epoch_start = 0.0
+        self._batches_done = 0  # training batches of this fit (this process), for the speed and the ETA
+        self._images = 0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+        self._batches_done = self._images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._batches_done += 1
+        image = batch.get("image") if isinstance(batch, dict) else getattr(batch, "image", None)
+        self._images += int(image.shape[0]) if image is not None else 0
+        if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
+            log.info(self.step_line(trainer, batch_idx))
+
+    def step_line(self, trainer: L.Trainer, batch_idx: int) -> str:
+        """`epoch 3/12 · batch 50/125 · step 300 · train/loss 2.345 · 41.2 img/s · ETA epoch 0:00:40, fit 0:09:58`."""
+        elapsed = max(time.perf_counter() - self._fit_start, 1e-9)
+        per_batch = elapsed / max(self._batches_done, 1)  # validation time included, amortised
+        total = self.total_train_batches
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else math.nan
+        left_epoch = (total - batch_idx - 1) * per_batch if math.isfinite(total) else math.nan
+        left_fit = left_epoch + (epochs - trainer.current_epoch - 1) * total * per_batch
+        loss = trainer.callback_metrics.get("train/loss")
+        parts = [
+            f"epoch {trainer.current_epoch + 1}/{epochs if math.isfinite(epochs) else '?'}",
+            f"batch {batch_idx + 1}/{total if math.isfinite(total) else '?'}",
+            f"step {trainer.global_step}",
+            f"train/loss {float(loss):.4f}" if loss is not None else "train/loss ?",
+            f"{self._images / elapsed:.1f} img/s",
+            f"ETA epoch {_duration(left_epoch)}, fit {_duration(left_fit)}",
+        ]
+        return " · ".join(parts)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # validation runs before this hook, so the epoch's val/* metrics are in callback_metrics already
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        metrics = trainer.callback_metrics
+        shown = " · ".join(f"{k} {float(metrics[k]):.4f}" for k in EPOCH_KEYS if k in metrics)
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else "?"
+        log.info(
+            "epoch %d/%s done in %s (fit so far %s) · %s",
+            trainer.current_epoch + 1,
+            epochs,
+            _duration(time.perf_counter() - self._epoch_start),
+            _duration(time.perf_counter() - self._fit_start),
+            shown or "no metrics yet",
+        )
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._enabled and trainer.is_global_zero:
+            log.info("test: %d batches done", int(sum(trainer.num_test_batches)))
+
+
+class CompactModelSummary(ModelSummary):
+    """Lightning's plain-text model summary, without the FLOPs column and total when nothing counted them."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        columns = summary_data if total_flops else [c for c in summary_data if c[0] != "FLOPs"]
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
+        )
+        lines = table.splitlines() if total_flops else [x for x in table.splitlines() if "total flops" not in x.lower()]
+        logging.getLogger("jointcap").info("model:\n%s", "\n".join(lines))
