@@ -44,7 +44,7 @@ def test_schema_fields_are_constructor_arguments() -> None:
     "override,expected",
     [
         ("model.loss.cam_weight=-1", ["model.loss.cam_weight", "≥ 0"]),
-        ("model.decode.beam_size=0", ["model.decode.beam_size", "≥ 1"]),
+        ("model.decode.beam_size=0", ["model.decode.beam_size", "[1, 64]"]),
         ("model.loss.divergence=foo", ["model.loss.divergence", "js, kl, l1, l2, cosine"]),
         ("model.encoder.name=resnet7", ["model.encoder.name", "resnet18, resnet34, resnet50, resnet101"]),
         ("model.task=both", ["model.task", "joint, classifier, captioner"]),
