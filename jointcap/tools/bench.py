@@ -63,6 +63,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks.progress import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset
 
@@ -278,11 +280,14 @@ def trainer_kwargs(cfg: DictConfig, device: str) -> dict[str, Any]:
 
 
 def run_loggers(cfg: DictConfig) -> tuple[list[Any], list[L.Callback]]:
-    """The run's loggers and callbacks, less every checkpointing one."""
+    """The run's loggers and callbacks, less every checkpointing, progress-bar and model-summary one (the bench's
+    Trainer turns those off, and Lightning refuses such a callback then); a factory may return None."""
     HydraConfig.instance().set_config(cfg)  # each arm's own config resolves ${hydra:…}
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    return loggers, [c for c in callbacks if "Checkpoint" not in type(c).__name__]
+    made = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    off = (ProgressBar, ModelSummary)
+    kept = [c for c in made if c is not None and not isinstance(c, off)]
+    return loggers, [c for c in kept if "Checkpoint" not in type(c).__name__]
 
 
 # -- training arms ---------------------------------------------------------------------------
