@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.context
 import os
 import signal
 from pathlib import Path
@@ -30,6 +32,16 @@ def init_worker(worker_id: int) -> None:
         signal.signal(s, signal.SIG_IGN)
     if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning adds itself when a loader has no worker_init_fn
         pl_worker_init_function(worker_id)
+
+
+def worker_context() -> multiprocessing.context.BaseContext | None:
+    """The loader workers' start method: Python's default, except inside a joblib (loky) worker process (Hydra's
+    joblib launcher), whose default context cannot start DataLoader workers ("'Process' object has no attribute
+    'env'"); there, fork on platforms that have it."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method in (None, "fork", "spawn", "forkserver") or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
 
 
 class CaptionedImages(Dataset):
@@ -229,6 +241,7 @@ class JointDataModule(L.LightningDataModule):
             "pin_memory": self.pin_memory and torch.cuda.is_available(),
             "persistent_workers": self.persistent_workers and workers > 0,
             "worker_init_fn": init_worker if workers > 0 else None,
+            "multiprocessing_context": worker_context() if workers > 0 else None,
             # worker seeds come from here, not from the global RNG (which dropout uses)
             "generator": torch.Generator().manual_seed(self.seed),
         }
