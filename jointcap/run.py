@@ -133,7 +133,9 @@ def train(cfg: DictConfig, composed: DictConfig | None = None) -> dict[str, floa
                 list(datamodule.splits["test"].keys),
             )
         stage = "test" if cfg.test_after_fit else "val"
-        references = data_reference_points(datamodule, stage, datamodule.num_classes)
+        # after a ddp_spawn fit this process never set the data up: no class count, no splits, no reference points
+        num_classes = (getattr(datamodule, "info", None) or {}).get("num_classes")
+        references = data_reference_points(datamodule, stage, num_classes)
         settings = run_settings(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
         settings["threads"] = f"{torch.get_num_threads()} (threads={cfg.get('threads')})"  # numbers depend on it
         config = " · ".join(f"{k} {v}" for k, v in settings.items())

@@ -143,7 +143,7 @@ def test_a_refused_resume_and_evaluate_leave_the_runs_config_alone(tiny_run: Tin
     assert proc.returncode == 2 and "another model configuration" in proc.stderr, proc.stderr[-3000:]
     assert (run / ".hydra" / "config.yaml").read_bytes() == recorded
     proc = _cli([f"ckpt_path={run}", "split=nope", f"hydra.run.dir={run}"], tmp_path, module="jointcap.evaluate")
-    assert proc.returncode == 2 and "split must be one of" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2 and "split='nope': must be one of" in proc.stderr, proc.stderr[-3000:]
     assert (run / ".hydra" / "config.yaml").read_bytes() == recorded
     assert (run / ".hydra" / "evaluate-1" / "config.yaml").is_file()  # evaluate's own config, beside
     assert (run / "checkpoints" / "last.ckpt").is_file()
