@@ -9,11 +9,13 @@ from jointcap.data.datamodule import worker_context
 
 def _load_in_job() -> int | str:
     """One sweep job's loader: two workers with the context the data module gives them."""
-    from torch.utils.data import DataLoader
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
 
     try:
-        loader = DataLoader(list(range(8)), batch_size=2, num_workers=2, multiprocessing_context=worker_context())
-        return sum(int(b.sum()) for b in loader)
+        data = TensorDataset(torch.arange(8))
+        loader: DataLoader = DataLoader(data, batch_size=2, num_workers=2, multiprocessing_context=worker_context())
+        return sum(int(b.sum()) for (b,) in loader)
     except Exception as err:  # returned, so the assertion shows it
         return repr(err)
 
