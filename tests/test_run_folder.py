@@ -199,15 +199,7 @@ def test_a_wrong_md5_in_a_run_folder_cannot_move_a_users_file(tiny_run: TinyRun,
             "captions_url": f"{BLOCKED}/y.tgz",
         },
     )
-    proc = _cli(
-        [f"ckpt_path={evil}", f"hydra.run.dir={tmp_path / 'ev'}"],
-        tmp_path,
-        module="jointcap.evaluate",
-        HOME=str(home),
-        JOINTCAP_DATA=str(tmp_path / "mydata"),
-    )
-    _untouched(home)
-    assert proc.returncode == 2, proc.stderr[-3000:]
+    proc = _evaluate_refused(evil, tmp_path, home)
     said = proc.stdout + proc.stderr
     assert "data.source.root" in said and "data.source.images_md5" in said  # said what it ignored
 
@@ -259,6 +251,12 @@ def test_a_run_folder_cannot_replace_a_users_folder(
             "captions_folder": ".ssh",
         },
     )
+    proc = _evaluate_refused(evil, tmp_path, home)
+    assert "data.source.captions_folder" in proc.stdout + proc.stderr
+
+
+def _evaluate_refused(evil: Path, tmp_path: Path, home: Path) -> subprocess.CompletedProcess:
+    """`evaluate ckpt_path=<the hostile run folder>` with HOME in tmp_path: exit 2 and HOME as it was."""
     proc = _cli(
         [f"ckpt_path={evil}", f"hydra.run.dir={tmp_path / 'ev'}"],
         tmp_path,
@@ -268,4 +266,4 @@ def test_a_run_folder_cannot_replace_a_users_folder(
     )
     _untouched(home)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "data.source.captions_folder" in proc.stdout + proc.stderr
+    return proc
