@@ -57,3 +57,21 @@ def run_cli(
             f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def user_cli(
+    args: list[str], cwd: Path, module: str = "jointcap.run", timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run `python -m <module> args…` as a user does: no HYDRA_FULL_ERROR, stdin closed, stdout a pipe (not a
+    terminal); the result is returned whatever the exit status (the tests read the errors)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "JOINTCAP_DEBUG")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,  # a loaded 2-core machine runs the tiny fits at a few images/s
+        stdin=subprocess.DEVNULL,
+    )

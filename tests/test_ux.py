@@ -4,8 +4,6 @@ predict's inputs and warnings, figures, report.html, the Optuna preset."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +23,7 @@ from jointcap.data.download import MissingFileError, Remote, ensure_file, gather
 from jointcap.data.realdata import ImageDecodeError
 from jointcap.predict import confidence_note, display_image, domain_warning, expand, load_image
 from jointcap.runtime import tracking
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, user_cli
 
 CONF = ROOT / "conf"
 
@@ -259,39 +257,23 @@ def test_report_html_is_self_contained_and_well_formed(tmp_path: Path) -> None:
 
 
 # -- through the command line (no HYDRA_FULL_ERROR, as a user runs it) ------------------------
-def _user_cli(
-    args: list[str], cwd: Path, module: str = "jointcap.run", timeout: float = 300
-) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "JOINTCAP_DEBUG")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.mark.slow
 def test_cli_user_errors_without_traceback_or_folders(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = _user_cli(["model.loss.cam_weight=-1", f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = user_cli(["model.loss.cam_weight=-1", f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode == 2 and "model.loss.cam_weight=-1" in proc.stderr and "Traceback" not in proc.stderr, (
         proc.stderr
     )
     assert not run_dir.exists()
     ev = tmp_path / "ev"
-    proc = _user_cli([f"hydra.run.dir={ev}"], tmp_path, module="jointcap.evaluate")
+    proc = user_cli([f"hydra.run.dir={ev}"], tmp_path, module="jointcap.evaluate")
     assert proc.returncode == 2 and "ckpt_path is required" in proc.stderr and "Traceback" not in proc.stderr, (
         proc.stderr
     )
     assert not ev.exists()
-    proc = _user_cli([f"ckpt_path={tmp_path}", f"hydra.run.dir={ev}"], tmp_path, module="jointcap.evaluate")
+    proc = user_cli([f"ckpt_path={tmp_path}", f"hydra.run.dir={ev}"], tmp_path, module="jointcap.evaluate")
     assert proc.returncode == 2 and "without checkpoints" in proc.stderr and not ev.exists(), proc.stderr
-    proc = _user_cli(["--help"], tmp_path, module="jointcap.evaluate")
+    proc = user_cli(["--help"], tmp_path, module="jointcap.evaluate")
     assert (
         proc.returncode == 0
         and "report.html" in proc.stdout
@@ -303,7 +285,7 @@ def test_cli_user_errors_without_traceback_or_folders(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_debug_fdr_leaves_no_checkpoint_or_results(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = _user_cli([*TINY, "debug=fdr", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = user_cli([*TINY, "debug=fdr", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert run_dir.is_dir() and not (run_dir / "results.json").exists() and not list(run_dir.rglob("*.ckpt"))
     assert "checkpoint:" not in proc.stdout  # the final message names only files that exist

@@ -6,10 +6,7 @@ from __future__ import annotations
 import html
 import io
 import logging
-import os
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from jointcap.metrics.baselines import class_template, reference_points
 from jointcap.metrics.catalogue import CATALOGUE, grouped
 from jointcap.runtime.callbacks.progress import LineProgress, progress_bar
 from jointcap.runtime.noise import quiet_known_noise
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, user_cli
 from tests.helpers.ckpt import TinyRun
 
 CONF = ROOT / "conf"
@@ -38,21 +35,6 @@ def _compose(overrides: list[str], hydra: bool = False) -> Any:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
-
-
-def _cli(args: list[str], cwd: Path, module: str = "jointcap.run") -> subprocess.CompletedProcess:
-    """As a user runs it: no HYDRA_FULL_ERROR, stdout a pipe (not a terminal)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "JOINTCAP_DEBUG")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,  # a loaded 2-core machine runs these tiny fits at a few images/s
-        stdin=subprocess.DEVNULL,
-    )
 
 
 # -- 1. progress -----------------------------------------------------------------------------------
@@ -89,7 +71,7 @@ def test_debug_limit_in_a_log_file_prints_progress_and_keeps_nothing(tmp_path: P
         "trainer.limit_train_batches=4",
         "callbacks.progress.every_n_steps=2",
     ]
-    proc = _cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = user_cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     # progress while it runs, in the output and in run.log, and the config it runs with at the start
@@ -118,7 +100,7 @@ def test_debug_limit_in_a_log_file_prints_progress_and_keeps_nothing(tmp_path: P
 def test_debug_overfit_runs(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*TINY, "debug=overfit", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"]
-    proc = _cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = user_cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]  # was: ResumableLoader needs EpochSampler
     assert "epoch 2/2 done in" in proc.stdout + proc.stderr
     assert not list(run_dir.rglob("*.ckpt"))
@@ -127,7 +109,7 @@ def test_debug_overfit_runs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_debug_profiler_shows_and_names_its_table(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = _cli([*TINY, "debug=profiler", "trainer.limit_train_batches=2", f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = user_cli([*TINY, "debug=profiler", "trainer.limit_train_batches=2", f"hydra.run.dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     profile = run_dir / "fit-profile.txt"
     assert profile.is_file()
@@ -190,9 +172,9 @@ def test_precheck_leaves_good_command_lines_and_hydra_flags_alone(monkeypatch: p
 def test_gpu_preset_and_misspelt_key_leave_no_folder(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = _cli(["+experiment=flowers_cam"], tmp_path)
+    proc = user_cli(["+experiment=flowers_cam"], tmp_path)
     assert proc.returncode == 2 and "add trainer=cpu" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    proc = _cli(["model.loss.cam_wieght=0.5"], tmp_path)
+    proc = user_cli(["model.loss.cam_wieght=0.5"], tmp_path)
     assert proc.returncode == 2 and "did you mean model.loss.cam_weight?" in proc.stderr, proc.stderr
     assert not (tmp_path / "outputs").exists()
 
@@ -294,7 +276,7 @@ def test_predict_out_dir_holds_its_log_and_nothing_goes_to_outputs(tiny_run: Tin
     from PIL import Image
 
     Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
-    proc = _cli([f"ckpt_path={tiny_run.ckpt}", f"images=[{image}]", f"out_dir={out}"], tmp_path, "jointcap.predict")
+    proc = user_cli([f"ckpt_path={tiny_run.ckpt}", f"images=[{image}]", f"out_dir={out}"], tmp_path, "jointcap.predict")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "bird.png").is_file() and (out / "predict.log").is_file()
     assert not (tmp_path / "outputs").exists()

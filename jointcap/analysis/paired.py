@@ -628,45 +628,13 @@ def summarize_study(
     with open(files["paired_csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            [
-                "family",
-                "setting",
-                "metric",
-                "interval",
-                "setting_value",
-                "baseline_value",
-                "diff",
-                "ci_low",
-                "ci_high",
-                "n_seeds",
-                "n_images",
-                "significant",
-                "p",
-                "boot_low",
-                "boot_high",
-            ]
+            ["family", "setting", "metric", "interval", "setting_value", "baseline_value", *Comparison.CSV_HEADER]
+            + ["significant", "boot_low", "boot_high"]
         )
         for r in rows:
             c = r.result
-            w.writerow(
-                [
-                    r.family,
-                    r.setting,
-                    r.metric,
-                    r.level,
-                    c.stat_a,
-                    c.stat_b,
-                    c.diff,
-                    c.low,
-                    c.high,
-                    c.n_seeds,
-                    c.n_images,
-                    c.significant,
-                    c.p,
-                    r.check.low if r.check else "",
-                    r.check.high if r.check else "",
-                ]
-            )
+            cells = [r.family, r.setting, r.metric, r.level, c.stat_a, c.stat_b, *c.csv_cells(), c.significant]
+            w.writerow(cells + Comparison.check_cells(r.check))
     figure = questions_figure(rows, out / "questions.png")
     if figure:
         files["questions"] = figure

@@ -46,6 +46,17 @@ class Comparison:
     min_seeds: int = 1  # fewer seeds than this: the interval is shown but judges nothing (see `judged`)
     p: float = math.nan  # two-sided p-value of "no difference" (paired t over seeds); nan where not computed
 
+    CSV_HEADER = ("diff", "ci_low", "ci_high", "n_seeds", "n_images", "p")
+
+    def csv_cells(self) -> list[float | int]:
+        """The cells under CSV_HEADER: one layout for every table that lists comparisons."""
+        return [self.diff, self.low, self.high, self.n_seeds, self.n_images, self.p]
+
+    @staticmethod
+    def check_cells(check: Comparison | None) -> list[float | str]:
+        """boot_low, boot_high: a second interval shown beside the verdict (blank where none was made)."""
+        return [check.low, check.high] if check is not None else ["", ""]
+
     @property
     def judged(self) -> bool:
         """Whether it rests on enough seeds to judge: a bootstrap over the images of 1–2 seeds leaves out how
@@ -115,6 +126,21 @@ def _replicate_stats(x: np.ndarray, cs: np.ndarray, ci: np.ndarray, groups: np.n
     return out
 
 
+def _paired_finite(
+    a: np.ndarray, b: np.ndarray, level: float, n_boot: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (seeds, images) matrices a, b reduced to the images finite in both, and the kept-image mask (N,)."""
+    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must have the same (seeds, images) shape: a {a.shape}, b {b.shape}")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got level={level}, n_boot={n_boot}")
+    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
+    if not keep.any():
+        raise ValueError("no image has a finite score in both settings")
+    return a[:, keep], b[:, keep], keep
+
+
 def paired_difference(
     a: np.ndarray,
     b: np.ndarray,
@@ -130,15 +156,7 @@ def paired_difference(
     reference). `groups` (per image) switches the statistic to the worst-group mean. On fewer than
     `min_seeds` seeds the comparison is not judged (`Comparison.judged`).
     """
-    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
-    if a.shape != b.shape:
-        raise ValueError(f"paired scores must have the same (seeds, images) shape: a {a.shape}, b {b.shape}")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got level={level}, n_boot={n_boot}")
-    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
-    if not keep.any():
-        raise ValueError("no image has a finite score in both settings")
-    a, b = a[:, keep], b[:, keep]
+    a, b, keep = _paired_finite(a, b, level, n_boot)
     if groups is not None:
         groups = np.asarray(groups)
         if len(groups) != len(keep):
@@ -275,16 +293,11 @@ def hierarchical_bootstrap(
     """stat(a) − stat(b) with a two-stage percentile bootstrap: each replicate resamples the seeds, then the
     `clusters` (per image, e.g. its class) with replacement, every image of a drawn cluster coming along
     (images of one class are not independent). A second interval beside `seed_level`'s, never the verdict."""
-    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
     clusters = np.asarray(clusters)
-    if a.shape != b.shape or len(clusters) != a.shape[1]:
-        raise ValueError(
-            f"need a, b of one (seeds, images) shape and one cluster per image: {a.shape}, {b.shape}, {clusters.shape}"
-        )
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got level={level}, n_boot={n_boot}")
-    keep = np.isfinite(a).all(0) & np.isfinite(b).all(0)
-    a, b, clusters = a[:, keep], b[:, keep], clusters[keep]
+    if clusters.ndim != 1 or len(clusters) != _as_matrix(a, "a").shape[-1]:
+        raise ValueError(f"need one cluster per image: {clusters.shape} clusters for a of shape {np.shape(a)}")
+    a, b, keep = _paired_finite(a, b, level, n_boot)
+    clusters = clusters[keep]
     g = None if groups is None else np.asarray(groups)[keep]
     _, index = np.unique(clusters, return_inverse=True)  # (N,) cluster number of each image
     n_seeds, n_clusters = a.shape[0], int(index.max()) + 1

@@ -343,27 +343,12 @@ def exploratory_files(rows: list[Result], out: Path) -> dict[str, Path]:
     md.write_text("\n".join(lines) + "\n")
     with open(path_csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(
-            ["option", "arm", "metric", "diff", "ci_low", "ci_high", "n_seeds", "p", "p_bh", "boot_low", "boot_high"]
-        )
+        w.writerow(["option", "arm", "metric", *Comparison.CSV_HEADER, "p_bh", "boot_low", "boot_high"])
         for r in rows:
-            c = r.result
-            if c is not None:
-                w.writerow(
-                    [
-                        r.endpoint.option,
-                        r.endpoint.a,
-                        r.endpoint.metric,
-                        c.diff,
-                        c.low,
-                        c.high,
-                        c.n_seeds,
-                        c.p,
-                        r.p_adjusted,
-                        r.check.low if r.check else "",
-                        r.check.high if r.check else "",
-                    ]
-                )
+            if r.result is not None:
+                e = r.endpoint
+                cells = [e.option, e.a, e.metric, *r.result.csv_cells(), r.p_adjusted]
+                w.writerow(cells + Comparison.check_cells(r.check))
     return {"exploratory": md, "exploratory_csv": path_csv}
 
 
