@@ -20,12 +20,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m jointcap.run $(ARGS)
 
+# The suite in parallel worker processes (pytest-xdist): one per core, at most 4; all tests of a file run on one
+# worker, in order, so a module's fixture (test_learning's two runs) is built once. ARGS="-n 0": one process.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -x -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q -x tests $(ARGS)
+	$(PYTEST) tests $(ARGS)
 
 # The whole suite plus the torch.compile test (its cold compile takes 40-80 s on a 2-core CPU).
 test-all: $(STAMP)
-	JOINTCAP_TEST_COMPILE=1 $(PY) -m pytest -q -x tests $(ARGS)
+	JOINTCAP_TEST_COMPILE=1 $(PYTEST) tests $(ARGS)
 
 # ruff (lint + format check) and mypy, as configured in pyproject.toml; CI runs this before the tests.
 lint: $(STAMP)

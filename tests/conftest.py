@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,14 @@ def run_cli(
             f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def run_cli_together(jobs: list[tuple[list[str], Path]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """`run_cli` for each (args, cwd) at the same time (2 cores: give each job `threads=1`); raises on the first
+    failure, after all have ended."""
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(run_cli, args, cwd, timeout) for args, cwd in jobs]
+    return [f.result() for f in futures]
 
 
 def user_cli(

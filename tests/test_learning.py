@@ -12,7 +12,7 @@ from jointcap.data.synthetic import SyntheticSource, dataset_info, generate_spli
 from jointcap.metrics.baselines import best_constant_caption, frequent_captions
 from jointcap.metrics.correctness import FactReader, fact_scores
 from jointcap.metrics.text import tokenize
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli, run_cli_together
 
 # ~240 optimizer steps on 384 tiny images of 6 classes (chance: 1/6), the last 4 of 10 epochs self-critical,
 # tested at the last epoch (no checkpoint selection): under a minute a run on 2 CPU cores. A captioner this
@@ -39,12 +39,12 @@ LEARN = [
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory: pytest.TempPathFactory) -> dict[float, dict[str, float]]:
     """Test metrics of the same tiny run with the CAM loss off (λ = 0) and on (λ = 1)."""
-    out = {}
-    for lam in (0.0, 1.0):
-        run_dir = tmp_path_factory.mktemp(f"lambda{lam:g}") / "run"
-        run_cli([*LEARN, f"model.loss.cam_weight={lam}", f"hydra.run.dir={run_dir}"], cwd=run_dir.parent, timeout=900)
-        out[lam] = json.loads((run_dir / "results.json").read_text())["metrics"]
-    return out
+    dirs = {lam: tmp_path_factory.mktemp(f"lambda{lam:g}") / "run" for lam in (0.0, 1.0)}
+    # both at once, one thread each (LEARN pins threads=1, so each run's numbers are the same as alone)
+    run_cli_together(
+        [([*LEARN, f"model.loss.cam_weight={lam}", f"hydra.run.dir={d}"], d.parent) for lam, d in dirs.items()], 900
+    )
+    return {lam: json.loads((d / "results.json").read_text())["metrics"] for lam, d in dirs.items()}
 
 
 def _constant_caption_precision() -> float:
