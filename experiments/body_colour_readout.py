@@ -12,6 +12,7 @@ be taught by a CIDEr-D reward to add it; one that can, but never goes on after t
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def main(path: str, data_dir: str, n_test: int = 500) -> None:
     tok = module.tok
     test = cache.read_split(Path(data_dir) / "test")
     attrs = test.extra["attributes"]  # per image: body, beak, … (what varies inside a class)
-    classes = dataset_info(module.net.classifier.fc.out_features)["class_attributes"]  # head, wing, pattern
+    info = json.loads((Path(data_dir) / "info.json").read_text())  # the cache's own: works for a captioner alone too
+    classes = dataset_info(int(info["num_classes"]))["class_attributes"]  # per class: head, wing, pattern
     first_piece = {c: tok.sp.encode(c)[0] for c in COLOR_NAMES}
     colours = [c for c in COLOR_NAMES if list(first_piece.values()).count(first_piece[c]) == 1]
     ids = torch.tensor([first_piece[c] for c in colours])
@@ -67,7 +69,8 @@ def main(path: str, data_dir: str, n_test: int = 500) -> None:
         p_stop += after[:, stop].sum(1).tolist()
     print(f"{n} test images, {len(colours)} colour names (chance {1 / len(colours):.3f})")
     print(f"body colour read at '… and a mostly ___': top-1 {hits / n:.3f}, mean p(true colour) {np.mean(p_true):.3f}")
-    print(f"after the bare template: p(go on: 'and' / ',') {np.mean(p_go):.3f}, p(end: EOS / '.') {np.mean(p_stop):.3f}")
+    go, end = np.mean(p_go), np.mean(p_stop)
+    print(f"after the bare template: p(go on: 'and' / ',') {go:.3f}, p(end: EOS / '.') {end:.3f}")
 
 
 if __name__ == "__main__":
