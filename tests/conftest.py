@@ -45,14 +45,26 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
+def _spawn(
+    module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float, stdin: int | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m <module> args…` in a subprocess with its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=stdin,
+    )
+
+
 def run_cli(
     args: list[str], cwd: Path, timeout: float = 300, module: str = "jointcap.run", check: bool = True
 ) -> subprocess.CompletedProcess:
     """Run `python -m <module> args…` in a subprocess, as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    proc = _spawn(module, args, cwd, dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="1"), timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
@@ -75,12 +87,5 @@ def user_cli(
     terminal); the result is returned whatever the exit status (the tests read the errors)."""
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "JOINTCAP_DEBUG")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,  # a loaded 2-core machine runs the tiny fits at a few images/s
-        stdin=subprocess.DEVNULL,
-    )
+    # the timeout: a loaded 2-core machine runs the tiny fits at a few images/s
+    return _spawn(module, args, cwd, env, timeout, stdin=subprocess.DEVNULL)

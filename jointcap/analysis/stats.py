@@ -293,10 +293,10 @@ def hierarchical_bootstrap(
     """stat(a) − stat(b) with a two-stage percentile bootstrap: each replicate resamples the seeds, then the
     `clusters` (per image, e.g. its class) with replacement, every image of a drawn cluster coming along
     (images of one class are not independent). A second interval beside `seed_level`'s, never the verdict."""
-    clusters = np.asarray(clusters)
-    if clusters.ndim != 1 or len(clusters) != _as_matrix(a, "a").shape[-1]:
-        raise ValueError(f"need one cluster per image: {clusters.shape} clusters for a of shape {np.shape(a)}")
     a, b, keep = _paired_finite(a, b, level, n_boot)
+    clusters = np.asarray(clusters)
+    if clusters.ndim != 1 or len(clusters) != len(keep):
+        raise ValueError(f"need one cluster per image: {clusters.shape} clusters for {len(keep)} images")
     clusters = clusters[keep]
     g = None if groups is None else np.asarray(groups)[keep]
     _, index = np.unique(clusters, return_inverse=True)  # (N,) cluster number of each image
