@@ -177,3 +177,9 @@ def test_seed_level_interval_has_its_coverage_and_the_old_bootstrap_over_seeds_d
         boot_hits += old.low <= effect <= old.high
     assert 0.90 <= t_hits / studies <= 0.99
     assert boot_hits / studies < 0.88 and boot_hits < t_hits - 10  # theory: P(|t_4| < 1.96·√(4/5)) ≈ 0.85
+
+
+def test_hierarchical_bootstrap_needs_one_cluster_per_image() -> None:
+    a = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="one cluster per image"):
+        stats.hierarchical_bootstrap(a, a + 1, np.array([0, 0, 1]))
