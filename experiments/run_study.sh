@@ -15,26 +15,26 @@
 #   TIERS=1 experiments/run_study.sh                # the positive control only
 #   nohup experiments/run_study.sh > field_study.log 2>&1 &   # in the background; lanes log to $OUT/lane<k>.log
 # Environment: PY, OUT, RESULTS, SEEDS (16), SEEDS_SMALL (6), LANES (2), THREADS (1; empty leaves `threads` out),
-# TIERS ("1 2 3"), BUDGET (study_hard), DATA (the data overrides of every job), EXTRA (more overrides),
+# TIERS ("1 2 3"), BUDGET (study_field), DATA (the data overrides of every job), EXTRA (more overrides),
 # SUMMARY (1; 0 = no archive/summary at the end), JOINT_MIN / CAPTIONER_MIN / CLASSIFIER_MIN (the estimate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
-OUT=${OUT:-multirun/field_study}
+BUDGET=${BUDGET:-study_field}  # protocol amendment 1: 8 cross-entropy epochs (conf/budget/study_field.yaml)
+OUT=${OUT:-multirun/field_study_$BUDGET}  # the budget in the folder: skip_if_done never mixes budgets
 RESULTS=${RESULTS:-experiments/results/field_study}
 SEEDS=${SEEDS:-16}
 SEEDS_SMALL=${SEEDS_SMALL:-6}
 LANES=${LANES:-2}
 THREADS=${THREADS-1}
 TIERS=${TIERS:-1 2 3}
-BUDGET=${BUDGET:-study_hard}
 DATA=${DATA:-data.source.captions=field_marks data.source.test_per_class=30}
 EXTRA=${EXTRA:-}
 SUMMARY=${SUMMARY:-1}
 PLAN=${PLAN:-0}
-JOINT_MIN=${JOINT_MIN:-12.5}  # minutes per job, two lanes on this CPU (issue 11's study; the estimate only)
-CAPTIONER_MIN=${CAPTIONER_MIN:-10}
-CLASSIFIER_MIN=${CLASSIFIER_MIN:-5}
+JOINT_MIN=${JOINT_MIN:-15}  # minutes per job, two lanes on this CPU at study_field (the estimate only)
+CAPTIONER_MIN=${CAPTIONER_MIN:-13}
+CLASSIFIER_MIN=${CLASSIFIER_MIN:-7}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${THREADS:-1}} PYTHONUNBUFFERED=1
 
 # the arms: NAME OVERRIDE… (their data option is part of the name: *_shortcut)

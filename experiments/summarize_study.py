@@ -1,7 +1,7 @@
 """Rebuild every table and figure of the field-mark study (issue 28) from its archived runs.
 
 python experiments/summarize_study.py experiments/results/field_study                       # from runs/
-python experiments/summarize_study.py experiments/results/field_study --archive multirun/field_study
+python experiments/summarize_study.py experiments/results/field_study --archive multirun/field_study_study_field
 """
 
 from jointcap.analysis.study import main

@@ -43,7 +43,7 @@ def test_lanes_run_every_job_once_with_one_thread_resumably_then_summarise(tmp_p
     assert all(c[:2] == ["-m", "jointcap.run"] for c in jobs)
     assert all(_value(c, "threads") == "1" and _value(c, "skip_if_done") == "true" for c in jobs)
     assert all(_value(c, "data.source.captions") == "field_marks" for c in jobs)
-    assert all(_value(c, "data.source.test_per_class") == "30" and "+budget=study_hard" in c for c in jobs)
+    assert all(_value(c, "data.source.test_per_class") == "30" and "+budget=study_field" in c for c in jobs)
     folders = [_value(c, "hydra.run.dir") for c in jobs]
     assert len(set(folders)) == len(folders)  # a fixed folder per job: what skip_if_done/ckpt_path=auto resume
     # tiers 1-2: (2 + 3) arms × 3 seeds + 2 shortcut arms × 2 seeds; tier 3: 3 arms × 2 seeds
@@ -135,7 +135,7 @@ def test_every_arm_composes_and_validates(name: str, overrides: list[str]) -> No
         pytest.skip("model.loss.q_source (issue 25's oracle Q) is not in this branch's schema yet")
     fixed = [
         "seed=1",
-        "+budget=study_hard",
+        "+budget=study_field",
         "skip_if_done=true",
         "data.source.captions=field_marks",
         "data.source.test_per_class=30",
