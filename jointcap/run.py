@@ -37,7 +37,7 @@ from jointcap.config import check_accelerator, validate
 from jointcap.runtime.checkpoint import with_atomic_io
 from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.noise import quiet_known_noise
-from jointcap.runtime.resume import hparams_mismatch, resume_path
+from jointcap.runtime.resume import hparams_mismatch, job_mismatch, resume_path
 from jointcap.runtime.run_folder import RunLock, record_config, recorded_config
 from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, tell_sweep
 from jointcap.runtime.threads import apply as apply_threads
@@ -175,6 +175,12 @@ def main(cfg: DictConfig) -> float | None:
         with stop_on_signals(), lock:
             done = finished_results(run_dir) if cfg.get("skip_if_done") else None
             if done is not None:  # a resumable sweep's rerun: this job's folder already holds its results
+                changed = job_mismatch(recorded_config(run_dir), composed)
+                if changed:  # another job's results must never stand in for this one's (e.g. another budget)
+                    raise cli.UserError(
+                        f"skip_if_done: {run_dir} holds a finished run of another job ({'; '.join(changed)}). "
+                        "Give this job its own hydra.run.dir, or move that folder away to rerun it here."
+                    )
                 log.info("skip_if_done: %s/results.json exists, skipping this job", run_dir)
                 return done.get("objective_value")
             metrics = train(cfg, composed)

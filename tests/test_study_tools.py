@@ -99,6 +99,49 @@ def test_skip_if_done_returns_before_training(tmp_path: Path) -> None:
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
 
 
+def _composed(overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+
+    from tests.test_configs import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_job_mismatch_names_what_makes_another_job(tmp_path: Path) -> None:
+    """A folder finished at another budget (epochs, seed, a model or data key) is not this job; how it computes is."""
+    from omegaconf import OmegaConf
+
+    from jointcap.runtime.resume import job_mismatch
+
+    base = ["+experiment=hard_cam", "+budget=study_hard", "seed=1"]
+    record = tmp_path / "config.yaml"
+    record.write_text(OmegaConf.to_yaml(_composed(base)))
+    assert job_mismatch(record, _composed(base)) == []
+    assert job_mismatch(record, _composed([*base, "model.channels_last=false", "data.num_workers=2"])) == []
+    changed = job_mismatch(record, _composed(["+experiment=hard_cam", "+budget=study_field", "seed=2"]))
+    assert changed == ["seed: 1 → 2", "model.loss.scst_epochs: 2 → 0", "trainer.max_epochs: 16 → 8"]
+    assert job_mismatch(record, _composed([*base, "data.source.captions=random_parts"])) == [
+        "data.source.captions: 'field_marks' → 'random_parts'"
+    ]
+    assert job_mismatch(tmp_path / "none.yaml", _composed(base)) == []  # no record: a run from before records
+
+
+@pytest.mark.slow
+def test_skip_if_done_refuses_a_folder_finished_by_another_job(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"objective": "val/acc1", "objective_value": 0.25, "metrics": {}}))
+    other = _composed([*TINY, "seed=7"])  # what filled the folder: the same job but its seed
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(other))
+    proc = run_cli([*TINY, "skip_if_done=true", f"hydra.run.dir={run_dir}"], cwd=tmp_path, check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "holds a finished run of another job (seed: 7 → 0)" in said, said
+    assert "skipping this job" not in said and not (run_dir / "checkpoints").exists()
+
+
 @pytest.mark.parametrize("experiment", ["hard_classifier", "hard_captioner", "hard_nocam", "hard_cam"])
 def test_hard_experiments_with_study_budget_compose_and_validate(experiment: str) -> None:
     from hydra import compose, initialize_config_dir

@@ -1,4 +1,5 @@
-"""Resuming killed runs: which checkpoint to resume from, and whether its model matches the config.
+"""Resuming killed runs: which checkpoint to resume from, and whether its model matches the config;
+whether a finished run in a folder is the job asked for (`skip_if_done`).
 
 `resume_path(mode, run_dir)` picks the checkpoint for `ckpt_path=auto|last`. With the callbacks
 of `jointcap.runtime.callbacks.checkpointing`, the stateful training loader
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from jointcap.runtime.checkpoint import load_checkpoint, remove_stale_temps
 
@@ -45,3 +49,35 @@ def _diff(saved: dict[str, Any], now: dict[str, Any], prefix: str) -> list[tuple
         elif old != new:
             out.append((f"{prefix}{key}", old, new))
     return out
+
+
+# what makes a finished run the same job as this one (skip_if_done): the settings that change its results
+JOB_KEYS = ("seed", "model", "data", "trainer.max_epochs", "trainer.precision")
+# how (not what) a job computes: another value here is still the same job
+JOB_IGNORED = ("model.compile", "model.channels_last", "data.num_workers", "data.root")
+
+
+def job_mismatch(recorded: Path, cfg: DictConfig) -> list[str]:
+    """`key: recorded → now` for every JOB_KEYS setting in which the job recorded in a run folder (its first
+    `.hydra/config.yaml`) differs from `cfg` (both as composed, interpolations unresolved); [] when they agree or
+    when the folder has no readable record (a run from before records were kept)."""
+    try:
+        saved = OmegaConf.load(recorded)
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    if not isinstance(saved, DictConfig):
+        return []
+    out = []
+    for key in JOB_KEYS:
+        old, new = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(cfg, key))
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs = [(f"{key}.{k}", a, b) for k, a, b in _diff(old, new, "")]
+        else:
+            diffs = [(key, old, new)] if old != new else []
+        out += [f"{k}: {a!r} → {b!r}" for k, a, b in diffs if not k.startswith(JOB_IGNORED)]
+    return out
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain Python values, interpolations left as written."""
+    return OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
