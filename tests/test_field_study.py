@@ -265,6 +265,12 @@ def test_a_failed_positive_control_says_the_benchmark_cannot_answer_first(tmp_pa
     files = study.summarize(tmp_path / "runs", tmp_path / "out", n_boot=0)
     first = files["verdicts"].read_text().split("\n\n")[1]
     assert first.startswith("**The positive control failed") and "cannot answer" in first
+    assert "P4 is read beside" not in files["verdicts"].read_text()  # no levels file, no levels
+    (tmp_path / "out" / study.LEVELS_FILE).write_text("| grid | class part: chance |\n| 10×10 | 2.7 |\n")
+    again = study.summarize(tmp_path / "runs", tmp_path / "out", n_boot=0)["verdicts"].read_text()
+    assert again.endswith(
+        "P4 is read beside these levels (levels.md):\n\n| grid | class part: chance |\n| 10×10 | 2.7 |\n"
+    )
 
 
 def test_arms_are_named_by_the_protocol_and_a_duplicate_seed_is_an_error(tmp_path: Path) -> None:

@@ -375,6 +375,7 @@ def summarize(runs: Path, out: Path, n_boot: int = 2000, title: str = "Field-mar
         + "Seeds per arm: "
         + ", ".join(f"{k} {v}" for k, v in seeds.items())
         + "\n"
+        + _levels(out)
     )
     figure = primary_figure([*gate, *primary], out / "primary.png")
     if figure:
@@ -390,6 +391,15 @@ def summarize(runs: Path, out: Path, n_boot: int = 2000, title: str = "Field-mar
     except (ValueError, SystemExit) as err:  # e.g. too few jobs for the full summary: the verdicts still stand
         print(f"full paired summary skipped: {err}")
     return files
+
+
+LEVELS_FILE = "levels.md"  # the study folder's reference levels for P4 (experiments/localisation_levels.py)
+
+
+def _levels(out: Path) -> str:
+    """The pointing levels (chance, head-cell heuristic, ceiling) P4 is read beside, from `out/levels.md` if there."""
+    path = out / LEVELS_FILE
+    return f"\nP4 is read beside these levels ({LEVELS_FILE}):\n\n{path.read_text()}" if path.is_file() else ""
 
 
 def main(argv: list[str] | None = None) -> None:
