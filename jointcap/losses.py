@@ -16,7 +16,7 @@ from torch import nn
 DIVERGENCES = ("js", "kl", "l1", "l2", "cosine")
 # which parameters the disagreement loss trains: all of them; only the captioner's; only the classifier's class
 # weights (the CAM side's own parameters); only the shared embedding and the encoder below it
-GRAD_TO = ("both", "captioner", "classifier", "embedding")
+GRAD_TO = ("both", "captioner", "classifier", "embedding", "cam")
 Q_SOURCES = ("attention", "oracle")  # Q: the captioner's attention, or the true class-part masks (positive control)
 ATTENTION_WORDS = ("all", "content")  # which generated words' attention Q averages
 _EPS = 1e-8
@@ -91,7 +91,7 @@ class DisagreementLoss(nn.Module):
         q = attention.float()
         if self.grad_to == "captioner":
             p = p.detach()
-        elif self.grad_to == "classifier":
+        elif self.grad_to in ("classifier", "cam"):
             q = q.detach()
         d = divergence(p, q, self.kind)  # (B,)
         if valid is None:

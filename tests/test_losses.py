@@ -138,6 +138,7 @@ def _dis_grads(grad_to: str, seed: int = 0) -> tuple[dict[str, float], dict[str,
         ("captioner", {"captioner"}),
         ("classifier", {"classifier"}),
         ("embedding", {"encoder", "embedding"}),
+        ("cam", {"encoder", "embedding", "classifier"}),
     ],
 )
 def test_grad_to_trains_exactly_the_parameters_it_names(grad_to: str, trained: set[str]) -> None:
@@ -150,9 +151,9 @@ def test_grad_to_trains_exactly_the_parameters_it_names(grad_to: str, trained: s
 
 def test_grad_to_leaves_the_named_side_its_full_gradient() -> None:
     """Cutting the other paths changes nothing on the side that trains: grad_to=captioner gives the captioner the
-    gradient that `both` gives it, grad_to=classifier gives the class weights theirs."""
+    gradient that `both` gives it, grad_to=classifier and cam give the class weights theirs."""
     _, both = _dis_grads("both")
-    for grad_to, group in (("captioner", "captioner"), ("classifier", "classifier")):
+    for grad_to, group in (("captioner", "captioner"), ("classifier", "classifier"), ("cam", "classifier")):
         _, one = _dis_grads(grad_to)
         for g_one, g_both in zip(one[group], both[group], strict=True):
             assert (g_one is None) == (g_both is None)

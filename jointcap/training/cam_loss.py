@@ -61,7 +61,8 @@ class CamLoss:
         and Q: the attention (B, h·w), or with `q_source=oracle` the class-part masks `class_mask` (B, S, S) pooled
         to the map (no "dis" where the batch has none). With `route` (a training step with λ > 0), D's gradient
         goes to exactly the parameters `grad_to` names: both (all), captioner (its own only), classifier (the
-        class weights only), embedding (the embedding + encoder only)."""
+        class weights only), embedding (the embedding + encoder only), cam (the CAM's side: class weights,
+        embedding and encoder; the attention is a fixed target)."""
         grad_to = self.cfg.grad_to
         if grad_to == "embedding":  # the class weights get no gradient through this CAM
             cam = net.cam(emb, labels, weights_grad=False)
