@@ -15,7 +15,8 @@ from torch import nn
 
 DIVERGENCES = ("js", "kl", "l1", "l2", "cosine")
 # which parameters the disagreement loss trains: all of them; only the captioner's; only the classifier's class
-# weights (the CAM side's own parameters); only the shared embedding and the encoder below it
+# weights (the CAM side's own parameters); only the shared embedding and the encoder below it; the CAM's whole side
+# (class weights, embedding, encoder) with the attention a fixed target
 GRAD_TO = ("both", "captioner", "classifier", "embedding", "cam")
 Q_SOURCES = ("attention", "oracle")  # Q: the captioner's attention, or the true class-part masks (positive control)
 ATTENTION_WORDS = ("all", "content")  # which generated words' attention Q averages

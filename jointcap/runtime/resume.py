@@ -53,8 +53,9 @@ def _diff(saved: dict[str, Any], now: dict[str, Any], prefix: str) -> list[tuple
 
 # what makes a finished run the same job as this one (skip_if_done): the settings that change its results
 JOB_KEYS = ("seed", "model", "data", "trainer.max_epochs", "trainer.precision")
-# how (not what) a job computes: another value here is still the same job
-JOB_IGNORED = ("model.compile", "model.channels_last", "data.num_workers", "data.root")
+# how (not what) a job computes: another value here is still the same job (the model's compile and channels_last
+# are skipped by `_diff`'s IGNORED_HPARAMS already)
+JOB_IGNORED = ("data.num_workers",)
 
 
 def job_mismatch(recorded: Path, cfg: DictConfig) -> list[str]:
