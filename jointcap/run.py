@@ -39,7 +39,7 @@ from jointcap.runtime.distributed import sweep_safe
 from jointcap.runtime.noise import quiet_known_noise
 from jointcap.runtime.resume import hparams_mismatch, job_mismatch, resume_path
 from jointcap.runtime.run_folder import RunLock, record_config, recorded_config
-from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, tell_sweep
+from jointcap.runtime.stopping import Stopped, requested, stop_on_signals, stopped_sweep_status, tell_sweep
 from jointcap.runtime.threads import apply as apply_threads
 from jointcap.runtime.tracking import finish_wandb, finished_results, log_config, write_results
 
@@ -221,4 +221,5 @@ if __name__ == "__main__":
     cli.strip_debug_flag()
     # misspelt keys and GPU presets on a CPU machine, answered before Hydra makes the run folder
     cli.precheck(CONFIG_DIR, "config", sys.argv[1:], (lambda c: check_accelerator(c, torch.cuda.is_available()),))
-    main()
+    with stopped_sweep_status():  # a sweep told to stop exits 128 + signal even where a job's worker died of it
+        main()

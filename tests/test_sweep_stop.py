@@ -114,3 +114,37 @@ def test_an_error_after_a_stop_request_stops_the_sweep(monkeypatch: pytest.Monke
         with stopping.stop_on_signals():
             stopping._requested = signal.SIGTERM  # as the handler notes it while Lightning runs
             raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+
+def _signal_this_worker() -> tuple[int | None, str]:
+    """In a loky worker: SIGTERM to itself outside a job, then what it noted (and undo the note for the next user)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+    noted, stopping._requested = stopping.requested(), None
+    return noted, type(signal.getsignal(signal.SIGTERM)).__name__
+
+
+def test_a_launcher_worker_outside_a_job_notes_a_stop_instead_of_dying() -> None:
+    """loky's default was to die of the group's SIGTERM, and loky then killed its other workers mid-save."""
+    joblib = pytest.importorskip("joblib")
+    with joblib.parallel_config(backend="loky", n_jobs=2):  # (n_jobs=1 would run it in this process)
+        [(noted, handler)] = joblib.Parallel()(joblib.delayed(_signal_this_worker)() for _ in range(1))
+    assert noted == signal.SIGTERM and handler == "function"
+
+
+@pytest.mark.parametrize("error", [RuntimeError("A worker process was terminated"), SystemExit(1)])
+def test_an_error_after_a_stop_exits_as_stopped(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """The sweep's process: a launcher error (or Hydra's exit 1 for it) after a stop request exits 128 + signal."""
+    monkeypatch.setattr(stopping, "_requested", None)
+    with pytest.raises(type(error)):  # no stop asked for: the error stays what it is
+        with stopping.stopped_sweep_status():
+            raise error
+    monkeypatch.setattr(stopping, "_requested", signal.SIGTERM)
+    with pytest.raises(stopping.Stopped) as e:
+        with stopping.stopped_sweep_status():
+            raise error
+    assert e.value.code == 128 + signal.SIGTERM
+    with pytest.raises(SystemExit) as ok:  # a clean exit stays clean
+        with stopping.stopped_sweep_status():
+            raise SystemExit(0)
+    assert ok.value.code == 0

@@ -19,12 +19,18 @@ starts in it.
   of dying, passes it on to its child processes (the joblib launcher's workers, each running a job,
   which then stop as above), waits for them, and exits with 128 + signal. A joblib worker whose job
   was stopped tells the sweep's process (the same signal), so a stop anywhere stops the whole sweep.
+* A joblib (loky) worker outside a job (starting up, between jobs) only notes a stop signal
+  (`hold_stops_in_launcher_worker`, run when jointcap is imported there): loky's default was to die
+  of it, and one dead worker made loky kill the others mid-save and the sweep exit 1. Its next job
+  then stops at once. The sweep's process turns any error that follows a stop into `Stopped`
+  (`stopped_sweep_status`), so its exit status says it was stopped (128 + signal), not that it failed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -88,6 +94,35 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    """A launcher worker's handler outside a job: note the stop; the next job stops before it begins."""
+    global _requested
+    _requested = _requested or signum
+
+
+def hold_stops_in_launcher_worker() -> None:
+    """In a joblib (loky) worker's main thread: a stop signal is noted instead of killing the worker."""
+    in_loky = type(multiprocessing.current_process()).__name__ == "LokyProcess"
+    if in_loky and threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            if signal.getsignal(s) in (signal.SIG_DFL, signal.default_int_handler):
+                signal.signal(s, _note)
+
+
+@contextlib.contextmanager
+def stopped_sweep_status() -> Iterator[None]:
+    """Around a whole command: an error (or an exit) that follows a stop request exits 128 + signal instead."""
+    try:
+        yield
+    except Stopped:
+        raise
+    except (Exception, SystemExit) as e:  # Hydra reports an error as SystemExit(1) unless HYDRA_FULL_ERROR=1
+        if _requested is None or (isinstance(e, SystemExit) and e.code in (0, None)):
+            raise
+        log.warning("stopped by signal %d (%s: %s); rerun the same command to resume", _requested, type(e).__name__, e)
+        raise Stopped(_requested) from e
 
 
 def ignore_stop_signals(worker_id: int = 0, *_: Any) -> None:
