@@ -59,15 +59,18 @@ def cell_levels(masks: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tenso
 
 def score(path: str, test: cache.SplitData, info: dict, n: int, batch: int = 100) -> dict[str, float]:
     """Grounding at attribute words, at part nouns, at either, with chance, over the first n test images."""
+    if test.masks is None:
+        raise SystemExit(f"{path}: the test split has no part masks (word grounding needs them)")
     module = load_module(find_checkpoint(path, prefer="best")).eval()
     part_words, attrs = dict(info["part_words"]), frozenset(info["attribute_words"])
     names = {v: k for k, v in reversed(list(part_words.items()))}  # part index → its first name
     counts: dict[str, float] = defaultdict(float)
     per_part: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    all_masks = test.masks
     for i in range(0, n, batch):
         sel = slice(i, min(n, i + batch))
         images = torch.from_numpy(np.array(test.images[sel])).permute(0, 3, 1, 2)  # (B, 3, S, S)
-        masks = torch.from_numpy(np.array(test.masks[sel])).bool()  # (B, P, S, S)
+        masks = torch.from_numpy(np.array(all_masks[sel])).bool()  # (B, P, S, S)
         ex = explain(module, images, beam_size=1)
         maps, words = ex.word_maps, ex.words  # (B, W, h, w)
         assert maps is not None
