@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from jointcap.config import DataConfig, ModelConfig, schema_defaults
 from jointcap.runtime.checkpoint import load_checkpoint, remove_stale_temps
 
 RESUME_MODES = ("auto", "last")
@@ -34,18 +35,30 @@ def resume_path(mode: str, run_dir: Path) -> Path | None:
 def hparams_mismatch(ckpt_path: Path, model_cfg: dict[str, Any]) -> list[str]:
     """`key: saved → now` for every model setting that differs between a checkpoint and the config."""
     saved = load_checkpoint(ckpt_path, mmap=True).get("hyper_parameters", {})
-    return [f"model.{key}: {old!r} → {new!r}" for key, old, new in _diff(saved, model_cfg, "")]
+    defaults = schema_defaults(ModelConfig)
+    return [f"model.{key}: {old!r} → {new!r}" for key, old, new in _diff(saved, model_cfg, "", defaults)]
 
 
-def _diff(saved: dict[str, Any], now: dict[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
-    """(dotted key, saved value, current value) for keys whose values differ."""
+_ABSENT = object()
+
+
+def _diff(saved: dict[str, Any], now: dict[str, Any], prefix: str, defaults: Any = None) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) for keys whose values differ. A key the saved side lacks (an
+    option added to the code since) is no difference while its current value is the schema's default (`defaults`,
+    the same level of the schema), which by the rule for new options is the behaviour from before the option."""
     out = []
+    defaults = defaults if isinstance(defaults, dict) else {}
     for key in sorted(set(saved) | set(now)):
         if not prefix and key in IGNORED_HPARAMS:
             continue
         old, new = saved.get(key), now.get(key)
+        default = defaults.get(key, _ABSENT)
+        if key not in saved and key in now and default == new:
+            continue
+        if key not in saved and isinstance(new, dict) and isinstance(default, dict):  # a whole section added
+            old = {}
         if isinstance(old, dict) and isinstance(new, dict):
-            out += _diff(old, new, f"{prefix}{key}.")
+            out += _diff(old, new, f"{prefix}{key}.", default)
         elif old != new:
             out.append((f"{prefix}{key}", old, new))
     return out
@@ -56,6 +69,7 @@ JOB_KEYS = ("seed", "model", "data", "trainer.max_epochs", "trainer.precision")
 # how (not what) a job computes: another value here is still the same job (the model's compile and channels_last
 # are skipped by `_diff`'s IGNORED_HPARAMS already)
 JOB_IGNORED = ("data.num_workers",)
+JOB_SCHEMAS = {"model": schema_defaults(ModelConfig), "data": schema_defaults(DataConfig)}  # new options' defaults
 
 
 def job_mismatch(recorded: Path, cfg: DictConfig) -> list[str]:
@@ -72,7 +86,7 @@ def job_mismatch(recorded: Path, cfg: DictConfig) -> list[str]:
     for key in JOB_KEYS:
         old, new = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(cfg, key))
         if isinstance(old, dict) and isinstance(new, dict):
-            diffs = [(f"{key}.{k}", a, b) for k, a, b in _diff(old, new, "")]
+            diffs = [(f"{key}.{k}", a, b) for k, a, b in _diff(old, new, "", JOB_SCHEMAS.get(key))]
         else:
             diffs = [(key, old, new)] if old != new else []
         out += [f"{k}: {a!r} → {b!r}" for k, a, b in diffs if not k.startswith(JOB_IGNORED)]
