@@ -121,6 +121,7 @@ class CaptionerConfig:
     attn_dim: int = at_least(128, 1)
     dropout: float = fraction(0.3)
     coverage: bool = False  # the attention sees where it has already looked (the sum of past steps' attention)
+    attend_with_word: bool = False  # the attention's query also sees the word just emitted (as top-down attention)
 
 
 @dataclass

@@ -272,6 +272,30 @@ def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
     assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
 
 
+def test_attention_with_the_word_sees_the_word_just_emitted_and_decodes_alike() -> None:
+    """captioner.attend_with_word: the same state attends differently after another word (SAT's query cannot),
+    and teacher forcing, greedy and beam 1 agree with it on; without it the attention has no word weights."""
+    torch.manual_seed(0)
+    cap = AttentionCaptioner(8, 12, 4, 8, 4, dropout=0.0, attend_with_word=True, pad_id=0, bos_id=2, eos_id=3).eval()
+    assert AttentionCaptioner(8, 12, 4, 8, 4).attention.word is None
+    feats = torch.rand(2, 5, 8)
+    proj = cap.attention.feat(feats)
+    h = torch.rand(2, 8)
+    with torch.no_grad():
+        _, a0 = cap.attention(feats, proj, h, word=cap.embed(torch.tensor([4, 4])))
+        _, a1 = cap.attention(feats, proj, h, word=cap.embed(torch.tensor([5, 5])))
+    assert not torch.allclose(a0, a1)
+    emb = torch.rand(2, 8, 2, 3)
+    greedy = cap.greedy(emb, max_len=6)
+    beam = cap.beam_search(emb, beam_size=1, max_len=6)
+    assert torch.equal(greedy.tokens, beam.tokens)
+    tokens = torch.cat([torch.full((2, 1), 2), greedy.tokens], 1)
+    with torch.no_grad():
+        _, alphas = cap(emb, tokens)
+    steps = int(greedy.lengths.min())
+    assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+
+
 def test_stem_skip_reads_colour_the_output_map_is_given_no_say_in() -> None:
     """skip_from=stem: the skip is the stem map pooled to the grid, so it changes with the image's colour even
     where the encoder's output is held fixed (the skip does not pass through layer1+)."""

@@ -15,24 +15,39 @@ __all__ = ["AttentionCaptioner", "Decoded", "SoftAttention", "ban_repeats"]
 
 
 class SoftAttention(nn.Module):
-    """Additive (Bahdanau) attention: e = v·tanh(W_f f + W_h h [+ w_c·coverage]), α = softmax over locations.
+    """Additive (Bahdanau) attention: e = v·tanh(W_f f + W_h h [+ W_w x] [+ w_c·coverage]), α = softmax over
+    locations.
 
     With `coverage`, the attention already spent on each location (the sum of the past steps' α) enters the
     score (Tu et al. 2016; See et al. 2017), so the decoder can tell where it has looked: a cue against naming
-    the same part again."""
+    the same part again. With `word_dim` > 0 the score also sees x, the word fed in at this step (the one just
+    emitted): Show-Attend-Tell's query is the previous state alone, which has not read that word, so at "crown"
+    in "a red crown" it does not know that "red" was said; top-down attention (Anderson et al. 2018) queries a
+    state that has read it."""
 
-    def __init__(self, feat_dim: int, hidden_dim: int, attn_dim: int, coverage: bool = False) -> None:
+    def __init__(
+        self, feat_dim: int, hidden_dim: int, attn_dim: int, coverage: bool = False, word_dim: int = 0
+    ) -> None:
         super().__init__()
         self.feat = nn.Linear(feat_dim, attn_dim)
         self.hid = nn.Linear(hidden_dim, attn_dim)
         self.cov = nn.Linear(1, attn_dim, bias=False) if coverage else None
+        self.word = nn.Linear(word_dim, attn_dim, bias=False) if word_dim > 0 else None
         self.score = nn.Linear(attn_dim, 1)
 
     def forward(
-        self, feats: torch.Tensor, feats_proj: torch.Tensor, h: torch.Tensor, cov: torch.Tensor | None = None
+        self,
+        feats: torch.Tensor,
+        feats_proj: torch.Tensor,
+        h: torch.Tensor,
+        cov: torch.Tensor | None = None,
+        word: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # feats (N, L, D), feats_proj (N, L, A), h (N, H), cov (N, L) or None
-        pre = feats_proj + self.hid(h)[:, None, :]  # (N, L, A)
+        # feats (N, L, D), feats_proj (N, L, A), h (N, H), cov (N, L) or None, word (N, E) or None
+        query = self.hid(h)  # (N, A)
+        if self.word is not None and word is not None:
+            query = query + self.word(word)
+        pre = feats_proj + query[:, None, :]  # (N, L, A)
         if self.cov is not None and cov is not None:
             pre = pre + self.cov(cov[..., None])
         e = self.score(torch.tanh(pre)).squeeze(-1)  # (N, L)
@@ -53,6 +68,7 @@ class AttentionCaptioner(nn.Module):
         attn_dim: int = 128,
         dropout: float = 0.3,
         coverage: bool = False,
+        attend_with_word: bool = False,
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
@@ -60,7 +76,7 @@ class AttentionCaptioner(nn.Module):
         super().__init__()
         self.vocab_size, self.pad_id, self.bos_id, self.eos_id = vocab_size, pad_id, bos_id, eos_id
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.attention = SoftAttention(feat_dim, hidden_dim, attn_dim, coverage)
+        self.attention = SoftAttention(feat_dim, hidden_dim, attn_dim, coverage, embed_dim if attend_with_word else 0)
         self.coverage = coverage
         self.init_h = nn.Linear(feat_dim, hidden_dim)
         self.init_c = nn.Linear(feat_dim, hidden_dim)
@@ -90,7 +106,7 @@ class AttentionCaptioner(nn.Module):
         """The recurrent part of a step, from embedded words (N, E): attention (N, L), new (h, c[, coverage])."""
         h, c = state[0], state[1]
         cov = state[2] if self.coverage else None
-        context, alpha = self.attention(feats, feats_proj, h, cov)
+        context, alpha = self.attention(feats, feats_proj, h, cov, word_emb)
         context = torch.sigmoid(self.gate(h)) * context
         h, c = self.lstm(torch.cat([word_emb, context], dim=-1), (h, c))
         return alpha, ((h, c, cov + alpha) if cov is not None else (h, c))
