@@ -93,7 +93,8 @@ def test_resume_path_and_config_guard(tmp_path: Path) -> None:
     changed = {**same, "loss": {"cam_weight": 0.0, "divergence": "js"}}
     assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", changed) == ["model.loss.cam_weight: 1.0 → 0.0"]
     # an option added to the code after the checkpoint was saved: at its default it is the same model, not else
-    added = {**same, "captioner": {"coverage": False}, "loss": {**same["loss"], "cam_start_epoch": 0}}
+    loss = {"cam_weight": 1.0, "divergence": "js", "cam_start_epoch": 0}
+    added = {**same, "captioner": {"coverage": False}, "loss": loss}
     assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", added) == []
     added_on = {**same, "captioner": {"coverage": True}}
     assert hparams_mismatch(tmp_path / "checkpoints" / "last.ckpt", added_on) == [

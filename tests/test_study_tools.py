@@ -125,7 +125,7 @@ def test_job_mismatch_names_what_makes_another_job(tmp_path: Path) -> None:
         "data.source.captions: 'field_marks' → 'random_parts'"
     ]
     assert job_mismatch(tmp_path / "none.yaml", _composed(base)) == []  # no record: a run from before records
-    older = OmegaConf.to_container(_composed(base))  # recorded before an option existed: at its default, same job
+    older: Any = OmegaConf.to_container(_composed(base))  # recorded before an option existed: at its default, same
     del older["model"]["captioner"]["coverage"], older["model"]["loss"]["cam_start_epoch"]
     record.write_text(OmegaConf.to_yaml(older))
     assert job_mismatch(record, _composed(base)) == []
