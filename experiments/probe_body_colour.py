@@ -3,8 +3,9 @@
     python experiments/probe_body_colour.py <run folder or .ckpt> <cache folder of its data> [n_train] [n_test]
 
 Trains a logistic-regression probe (Adam, 300 steps, seed 0) on the mean- and max-pooled embedding
-maps of n_train training images and reports its test accuracy against chance. A captioner can only
-state a body colour that the embedding it reads still encodes.
+maps of n_train training images, and on the one cell that holds the most body pixels (where an attention
+that found the body would read; from the part masks), and reports its test accuracy against chance. A
+captioner can only state a body colour that the embedding it reads still encodes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from jointcap.analysis.explain import to_model_input
 from jointcap.cli import find_checkpoint
 from jointcap.data import cache
+from jointcap.data.synthetic import PART_NAMES
 from jointcap.lit_module import JointCaptionModule
 from jointcap.runtime.checkpoint import load_module
 
@@ -32,6 +34,21 @@ def _features(module: JointCaptionModule, split: cache.SplitData, n: int) -> tor
     return torch.cat(out)
 
 
+def _body_cell(split: cache.SplitData, n: int, feats: torch.Tensor) -> torch.Tensor:
+    """(N,) the grid cell with the most body pixels of each image (feats (N, D, h·w) fixes the grid's size)."""
+    if split.masks is None:
+        raise SystemExit("the split has no part masks: the body's cell needs them")
+    body = PART_NAMES.index("body")
+    masks = torch.from_numpy(np.array(split.masks[:n, body])).float()[:, None]  # (N, 1, S, S)
+    side = int(round(feats.shape[2] ** 0.5))
+    return F.adaptive_avg_pool2d(masks, side).flatten(1).argmax(1)
+
+
+def _at(feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """feats (N, D, L) at one cell per image: (N, D)."""
+    return feats[torch.arange(len(cells)), :, cells]
+
+
 def main(path: str, data_dir: str, n_train: int = 2000, n_test: int = 500) -> None:
     torch.manual_seed(0)
     module = load_module(find_checkpoint(path, prefer="best")).eval()
@@ -40,8 +57,13 @@ def main(path: str, data_dir: str, n_train: int = 2000, n_test: int = 500) -> No
     y_train = torch.tensor([colours.index(c) for c in train.extra["attributes"]["body"][:n_train]])
     y_test = torch.tensor([colours.index(c) for c in test.extra["attributes"]["body"][:n_test]])
     x_train, x_test = _features(module, train, n_train), _features(module, test, n_test)
-    for name, pool in (("mean-pooled", lambda x: x.mean(2)), ("max-pooled", lambda x: x.amax(2))):
-        a, b = pool(x_train), pool(x_test)
+    cell_train, cell_test = _body_cell(train, n_train, x_train), _body_cell(test, n_test, x_test)
+    pools = {
+        "mean-pooled": (x_train.mean(2), x_test.mean(2)),
+        "max-pooled": (x_train.amax(2), x_test.amax(2)),
+        "at the body's cell,": (_at(x_train, cell_train), _at(x_test, cell_test)),
+    }
+    for name, (a, b) in pools.items():
         mu, sd = a.mean(0), a.std(0) + 1e-6
         a, b = (a - mu) / sd, (b - mu) / sd
         w = torch.zeros(a.shape[1], len(colours), requires_grad=True)
