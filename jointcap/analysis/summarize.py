@@ -35,7 +35,7 @@ from jointcap.runtime.tracking import RESULTS_FILE
 
 LAMBDA = "model.loss.cam_weight"
 # config keys that follow from others (or are bookkeeping) and never define a setting
-IGNORED_KEYS = ("seed", "objective", "objective_mode", "ckpt_path", "model.monitor")
+IGNORED_KEYS = ("seed", "objective", "objective_mode", "ckpt_path", "model.monitor", "skip_if_done")
 # panel titles in words (metric names without the stage prefix)
 METRIC_TITLES = {
     "acc1": "top-1 accuracy",
