@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +91,12 @@ def user_cli(
     env["PYTHONPATH"] = str(ROOT)
     # the timeout: a loaded 2-core machine runs the tiny fits at a few images/s
     return _spawn(module, args, cwd, env, timeout, stdin=subprocess.DEVNULL)
+
+
+def load_script(name: str) -> Any:
+    """An experiments/ script as a module (they are scripts, not a package): experiments/<name>.py."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

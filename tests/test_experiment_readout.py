@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 
 def _readout_module():
-    spec = importlib.util.spec_from_file_location("body_colour_readout", ROOT / "experiments/body_colour_readout.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("body_colour_readout")
 
 
 class _EchoNet(torch.nn.Module):

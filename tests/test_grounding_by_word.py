@@ -3,20 +3,14 @@ and at the noun, and its grid levels are those of one-hot maps."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from jointcap.metrics.localisation import word_grounding
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("grounding_by_word", ROOT / "experiments/grounding_by_word.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("grounding_by_word")
 
 
 def _scene() -> tuple[torch.Tensor, torch.Tensor, list[list[str]], dict[str, int], frozenset[str]]:

@@ -247,6 +247,19 @@ def test_skip_channels_reach_the_captioner_only(skip_from: str) -> None:
     assert torch.equal(cam, m.cam(emb, torch.tensor([0, 1])))
 
 
+def _assert_decodes_alike(cap: AttentionCaptioner) -> None:
+    """Greedy and beam 1 give one caption, and teacher forcing on it attends as greedy decoding did."""
+    emb = torch.rand(2, 8, 2, 3)
+    greedy = cap.greedy(emb, max_len=6)
+    beam = cap.beam_search(emb, beam_size=1, max_len=6)
+    assert torch.equal(greedy.tokens, beam.tokens)
+    tokens = torch.cat([torch.full((2, 1), 2), greedy.tokens], 1)
+    with torch.no_grad():
+        _, alphas = cap(emb, tokens)
+    steps = int(greedy.lengths.min())
+    assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+
+
 def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
     """captioner.coverage: the score depends on the attention already spent (so two steps with the same hidden
     state attend differently), and teacher forcing, greedy and beam 1 agree with it on."""
@@ -261,15 +274,7 @@ def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
         _, a0 = cap.attention(feats, proj, h, torch.zeros(2, 5))
         _, a1 = cap.attention(feats, proj, h, torch.eye(5)[[0, 1]])
     assert not torch.allclose(a0, a1)
-    emb = torch.rand(2, 8, 2, 3)
-    greedy = cap.greedy(emb, max_len=6)
-    beam = cap.beam_search(emb, beam_size=1, max_len=6)
-    assert torch.equal(greedy.tokens, beam.tokens)
-    tokens = torch.cat([torch.full((2, 1), 2), greedy.tokens], 1)
-    with torch.no_grad():
-        _, alphas = cap(emb, tokens)  # teacher forcing on the greedy caption attends as greedy decoding did
-    steps = int(greedy.lengths.min())
-    assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+    _assert_decodes_alike(cap)
 
 
 def test_attention_with_the_word_sees_the_word_just_emitted_and_decodes_alike() -> None:
@@ -285,15 +290,7 @@ def test_attention_with_the_word_sees_the_word_just_emitted_and_decodes_alike() 
         _, a0 = cap.attention(feats, proj, h, word=cap.embed(torch.tensor([4, 4])))
         _, a1 = cap.attention(feats, proj, h, word=cap.embed(torch.tensor([5, 5])))
     assert not torch.allclose(a0, a1)
-    emb = torch.rand(2, 8, 2, 3)
-    greedy = cap.greedy(emb, max_len=6)
-    beam = cap.beam_search(emb, beam_size=1, max_len=6)
-    assert torch.equal(greedy.tokens, beam.tokens)
-    tokens = torch.cat([torch.full((2, 1), 2), greedy.tokens], 1)
-    with torch.no_grad():
-        _, alphas = cap(emb, tokens)
-    steps = int(greedy.lengths.min())
-    assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+    _assert_decodes_alike(cap)
 
 
 def test_stem_skip_reads_colour_the_output_map_is_given_no_say_in() -> None:
