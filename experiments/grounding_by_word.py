@@ -32,7 +32,7 @@ import torch
 from jointcap.analysis.explain import explain
 from jointcap.cli import find_checkpoint
 from jointcap.data import cache
-from jointcap.metrics.localisation import pointing_game, word_grounding
+from jointcap.metrics.localisation import cell_hits, pointing_game, word_grounding
 from jointcap.runtime.checkpoint import load_module
 
 
@@ -48,12 +48,7 @@ def noun_triples(words: list[list[str]], part_words: dict[str, int], masks: torc
 
 def cell_levels(masks: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """masks (K, S, S) → per mask the share of grid cells whose one-hot map hits it (chance) and any (ceiling)."""
-    k, cells = masks.shape[0], grid[0] * grid[1]
-    hits = torch.zeros(k, cells, dtype=torch.bool)
-    for c in range(cells):
-        onehot = torch.zeros(k, cells)
-        onehot[:, c] = 1.0
-        hits[:, c] = pointing_game(onehot.view(k, *grid), masks)
+    hits = cell_hits(masks, grid)  # (K, cells)
     return hits.float().mean(1), hits.any(1).float()
 
 

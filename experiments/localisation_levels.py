@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import jointcap.config  # noqa: F401  (registers the schema configs that conf/ builds on)
-from jointcap.metrics.localisation import pointing_game
+from jointcap.metrics.localisation import cell_hits
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HEAD_PARTS = ("head", "crown", "eyering", "throat", "beak")
@@ -35,14 +35,7 @@ def levels(masks: torch.Tensor, class_parts: list[int], head_parts: list[int], g
     n = masks.shape[0]
     cls = masks[:, class_parts].any(1)  # (N, S, S)
     bird = masks.any(1)
-    cells = grid * grid
-    hit_cls = torch.zeros(n, cells, dtype=torch.bool)
-    hit_bird = torch.zeros(n, cells, dtype=torch.bool)
-    for c in range(cells):  # one-hot map at cell c, scored as a model's map is
-        onehot = torch.zeros(n, grid, grid)
-        onehot.view(n, -1)[:, c] = 1.0
-        hit_cls[:, c] = pointing_game(onehot, cls)
-        hit_bird[:, c] = pointing_game(onehot, bird)
+    hit_cls, hit_bird = cell_hits(cls, (grid, grid)), cell_hits(bird, (grid, grid))  # (N, cells) each
     head = masks[:, head_parts].any(1).float()[:, None]  # (N, 1, S, S)
     per_cell = F.adaptive_avg_pool2d(head, grid).flatten(1)  # (N, cells): head pixels per cell
     best = per_cell.argmax(1)

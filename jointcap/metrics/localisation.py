@@ -135,6 +135,18 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0.0) -> Tensor
     return (masks.bool() & (d2 <= tolerance**2)).flatten(1).any(dim=1)
 
 
+def cell_hits(masks: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Which one-hot maps on an h×w grid point into each mask (N, S, S), scored as a model's map is
+    (`pointing_game`): (N, h·w) bool. Its mean over cells is chance, its `any` the grid's ceiling."""
+    n, cells = masks.shape[0], grid[0] * grid[1]
+    hits = torch.zeros(n, cells, dtype=torch.bool, device=masks.device)
+    for c in range(cells):
+        onehot = torch.zeros(n, cells, device=masks.device)
+        onehot[:, c] = 1.0
+        hits[:, c] = pointing_game(onehot.view(n, *grid), masks)
+    return hits
+
+
 def mask_iou(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> Tensor:
     """IoU of the thresholded, upsampled, normalised map with the mask: (B,) float (0 if both empty)."""
     pred = _to_image(maps, masks.shape[-2:]) >= threshold  # (B, H, W)
