@@ -27,8 +27,7 @@ DEFAULT_CACHE = "synthetic-v2-c24-s64-n4000-500-1000-seed0-cap10-clutter1"  # `m
 
 def cell_colours(split: cache.SplitData, n: int, grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean RGB of the body's best cell (n, 3), of the body mask (n, 3), and the body's share of that cell (n,)."""
-    if split.masks is None:
-        raise SystemExit("the split has no part masks")
+    assert split.masks is not None  # main() checks
     images = torch.from_numpy(np.array(split.images[:n])).permute(0, 3, 1, 2).float() / 255  # (n, 3, S, S)
     body = torch.from_numpy(np.array(split.masks[:n, PART_NAMES.index("body")])).float()[:, None]  # (n, 1, S, S)
     share = F.adaptive_avg_pool2d(body, grid).flatten(1)  # (n, g·g) body pixels per cell
@@ -57,6 +56,9 @@ def main(argv: list[str]) -> None:
     folder = Path(argv[0]) if argv and not argv[0].isdigit() else default_root() / "cache" / DEFAULT_CACHE
     grids = [int(a) for a in argv if a.isdigit()] or [8, 16]
     train, test = cache.read_split(folder / "train"), cache.read_split(folder / "test")
+    for name, split in (("train", train), ("test", test)):
+        if split.masks is None:
+            raise SystemExit(f"{folder / name}: no part masks in this split (the body's cell needs them)")
     colours = sorted(set(train.extra["attributes"]["body"]))
     n_train, n_test = min(3000, len(train)), min(1000, len(test))
     y_train = torch.tensor([colours.index(c) for c in train.extra["attributes"]["body"][:n_train]])
