@@ -136,6 +136,10 @@ class LossConfig:
     cam_start_epoch: float = at_least(0.0, 0)
     cam_start_acc1: float = between(0.0, 0.0, 1.0)
     doubly_stochastic: float = at_least(0.0, 0)
+    # supervised word attention (Liu et al. 2017): weight of the cross-entropy between the attention at a word that
+    # names a part (its noun, or an attribute word describing it) and that part's mask on the feature map; needs
+    # per-image part masks (synthetic data only); 0 = off, the captioner finds where to look on its own
+    part_attention: float = at_least(0.0, 0)
     label_smoothing: float = fraction(0.0)
     # all | content: Q averages the attention of every generated word or only of the attribute and part
     # words (attention at "the" is no claim about the class)
@@ -502,18 +506,25 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _oracle_errors(cfg: DictConfig) -> list[str]:
-    """model.loss.q_source=oracle: only on data with part masks (the synthetic sources), and it gives Q no
-    parameters, so grad_to=captioner would train nothing."""
+    """model.loss.q_source=oracle and model.loss.part_attention > 0: only on data with part masks (the synthetic
+    sources); the oracle gives Q no parameters, so grad_to=captioner would train nothing."""
     try:
         loss: Any = OmegaConf.select(cfg, "model.loss", default=None)
         q_source = loss.get("q_source") if isinstance(loss, DictConfig) else None
         target = OmegaConf.select(cfg, "data.source._target_", default=None)
     except OmegaConfBaseException:
         return []  # an unresolvable value: reported by the section checks
-    if q_source != "oracle":
-        return []
     errors = []
-    if target in (CUBSourceConfig._target_, FlowersSourceConfig._target_):
+    no_masks = target in (CUBSourceConfig._target_, FlowersSourceConfig._target_)
+    weight = loss.get("part_attention") if isinstance(loss, DictConfig) else None
+    if no_masks and isinstance(weight, (int, float)) and weight > 0:
+        errors.append(
+            f"model.loss.part_attention > 0 needs per-image part masks; {target.rsplit('.', 1)[-1]} has none "
+            "(use data=synthetic or data=synthetic_hard, or model.loss.part_attention=0)"
+        )
+    if q_source != "oracle":
+        return errors
+    if no_masks:
         errors.append(
             f"model.loss.q_source=oracle needs per-image part masks; {target.rsplit('.', 1)[-1]} has none "
             "(use data=synthetic or data=synthetic_hard)"

@@ -19,7 +19,7 @@ from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from jointcap.metrics.cider_reward import CiderReward
 from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.models.joint import JointModel
-from jointcap.training import oracle, self_critical
+from jointcap.training import oracle, part_attention, self_critical
 from jointcap.training.cam_loss import CamLoss
 from jointcap.training.optim import optimizer_and_schedule
 from jointcap.training.precision import autocast_weight_cache
@@ -151,6 +151,10 @@ class JointCaptionModule(L.LightningModule):
                 dm.serve_class_masks()
             elif stage == "fit":
                 oracle.refuse_without_masks(False, str(getattr(getattr(dm, "source", None), "name", "given")))
+        if self.loss_cfg.part_attention > 0 and dm is not None and stage == "fit":  # supervised word attention
+            has = bool(getattr(dm, "has_part_masks", False)) and bool(self.info.get("part_words"))
+            part_attention.refuse_without_masks(has, str(getattr(getattr(dm, "source", None), "name", "given")))
+            dm.serve_part_masks()
         self.cam_loss.set_data(self.info, self.tokenizer)
 
     def set_metric_options(self, **options: Any) -> None:
@@ -264,6 +268,10 @@ class JointCaptionModule(L.LightningModule):
             words = targets != PAD_ID
             if self.loss_cfg.doubly_stochastic > 0:
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
+            if self.loss_cfg.part_attention > 0 and "token_part" in batch:
+                grid = (int(out.emb.shape[-2]), int(out.emb.shape[-1]))
+                token_part = batch["token_part"][:, 1 : tokens.shape[1]]  # (B, T-1), aligned with the targets
+                terms["parts"] = part_attention.loss(out.alphas, token_part, batch["part_masks"], grid)
             if out.class_logits is not None:
                 attention = losses.mean_attention(out.alphas, self.cam_loss.attention_mask(targets))  # (B, h·w)
                 terms.update(self._disagreement(out.emb, labels, attention, batch.get("class_mask")))
@@ -283,6 +291,8 @@ class JointCaptionModule(L.LightningModule):
             total = total + self.cam_weight_now() * terms["dis"]
         if "ds" in terms:
             total = total + c.doubly_stochastic * terms["ds"]
+        if "parts" in terms:
+            total = total + c.part_attention * terms["parts"]
         return cast(torch.Tensor, total)  # a tensor: every task has a cls or cap term
 
     def cam_weight_now(self) -> float:

@@ -16,7 +16,7 @@ from filelock import FileLock
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
-from jointcap.data import cache
+from jointcap.data import cache, part_words
 from jointcap.data.sampling import EpochSampler, ResumableLoader
 from jointcap.data.source import Source
 from jointcap.data.tokenizer import Tokenizer, TokenizerError
@@ -55,6 +55,9 @@ class CaptionedImages(Dataset):
         # `serve_class_masks`: items also carry "class_mask" (S, S) uint8, the union of these parts' masks,
         # augmented exactly as the image (the oracle Q of model.loss.q_source=oracle)
         self.class_parts: tuple[int, ...] | None = None
+        # `serve_part_masks`: training items also carry "part_masks" (P, S, S) uint8, augmented as the image, and
+        # "token_part" (T,): the part each caption position's word names, -1 for none (model.loss.part_attention)
+        self.token_parts: np.ndarray | None = None  # (N, C, T) int8
 
     def __len__(self) -> int:
         return len(self.split)
@@ -64,11 +67,12 @@ class CaptionedImages(Dataset):
         i, seed = key if isinstance(key, tuple) else (key, None)
         image = torch.from_numpy(np.array(self.split.images[i])).permute(2, 0, 1)  # (3, S, S) uint8
         mask = self._class_mask(i)  # (1, S, S) uint8 or None
+        parts = self._part_masks(i)  # (P, S, S) uint8 or None
         if self.train:
             gen = torch.Generator().manual_seed(seed) if seed is not None else None
             j = int(torch.randint(int(self.n_caps[i]), (), generator=gen))
             if self.augment:
-                image, mask = _augment(image, self.pad, gen, mask)
+                image, (mask, parts) = _augment_all(image, self.pad, gen, mask, parts)
         else:
             j = 0  # evaluation: caption 0 for the loss; all captions serve as references
         item = {
@@ -79,6 +83,9 @@ class CaptionedImages(Dataset):
         }
         if mask is not None:
             item["class_mask"] = mask[0]
+        if parts is not None and self.token_parts is not None:
+            item["part_masks"] = parts
+            item["token_part"] = torch.from_numpy(self.token_parts[i, j].astype(np.int64))
         if not self.train:
             for name in ("masks", "boxes", "parts"):
                 arr = getattr(self.split, name)
@@ -92,6 +99,29 @@ class CaptionedImages(Dataset):
             return None
         parts = np.asarray(self.split.masks[i])[list(self.class_parts)]  # (P', S, S)
         return torch.from_numpy(parts.max(0, initial=0)[None].astype(np.uint8))
+
+    def _part_masks(self, i: int) -> torch.Tensor | None:
+        """(P, S, S) uint8: every part's mask of image `i` (None unless `serve_part_masks` ran, training only)."""
+        if self.token_parts is None or self.split.masks is None or not self.train:
+            return None
+        return torch.from_numpy(np.asarray(self.split.masks[i]).astype(np.uint8))
+
+
+def _augment_all(
+    image: torch.Tensor, pad: int, gen: torch.Generator | None, *masks: torch.Tensor | None
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """`_augment` with any number of masks (C_k, S, S), each given the image's one flip and shift (None stays None)."""
+    given = [m for m in masks if m is not None]
+    image, moved = _augment(image, pad, gen, torch.cat(given) if given else None)
+    out: list[torch.Tensor | None] = []
+    start = 0
+    for m in masks:
+        if m is None or moved is None:
+            out.append(None)
+            continue
+        out.append(moved[start : start + m.shape[0]])
+        start += m.shape[0]
+    return image, out
 
 
 def _augment(
@@ -228,6 +258,18 @@ class JointDataModule(L.LightningDataModule):
         parts = tuple(int(p) for p in self.info["class_parts"])
         for dataset in self.datasets.values():
             dataset.class_parts = parts
+
+    def serve_part_masks(self) -> None:
+        """From now on every training item also carries "part_masks" (P, S, S) and "token_part" (T,): for each
+        position of its caption, the part its word names (a part noun, or an attribute word describing the part
+        that follows it, as word grounding pairs them), -1 elsewhere. Needs `has_part_masks` and a tokenizer."""
+        if not self.has_part_masks or self.tokenizer is None:
+            raise ValueError(f"{self.source.name}: no per-image part masks (or no tokenizer) to serve part targets")
+        words = (dict(self.info.get("part_words", {})), frozenset(self.info.get("attribute_words", ())))
+        train = self.datasets["train"]
+        flat = train.tokens.reshape(-1, train.tokens.shape[-1])  # (N·C, T)
+        targets = part_words.token_parts(self.tokenizer, flat, *words)
+        train.token_parts = targets.reshape(train.tokens.shape).astype(np.int8)
 
     def references(self, split: str) -> list[list[str]]:
         """All reference captions of `split`, by dataset index."""

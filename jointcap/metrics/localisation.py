@@ -44,6 +44,8 @@ from scipy import ndimage
 from torch import Tensor
 from torchmetrics import Metric
 
+from jointcap.data.part_words import WINDOW, described_parts
+
 if TYPE_CHECKING:
     from jointcap.data.tokenizer import Tokenizer
 
@@ -563,7 +565,7 @@ def word_grounding(
     part_words: Mapping[str, int],
     attribute_words: set[str] | frozenset[str],
     part_masks: Tensor,
-    window: int = 3,
+    window: int = WINDOW,
 ) -> tuple[int, int]:
     """Attribute words whose attention peak lies on the part they describe: (hits, count).
 
@@ -575,12 +577,9 @@ def word_grounding(
     """
     triples = []  # (b, t, p)
     for b, ws in enumerate(words):
-        for t, w in enumerate(ws[: attn.shape[1]]):
-            if w not in attribute_words:
-                continue
-            nxt = [part_words[x] for x in ws[t + 1 : t + 1 + window] if x in part_words]
-            if nxt and bool(part_masks[b, nxt[0]].any()):
-                triples.append((b, t, nxt[0]))
+        for t, p in described_parts(ws, part_words, frozenset(attribute_words), window):
+            if t < attn.shape[1] and bool(part_masks[b, p].any()):
+                triples.append((b, t, p))
     if not triples:
         return 0, 0
     idx = torch.tensor(triples, dtype=torch.long, device=attn.device)  # (K, 3)
