@@ -32,6 +32,7 @@ import torch
 from jointcap.analysis.explain import explain
 from jointcap.cli import find_checkpoint
 from jointcap.data import cache
+from jointcap.data.part_words import WINDOW, described_parts
 from jointcap.metrics.localisation import cell_hits, pointing_game, word_grounding
 from jointcap.runtime.checkpoint import load_module
 
@@ -109,17 +110,14 @@ def _others(masks: torch.Tensor) -> torch.Tensor:
     return bird & ~masks & masks.any((2, 3), keepdim=True)  # an invisible part keeps an empty mask (not counted)
 
 
-def _either(maps, words, part_words, attrs, masks, window: int = 3) -> tuple[int, int]:
+def _either(maps, words, part_words, attrs, masks, window: int = WINDOW) -> tuple[int, int]:
     """Attribute-noun pairs (the metric's pairing) where the attribute word's or the noun's peak is on the part."""
     hits = pairs = 0
     for b, ws in enumerate(words):
-        for t, w in enumerate(ws[: maps.shape[1]]):
-            if w not in attrs:
+        for t, u, p in described_parts(ws, part_words, frozenset(attrs), window):
+            if t >= maps.shape[1] or u >= maps.shape[1] or not bool(masks[b, p].any()):
                 continue
-            nxt = [(t + 1 + j, part_words[x]) for j, x in enumerate(ws[t + 1 : t + 1 + window]) if x in part_words]
-            if not nxt or not bool(masks[b, nxt[0][1]].any()) or nxt[0][0] >= maps.shape[1]:
-                continue
-            (u, p), pairs = nxt[0], pairs + 1
+            pairs += 1
             two = torch.stack([maps[b, t], maps[b, u]])  # (2, h, w)
             hits += int(pointing_game(two, masks[b, p].expand(2, -1, -1)).any())
     return hits, pairs

@@ -28,6 +28,7 @@ def test_each_word_names_its_part_or_the_part_it_describes() -> None:
     assert part_words.word_parts(words, PARTS, ATTRS) == [-1, -1, -1, -1, 0, 0, -1, 1, 1, 1, -1, 2, -1, -1]
     # "long" follows its noun: not paired; "blue" is 2 words before "wings": paired (window 3), 4 words is not
     assert part_words.described_parts("red a b c crown".split(), PARTS, ATTRS) == []
+    assert part_words.described_parts("red a crown".split(), PARTS, ATTRS) == [(0, 2, 0)]
 
 
 def test_token_parts_cover_every_piece_of_a_naming_word() -> None:

@@ -20,15 +20,15 @@ def clean_word(word: str) -> str:
 
 def described_parts(
     words: Sequence[str], part_words: Mapping[str, int], attribute_words: frozenset[str], window: int = WINDOW
-) -> list[tuple[int, int]]:
-    """(word index, part index) of every attribute word that describes a part."""
+) -> list[tuple[int, int, int]]:
+    """(attribute word's index, its noun's index, part index) of every attribute word that describes a part."""
     pairs = []
     for t, w in enumerate(words):
         if w not in attribute_words:
             continue
-        nxt = [part_words[x] for x in words[t + 1 : t + 1 + window] if x in part_words]
+        nxt = [u for u in range(t + 1, min(len(words), t + 1 + window)) if words[u] in part_words]
         if nxt:
-            pairs.append((t, nxt[0]))
+            pairs.append((t, nxt[0], part_words[words[nxt[0]]]))
     return pairs
 
 
@@ -37,7 +37,7 @@ def word_parts(
 ) -> list[int]:
     """Per word, the part it names (its own part for a part noun, the described part for an attribute word), or -1."""
     out = [part_words.get(w, -1) for w in words]
-    for t, p in described_parts(words, part_words, attribute_words, window):
+    for t, _, p in described_parts(words, part_words, attribute_words, window):
         out[t] = p
     return out
 

@@ -577,7 +577,7 @@ def word_grounding(
     """
     triples = []  # (b, t, p)
     for b, ws in enumerate(words):
-        for t, p in described_parts(ws, part_words, frozenset(attribute_words), window):
+        for t, _, p in described_parts(ws, part_words, frozenset(attribute_words), window):
             if t < attn.shape[1] and bool(part_masks[b, p].any()):
                 triples.append((b, t, p))
     if not triples:
