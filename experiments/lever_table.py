@@ -62,6 +62,8 @@ def scores(run: Path) -> dict[str, float]:
 
 def arm(folder: Path) -> dict[int, dict[str, float]]:
     """Seed → scores of every finished run folder directly under `folder`."""
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: no such folder (give NAME=FOLDER, the folder holding one run folder per seed)")
     runs = {}
     for run in sorted(folder.iterdir()):
         digits = re.findall(r"\d+", run.name)

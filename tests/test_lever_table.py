@@ -44,3 +44,5 @@ def test_a_folder_without_finished_runs_is_named(tmp_path: Path) -> None:
     (tmp_path / "empty" / "s1").mkdir(parents=True)
     with pytest.raises(SystemExit, match="empty: no finished run folder"):
         lever.arm(tmp_path / "empty")
+    with pytest.raises(SystemExit, match="missing: no such folder"):
+        lever.main([f"a={tmp_path / 'missing'}"])

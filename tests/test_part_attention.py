@@ -150,3 +150,12 @@ def test_a_training_step_adds_the_term_and_its_gradient_reaches_the_attention() 
     captioner = module.net.captioner
     assert captioner is not None
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in captioner.named_parameters() if "att" in n)
+
+
+def test_the_grounded_preset_is_hard_cam_with_grounded_attention_teaching_the_cam() -> None:
+    cam, grounded = _compose(["+experiment=hard_cam"]), _compose(["+experiment=hard_grounded"])
+    validate(grounded)
+    loss = grounded.model.loss
+    assert loss.part_attention > 0 and loss.grad_to == "cam" and loss.cam_start_epoch > 0 and loss.cam_weight > 0
+    assert grounded.model.embedding == cam.model.embedding and grounded.data == cam.data  # the same model and data
+    assert cam.model.loss.part_attention == 0  # the study's presets are untouched
