@@ -11,9 +11,6 @@ two-sided p — uncorrected, for one lever at a time (a study's verdicts come fr
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import io
 import json
 import re
 import sys
@@ -23,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's jointcap, as experiments/summarize.py
 
+from jointcap.analysis.paired import prediction_rows  # noqa: E402
 from jointcap.analysis.stats import paired_t  # noqa: E402
 
 # (label, key, scale, unit): results.json keys, or "facts_wrong" (mean false facts per caption, test_predictions)
@@ -41,21 +39,13 @@ METRICS = [
 ]
 
 
-def _predictions(run: Path) -> list[dict[str, str]]:
-    """The run's per-image test rows (plain or gzipped)."""
-    plain, packed = run / "test_predictions.csv", run / "test_predictions.csv.gz"
-    if plain.is_file():
-        return list(csv.DictReader(plain.open(newline="")))
-    if packed.is_file():
-        return list(csv.DictReader(io.StringIO(gzip.decompress(packed.read_bytes()).decode())))
-    raise FileNotFoundError(f"{run}: no test_predictions.csv(.gz)")
-
-
 def scores(run: Path) -> dict[str, float]:
     """One finished run's values of METRICS."""
     metrics = json.loads((run / "results.json").read_text())["metrics"]
     out = {key: float(metrics[key]) for _, key, _, _ in METRICS if key in metrics}
-    rows = _predictions(run)
+    rows = prediction_rows(run)
+    if rows is None:
+        raise SystemExit(f"{run}: no test_predictions.csv(.gz)")
     out["facts_wrong"] = float(np.mean([float(r["facts_wrong"]) for r in rows])) if rows else float("nan")
     return out
 

@@ -146,14 +146,15 @@ class JointCaptionModule(L.LightningModule):
             self._build(dm.num_classes, dm.tokenizer.vocab_size)
         for m in self.eval_metrics.values():  # a module loaded from a checkpoint was built before it saw the data
             m.set_data(self.info)
+        source = str(getattr(getattr(dm, "source", None), "name", "given"))
         if self.loss_cfg.q_source == "oracle" and dm is not None:  # the positive control's Q: true class-part masks
             if getattr(dm, "has_part_masks", False):
                 dm.serve_class_masks()
             elif stage == "fit":
-                oracle.refuse_without_masks(False, str(getattr(getattr(dm, "source", None), "name", "given")))
+                oracle.refuse_without_masks(False, source)
         if self.loss_cfg.part_attention > 0 and dm is not None and stage == "fit":  # supervised word attention
             has = bool(getattr(dm, "has_part_masks", False)) and bool(self.info.get("part_words"))
-            part_attention.refuse_without_masks(has, str(getattr(getattr(dm, "source", None), "name", "given")))
+            part_attention.refuse_without_masks(has, source)
             dm.serve_part_masks()
         self.cam_loss.set_data(self.info, self.tokenizer)
 

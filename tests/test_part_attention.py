@@ -13,7 +13,7 @@ from jointcap.config import ConfigError, validate
 from jointcap.data import part_words
 from jointcap.data.datamodule import JointDataModule
 from jointcap.data.synthetic_hard import HardSyntheticSource
-from jointcap.data.tokenizer import Tokenizer
+from jointcap.data.tokenizer import Tokenizer, clean_word
 from jointcap.lit_module import JointCaptionModule
 from jointcap.training import part_attention
 from jointcap.training.part_attention import PartMasksUnavailableError
@@ -93,7 +93,7 @@ def test_training_items_carry_part_masks_and_targets_that_move_with_the_image(tm
         assert torch.equal(masks[class_parts].amax(0), item["class_mask"])  # one flip and shift for all masks
         words = tok.word_steps(item["tokens"].tolist())
         for w, steps in words:
-            w = part_words.clean_word(w)
+            w = clean_word(w)
             if w in dm.info["part_words"]:
                 assert (token_part[steps] == dm.info["part_words"][w]).all()
                 named += 1

@@ -121,15 +121,23 @@ def fact_reader(job: sm.Job) -> FactReader | None:
         return None
 
 
+def prediction_rows(folder: Path) -> list[dict[str, str]] | None:
+    """The rows of a run folder's test_predictions.csv, or of its .csv.gz as a study archives it
+    (`jointcap.analysis.study.archive`); None when it has neither."""
+    path, packed = folder / PREDICTIONS_FILE, folder / (PREDICTIONS_FILE + ".gz")
+    if not (path.is_file() or packed.is_file()):
+        return None
+    with open(path, newline="") if path.is_file() else gzip.open(packed, "rt", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_predictions(job: sm.Job) -> dict[str, dict[str, str]] | None:
     """{key: row} of the job's test_predictions.csv (or .csv.gz), or of a re-decoded job's captions (key and
     caption only: its other columns are the original job's); None when it has neither. Tables written before
     `part_repeat` existed get it from their captions, by the same rule (`FactReader.repeats_part`)."""
-    path = job.folder / PREDICTIONS_FILE
-    packed = job.folder / (PREDICTIONS_FILE + ".gz")  # as a study archives it (jointcap.analysis.study.archive)
-    if path.is_file() or packed.is_file():
-        with open(path, newline="") if path.is_file() else gzip.open(packed, "rt", newline="") as f:
-            rows = {row["key"]: row for row in csv.DictReader(f)}
+    table = prediction_rows(job.folder)
+    if table is not None:
+        rows = {row["key"]: row for row in table}
     elif (job.folder / RE_DECODED_PREDICTIONS).is_file():
         with open(job.folder / RE_DECODED_PREDICTIONS, newline="") as f:
             rows = {row["key"]: {"key": row["key"], "caption": row["caption"]} for row in csv.DictReader(f)}

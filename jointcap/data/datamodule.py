@@ -72,7 +72,7 @@ class CaptionedImages(Dataset):
             gen = torch.Generator().manual_seed(seed) if seed is not None else None
             j = int(torch.randint(int(self.n_caps[i]), (), generator=gen))
             if self.augment:
-                image, (mask, parts) = _augment_all(image, self.pad, gen, mask, parts)
+                image, (mask, parts) = _augment(image, self.pad, gen, mask, parts)
         else:
             j = 0  # evaluation: caption 0 for the loss; all captions serve as references
         item = {
@@ -107,28 +107,11 @@ class CaptionedImages(Dataset):
         return torch.from_numpy(np.asarray(self.split.masks[i]).astype(np.uint8))
 
 
-def _augment_all(
+def _augment(
     image: torch.Tensor, pad: int, gen: torch.Generator | None, *masks: torch.Tensor | None
 ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-    """`_augment` with any number of masks (C_k, S, S), each given the image's one flip and shift (None stays None)."""
-    given = [m for m in masks if m is not None]
-    image, moved = _augment(image, pad, gen, torch.cat(given) if given else None)
-    out: list[torch.Tensor | None] = []
-    start = 0
-    for m in masks:
-        if m is None or moved is None:
-            out.append(None)
-            continue
-        out.append(moved[start : start + m.shape[0]])
-        start += m.shape[0]
-    return image, out
-
-
-def _augment(
-    image: torch.Tensor, pad: int, gen: torch.Generator | None = None, mask: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Random horizontal flip and a random shift of up to `pad` pixels, on uint8 (3, S, S); a `mask` (1, S, S)
-    gets the same flip and shift (the random draws do not depend on whether there is one)."""
+    """Random horizontal flip and a random shift of up to `pad` pixels, on uint8 (3, S, S); every mask (C, S, S)
+    gets the same flip and shift, None stays None (the random draws do not depend on the masks)."""
     flip = bool(torch.rand((), generator=gen) < 0.5)
     dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen)) if pad > 0 else (0, 0)
 
@@ -140,7 +123,7 @@ def _augment(
         padded = torch.nn.functional.pad(x[None].float(), (pad,) * 4, mode="replicate")[0].to(torch.uint8)
         return padded[:, dy : dy + s, dx : dx + s]
 
-    return move(image), (move(mask) if mask is not None else None)
+    return move(image), [move(m) if m is not None else None for m in masks]
 
 
 class JointDataModule(L.LightningDataModule):

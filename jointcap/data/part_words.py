@@ -8,14 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jointcap.data.tokenizer import Tokenizer
+from jointcap.data.tokenizer import Tokenizer, clean_word
 
 WINDOW = 3  # an attribute word describes the first part noun within this many words after it
-
-
-def clean_word(word: str) -> str:
-    """A caption word as the vocabulary spells it: lower case, no trailing punctuation."""
-    return word.lower().strip(".,;:!?\"'")
 
 
 def described_parts(

@@ -17,6 +17,11 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark
 
 
+def clean_word(word: str) -> str:
+    """A caption word as the vocabulary spells it: lower case, no trailing punctuation."""
+    return word.lower().strip(".,;:!?\"'")
+
+
 class TokenizerError(ValueError):
     """Bytes that are not a SentencePiece model (a corrupt cache file or checkpoint); the message says which."""
 
@@ -116,7 +121,7 @@ class Tokenizer:
         for row in rows:
             mask = [False] * len(row)
             for word, steps in self.word_steps(row):
-                if word.lower().strip(".,;:!?\"'") in words:
+                if clean_word(word) in words:
                     for t in steps:
                         mask[t] = True
             out.append(mask)

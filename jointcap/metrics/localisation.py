@@ -45,6 +45,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from jointcap.data.part_words import WINDOW, described_parts
+from jointcap.data.tokenizer import clean_word
 
 if TYPE_CHECKING:
     from jointcap.data.tokenizer import Tokenizer
@@ -598,10 +599,5 @@ def word_attention(
     for b, ws in enumerate(words):
         for k, (_, steps) in enumerate(ws):
             out[b, k] = alphas[b, steps].float().mean(0)
-    names = [[_clean(w) for w, _ in ws] for ws in words]
+    names = [[clean_word(w) for w, _ in ws] for ws in words]
     return out.view(tokens.shape[0], width, *grid), names
-
-
-def _clean(word: str) -> str:
-    """A generated word as the caption vocabulary spells it: lower case, no trailing punctuation."""
-    return word.lower().strip(".,;:!?\"'")
