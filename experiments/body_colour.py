@@ -6,7 +6,10 @@ inside a class, and half the references state it. Reads `<run>/test_predictions.
 jointcap/runtime/callbacks/predictions.py, `+callbacks.test_predictions.dirpath=<run>`) and prints the
 share of captions that state a body colour and the share of those that state the true one, plus distinct captions.
 
-    python experiments/body_colour.py <run folder>… [data overrides, default data=synthetic]
+    python experiments/body_colour.py <run folder or predictions CSV>… [data overrides, default data=synthetic]
+
+A CSV argument is any file with `index` and `caption` columns: a run's test_predictions.csv or the
+predictions.csv that `python -m jointcap.evaluate` writes (its decoding options, e.g. greedy or beam 3).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("this data set names no parts/attributes: no body colour to read")
     truth = list(dm.splits["test"].extra["attributes"]["body"])
     for run in runs:
-        with (run / "test_predictions.csv").open() as f:
+        with (run if run.is_file() else run / "test_predictions.csv").open() as f:
             caps = {int(r["index"]): r["caption"] for r in csv.DictReader(f)}
         s = body_colour(caps, truth, reader)
         print(f"{run}: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))

@@ -122,6 +122,8 @@ class CaptionerConfig:
     dropout: float = fraction(0.3)
     coverage: bool = False  # the attention sees where it has already looked (the sum of past steps' attention)
     attend_with_word: bool = False  # the attention's query also sees the word just emitted (as top-down attention)
+    deep_output: bool = False  # the word logits also read the attended context and the input word (Xu et al. eq. 7)
+    input_norm: bool = False  # the map the captioner reads, standardised per channel (BatchNorm) before it attends
 
 
 @dataclass

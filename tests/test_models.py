@@ -248,16 +248,17 @@ def test_skip_channels_reach_the_captioner_only(skip_from: str) -> None:
 
 
 def _assert_decodes_alike(cap: AttentionCaptioner) -> None:
-    """Greedy and beam 1 give one caption, and teacher forcing on it attends as greedy decoding did."""
+    """Greedy and beam 1 give one caption, and teacher forcing on it attends and predicts as greedy decoding did."""
     emb = torch.rand(2, 8, 2, 3)
     greedy = cap.greedy(emb, max_len=6)
     beam = cap.beam_search(emb, beam_size=1, max_len=6)
     assert torch.equal(greedy.tokens, beam.tokens)
     tokens = torch.cat([torch.full((2, 1), 2), greedy.tokens], 1)
     with torch.no_grad():
-        _, alphas = cap(emb, tokens)
+        logits, alphas = cap(emb, tokens)
     steps = int(greedy.lengths.min())
     assert torch.allclose(alphas[:, :steps], greedy.alphas[:, :steps], atol=1e-5)
+    assert torch.equal(logits[:, :steps].argmax(-1), greedy.tokens[:, :steps])
 
 
 def test_coverage_attention_sees_where_it_looked_and_decodes_alike() -> None:
@@ -291,6 +292,45 @@ def test_attention_with_the_word_sees_the_word_just_emitted_and_decodes_alike() 
         _, a1 = cap.attention(feats, proj, h, word=cap.embed(torch.tensor([5, 5])))
     assert not torch.allclose(a0, a1)
     _assert_decodes_alike(cap)
+
+
+def test_deep_output_lets_the_word_read_the_context_directly_and_decodes_alike() -> None:
+    """captioner.deep_output (Xu et al. eq. 7): with the LSTM blind to the context (its context inputs zeroed),
+    the first word's logits still change with the features, and without the option they do not; teacher forcing,
+    greedy and beam 1 agree with it on."""
+    torch.manual_seed(0)
+    feats = torch.rand(2, 8, 2, 3)
+    other = feats.flip(0)
+    tokens = torch.tensor([[2, 4, 5, 3], [2, 5, 4, 3]])
+    first = {}
+    for deep in (False, True):
+        cap = AttentionCaptioner(8, 12, 4, 8, 4, dropout=0.0, deep_output=deep, pad_id=0, bos_id=2, eos_id=3).eval()
+        with torch.no_grad():
+            cap.lstm.weight_ih[:, 4:].zero_()  # the LSTM's inputs: [word (4) | context (8)]
+            cap.init_h.weight.zero_(), cap.init_c.weight.zero_()  # nor does the initial state see the image
+            a, _ = cap(feats, tokens)
+            b, _ = cap(other, tokens)
+        first[deep] = not torch.allclose(a[:, 0], b[:, 0])
+        if deep:
+            _assert_decodes_alike(cap)
+    assert first == {False: False, True: True}
+    assert AttentionCaptioner(8, 12, 4, 8, 4).out_z is None
+
+
+def test_input_norm_centres_each_channel_the_captioner_reads_and_decodes_alike() -> None:
+    """captioner.input_norm: in training the features it attends over have mean 0 and unit variance per channel
+    whatever the map's offset and scale (a ReLU map's channel means dwarf small colour differences); in eval the
+    running statistics serve, and teacher forcing, greedy and beam 1 agree."""
+    torch.manual_seed(0)
+    cap = AttentionCaptioner(8, 12, 4, 8, 4, dropout=0.0, input_norm=True, pad_id=0, bos_id=2, eos_id=3)
+    emb = 5.0 + 0.1 * torch.rand(4, 8, 2, 3)  # (B, D, h, w): large mean, small spread
+    (feats, _), _ = cap.prepare(emb)  # (B, L, D)
+    flat = feats.reshape(-1, 8)
+    assert torch.allclose(flat.mean(0), torch.zeros(8), atol=1e-4)
+    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(8), atol=3e-2)
+    (plain, _), _ = AttentionCaptioner(8, 12, 4, 8, 4).prepare(emb)
+    assert torch.allclose(plain, emb.flatten(2).transpose(1, 2))  # off by default: the map as it is
+    _assert_decodes_alike(cap.eval())
 
 
 def test_stem_skip_reads_colour_the_output_map_is_given_no_say_in() -> None:

@@ -57,7 +57,12 @@ class SoftAttention(nn.Module):
 
 
 class AttentionCaptioner(nn.Module):
-    """LSTM decoder with soft attention and a gated context (Xu et al. 2015)."""
+    """LSTM decoder with soft attention and a gated context (Xu et al. 2015).
+
+    The word logits read the LSTM state alone, or with `deep_output` Xu et al.'s deep output layer (their eq. 7,
+    with the tanh of their code, arctic-captions): logits = L_o tanh(E y_{t-1} + L_h h_t + L_z ẑ_t), so the
+    attended context ẑ_t reaches the word directly — a colour in the cell looked at maps to its name without
+    first passing through the LSTM's gates."""
 
     def __init__(
         self,
@@ -69,6 +74,8 @@ class AttentionCaptioner(nn.Module):
         dropout: float = 0.3,
         coverage: bool = False,
         attend_with_word: bool = False,
+        deep_output: bool = False,
+        input_norm: bool = False,
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
@@ -78,17 +85,27 @@ class AttentionCaptioner(nn.Module):
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.attention = SoftAttention(feat_dim, hidden_dim, attn_dim, coverage, embed_dim if attend_with_word else 0)
         self.coverage = coverage
+        # input_norm: the map it reads standardised per channel (batch statistics, running ones in eval): after the
+        # embedding's ReLU a channel's mean dwarfs the small differences a body colour makes; centred, a read-out
+        # of them learns several times faster (docs/method.md)
+        self.norm = nn.BatchNorm2d(feat_dim) if input_norm else None
         self.init_h = nn.Linear(feat_dim, hidden_dim)
         self.init_c = nn.Linear(feat_dim, hidden_dim)
         self.gate = nn.Linear(hidden_dim, feat_dim)
         self.lstm = nn.LSTMCell(embed_dim + feat_dim, hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)
+        # deep output (Xu et al. eq. 7): the state and the context projected to the word space, added to the
+        # embedded input word; else the logits read the state alone
+        self.out_h = nn.Linear(hidden_dim, embed_dim) if deep_output else None
+        self.out_z = nn.Linear(feat_dim, embed_dim, bias=False) if deep_output else None
+        self.out = nn.Linear(embed_dim if deep_output else hidden_dim, vocab_size)
 
     # -- shared pieces -------------------------------------------------------------------
     def prepare(self, emb: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]:
         """Context (features (B, L, D), their attention projection (B, L, A)) and the initial state of an image:
         (h, c), and with `coverage` the attention spent so far per location (B, L), zeros."""
+        if self.norm is not None:
+            emb = self.norm(emb)
         feats = emb.flatten(2).transpose(1, 2)  # (B, L, D)
         mean = feats.mean(dim=1)
         state: tuple[torch.Tensor, ...] = (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
@@ -99,30 +116,39 @@ class AttentionCaptioner(nn.Module):
     def step(self, words: torch.Tensor, context: tuple[torch.Tensor, ...], state: tuple[torch.Tensor, ...]):
         """One LSTM step for N sequences: returns logits (N, V), attention (N, L), new state."""
         feats, feats_proj = context
-        alpha, state = self._recur(self.embed(words), feats, feats_proj, state)
-        return self.out(self.dropout(state[0])), alpha, state
+        word_emb = self.embed(words)
+        alpha, ctx, state = self._recur(word_emb, feats, feats_proj, state)
+        return self._logits(word_emb, state[0], ctx), alpha, state
 
     def _recur(self, word_emb: torch.Tensor, feats, feats_proj, state):
-        """The recurrent part of a step, from embedded words (N, E): attention (N, L), new (h, c[, coverage])."""
+        """The recurrent part of a step, from embedded words (N, E): attention (N, L), the gated context (N, D)
+        and the new (h, c[, coverage])."""
         h, c = state[0], state[1]
         cov = state[2] if self.coverage else None
         context, alpha = self.attention(feats, feats_proj, h, cov, word_emb)
         context = torch.sigmoid(self.gate(h)) * context
         h, c = self.lstm(torch.cat([word_emb, context], dim=-1), (h, c))
-        return alpha, ((h, c, cov + alpha) if cov is not None else (h, c))
+        return alpha, context, ((h, c, cov + alpha) if cov is not None else (h, c))
+
+    def _logits(self, word_emb: torch.Tensor, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Word logits (..., V) from the input word (..., E), the new state (..., H) and the context (..., D)."""
+        if self.out_h is None or self.out_z is None:
+            return self.out(self.dropout(h))
+        return self.out(self.dropout(torch.tanh(word_emb + self.out_h(h) + self.out_z(context))))
 
     # -- training --------------------------------------------------------------------------
     def forward(self, emb: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on `tokens` (B, T) = BOS … EOS pad…: logits (B, T-1, V), alphas (B, T-1, L)."""
         (feats, feats_proj), state = self.prepare(emb)
         words = self.embed(tokens[:, :-1])  # (B, T-1, E): all inputs at once, outside the time loop
-        hs, alphas = [], []
+        hs, ctxs, alphas = [], [], []
         for t in range(words.shape[1]):
-            alpha, state = self._recur(words[:, t], feats, feats_proj, state)
+            alpha, ctx, state = self._recur(words[:, t], feats, feats_proj, state)
             hs.append(state[0])
+            ctxs.append(ctx)
             alphas.append(alpha)
         # the output layer once over all steps: one large matmul instead of T-1 small ones
-        return self.out(self.dropout(torch.stack(hs, 1))), torch.stack(alphas, 1)
+        return self._logits(words, torch.stack(hs, 1), torch.stack(ctxs, 1)), torch.stack(alphas, 1)
 
     # -- inference (jointcap.models.decoding) ------------------------------------------------
     def greedy(self, emb: torch.Tensor, max_len: int = 24, no_repeat_ngram: int = 0) -> Decoded:
