@@ -59,7 +59,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 MAX_ASPECT = 4.0  # figures show at most a 4:1 strip (a 1×5000 px image would make a figure 100,000 px tall)
 MAX_WORD_PANELS = 30  # per-word attention panels per figure
 CSV_COLUMNS = ["image", "class", "probability", "caption", "figure", "note", "warning"]
-SYNTHETIC_WARNING = "trained on synthetic birds: predictions on real photos are not meaningful"
+SYNTHETIC_WARNING = "trained on synthetic birds: meaningful only on images of its generator, not on photos"
 
 
 @dataclass

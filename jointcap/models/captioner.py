@@ -86,8 +86,8 @@ class AttentionCaptioner(nn.Module):
         self.attention = SoftAttention(feat_dim, hidden_dim, attn_dim, coverage, embed_dim if attend_with_word else 0)
         self.coverage = coverage
         # input_norm: the map it reads standardised per channel (batch statistics, running ones in eval): after the
-        # embedding's ReLU a channel's mean dwarfs the small differences a body colour makes; centred, a read-out
-        # of them learns several times faster (docs/method.md)
+        # embedding's ReLU a channel's mean dwarfs the small differences a body colour makes (measured on the
+        # default data: no caption changed; docs/method.md)
         self.norm = nn.BatchNorm2d(feat_dim) if input_norm else None
         self.init_h = nn.Linear(feat_dim, hidden_dim)
         self.init_c = nn.Linear(feat_dim, hidden_dim)
@@ -145,10 +145,12 @@ class AttentionCaptioner(nn.Module):
         for t in range(words.shape[1]):
             alpha, ctx, state = self._recur(words[:, t], feats, feats_proj, state)
             hs.append(state[0])
-            ctxs.append(ctx)
             alphas.append(alpha)
+            if self.out_z is not None:  # only the deep output reads the contexts: keep none otherwise
+                ctxs.append(ctx)
         # the output layer once over all steps: one large matmul instead of T-1 small ones
-        return self._logits(words, torch.stack(hs, 1), torch.stack(ctxs, 1)), torch.stack(alphas, 1)
+        context = torch.stack(ctxs, 1) if ctxs else words.new_zeros(())  # (B, T-1, D), unused without deep output
+        return self._logits(words, torch.stack(hs, 1), context), torch.stack(alphas, 1)
 
     # -- inference (jointcap.models.decoding) ------------------------------------------------
     def greedy(self, emb: torch.Tensor, max_len: int = 24, no_repeat_ngram: int = 0) -> Decoded:
