@@ -334,6 +334,10 @@ class DataConfig:
     # unigram collapses to ~characters on small, repetitive corpora such as the synthetic captions
     tokenizer_type: str = choice("bpe", TOKENIZER_TYPES)
     max_caption_len: int = at_least(32, 3)
+    # captions each training image brings to a step (Luo et al.'s seq_per_img): the encoder runs once per image,
+    # the captioner on all k; more examples of a rare word per step for little time (the LSTM loop is dispatch-
+    # bound on a CPU). 1: one caption drawn per visit
+    captions_per_step: int = at_least(1, 1)
     augment: bool = True
     pin_memory: bool = True
     persistent_workers: bool = True

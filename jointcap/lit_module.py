@@ -259,6 +259,8 @@ class JointCaptionModule(L.LightningModule):
         if self.self_critical_now():
             return self._self_critical(batch)
         tokens, labels = _trim(batch["tokens"]), batch["label"]
+        k = int(tokens.shape[1]) if tokens.dim() == 3 else 1  # captions per image (data.captions_per_step)
+        tokens = tokens.flatten(0, 1) if tokens.dim() == 3 else tokens  # (B·k, T), image-major
         out = self.net(batch["image"], tokens if self.has_captioner else None)
         terms: dict[str, torch.Tensor] = {}
         if out.class_logits is not None:
@@ -271,10 +273,12 @@ class JointCaptionModule(L.LightningModule):
                 terms["ds"] = losses.doubly_stochastic(out.alphas, words)
             if self.loss_cfg.part_attention > 0 and "token_part" in batch:
                 grid = (int(out.emb.shape[-2]), int(out.emb.shape[-1]))
-                token_part = batch["token_part"][:, 1 : tokens.shape[1]]  # (B, T-1), aligned with the targets
-                terms["parts"] = part_attention.loss(out.alphas, token_part, batch["part_masks"], grid)
+                token_part = batch["token_part"][..., 1 : tokens.shape[1]].reshape(targets.shape)  # (B·k, T-1)
+                masks = batch["part_masks"].repeat_interleave(k, 0) if k > 1 else batch["part_masks"]
+                terms["parts"] = part_attention.loss(out.alphas, token_part, masks, grid)
             if out.class_logits is not None:
-                attention = losses.mean_attention(out.alphas, self.cam_loss.attention_mask(targets))  # (B, h·w)
+                attention = losses.mean_attention(out.alphas, self.cam_loss.attention_mask(targets))  # (B·k, h·w)
+                attention = attention.view(-1, k, attention.shape[-1]).mean(1)  # (B, h·w): Q over its k captions
                 terms.update(self._disagreement(out.emb, labels, attention, batch.get("class_mask")))
         return terms, out
 
@@ -422,5 +426,5 @@ def _trim(tokens: torch.Tensor) -> torch.Tensor:
     """
     if tokens.device.type != "cpu":
         return tokens
-    longest = int((tokens != PAD_ID).sum(1).max())
-    return tokens[:, : max(2, longest)]
+    longest = int((tokens != PAD_ID).sum(-1).max())
+    return tokens[..., : max(2, longest)]  # (B, T) or (B, k, T)

@@ -45,12 +45,20 @@ def worker_context() -> multiprocessing.context.BaseContext | None:
 
 
 class CaptionedImages(Dataset):
-    """Items of a cached split as uint8 tensors; training draws one caption per image per visit."""
+    """Items of a cached split as uint8 tensors; training draws one caption per image per visit (or k of them)."""
 
     def __init__(
-        self, split: cache.SplitData, tokens: np.ndarray, train: bool, augment: bool = False, pad: int = 4
+        self,
+        split: cache.SplitData,
+        tokens: np.ndarray,
+        train: bool,
+        augment: bool = False,
+        pad: int = 4,
+        captions_per_step: int = 1,
     ) -> None:
         self.split, self.tokens, self.train, self.augment, self.pad = split, tokens, train, augment, pad
+        # training items carry k captions (k, T) when k > 1: distinct ones while the image has that many
+        self.captions_per_step = captions_per_step
         self.n_caps = np.array([len(c) for c in split.captions])
         # `serve_class_masks`: items also carry "class_mask" (S, S) uint8, the union of these parts' masks,
         # augmented exactly as the image (the oracle Q of model.loss.q_source=oracle)
@@ -68,9 +76,10 @@ class CaptionedImages(Dataset):
         image = torch.from_numpy(np.array(self.split.images[i])).permute(2, 0, 1)  # (3, S, S) uint8
         mask = self._class_mask(i)  # (1, S, S) uint8 or None
         parts = self._part_masks(i)  # (P, S, S) uint8 or None
+        j: int | np.ndarray
         if self.train:
             gen = torch.Generator().manual_seed(seed) if seed is not None else None
-            j = int(torch.randint(int(self.n_caps[i]), (), generator=gen))
+            j = self._draw_captions(int(self.n_caps[i]), gen)
             if self.augment:
                 image, (mask, parts) = _augment(image, self.pad, gen, mask, parts)
         else:
@@ -92,6 +101,15 @@ class CaptionedImages(Dataset):
                 if arr is not None:
                     item[name] = torch.from_numpy(np.array(arr[i]))
         return item
+
+    def _draw_captions(self, n: int, gen: torch.Generator | None) -> int | np.ndarray:
+        """Which of the image's `n` captions this visit trains on: one index, or `captions_per_step` of them
+        (k,) — distinct while n ≥ k, each caption as often as the others otherwise."""
+        k = self.captions_per_step
+        if k == 1:
+            return int(torch.randint(n, (), generator=gen))
+        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-k // n))])[:k]
+        return order.numpy()
 
     def _class_mask(self, i: int) -> torch.Tensor | None:
         """(1, S, S) uint8: where image `i` shows one of `class_parts` (None unless served)."""
@@ -139,6 +157,7 @@ class JointDataModule(L.LightningDataModule):
         vocab_size: int = 1000,
         tokenizer_type: str = "bpe",
         max_caption_len: int = 32,
+        captions_per_step: int = 1,
         augment: bool = True,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -155,7 +174,7 @@ class JointDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
         self.vocab_size, self.tokenizer_type, self.max_caption_len = vocab_size, tokenizer_type, max_caption_len
-        self.augment = augment
+        self.augment, self.captions_per_step = augment, captions_per_step
         self.splits: dict[str, cache.SplitData] = {}
         self.datasets: dict[str, CaptionedImages] = {}
         self.tokenizer: Tokenizer | None = None
@@ -206,7 +225,9 @@ class JointDataModule(L.LightningDataModule):
             split = cache.read_split(self.cache_dir / name)
             self.splits[name] = split
             tokens = self._tokenise(split.captions)
-            self.datasets[name] = CaptionedImages(split, tokens, train=name == "train", augment=self.augment)
+            self.datasets[name] = CaptionedImages(
+                split, tokens, train=name == "train", augment=self.augment, captions_per_step=self.captions_per_step
+            )
 
     def _tokenise(self, captions: list[list[str]]) -> np.ndarray:
         """(N, C, T) int64 ids; images with fewer captions repeat their last one."""

@@ -68,11 +68,16 @@ class JointModel(nn.Module):
         return self.embedding(self.encoder(images))
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor | None = None) -> JointOutput:
+        """images (B, 3, S, S); tokens (B·k, T) image-major: k captions of each image teacher-forced on the one
+        embedding (k = 1 unless `data.captions_per_step`)."""
         emb = self.embed(images)
         logits = self.classifier(emb) if self.classifier is not None else None
         word_logits = alphas = None
         if self.captioner is not None and tokens is not None:
-            word_logits, alphas = self.captioner(emb, tokens)
+            k = tokens.shape[0] // emb.shape[0]  # captions per image (image-major), 1 unless data.captions_per_step
+            if k * emb.shape[0] != tokens.shape[0]:
+                raise ValueError(f"{tokens.shape[0]} captions for {emb.shape[0]} images: not a whole number each")
+            word_logits, alphas = self.captioner(emb.repeat_interleave(k, 0) if k > 1 else emb, tokens)
         return JointOutput(emb, logits, word_logits, alphas)
 
     def cam(self, emb: torch.Tensor, classes: torch.Tensor, weights_grad: bool = True) -> torch.Tensor:
