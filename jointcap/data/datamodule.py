@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -15,6 +17,7 @@ import torch
 from filelock import FileLock
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from jointcap.data import cache, part_words
 from jointcap.data.sampling import EpochSampler, ResumableLoader
@@ -32,6 +35,25 @@ def init_worker(worker_id: int) -> None:
         signal.signal(s, signal.SIG_IGN)
     if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning adds itself when a loader has no worker_init_fn
         pl_worker_init_function(worker_id)
+
+
+def stop_loader_workers() -> None:
+    """At exit: stop the DataLoader workers still running. They ignore SIGTERM (`init_worker`), and
+    multiprocessing's own exit hook terminates daemonic children with SIGTERM and then joins them: with a loader
+    iterator still referenced at exit (persistent workers after a stop during validation) it waited forever.
+    Each live iterator gets torch's own clean shutdown (a sentinel per worker, then join); a daemonic child still
+    alive after that is killed (daemonic children end with their parent in any case)."""
+    for obj in gc.get_objects():
+        if type(obj) is _MultiProcessingDataLoaderIter:  # type(): no attribute look-up on arbitrary objects
+            obj._shutdown_workers()
+    for process in multiprocessing.active_children():
+        if process.daemon:
+            process.kill()
+
+
+# registered after multiprocessing's and torch's exit hooks (imported with torch), so it runs before them (atexit
+# is LIFO): torch's marks the interpreter as exiting, after which an iterator's shutdown does nothing
+atexit.register(stop_loader_workers)
 
 
 def worker_context() -> multiprocessing.context.BaseContext | None:
