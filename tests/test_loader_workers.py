@@ -41,7 +41,8 @@ from jointcap.data.datamodule import init_worker
 from jointcap.runtime import stopping
 kept = []
 with stopping.stop_on_signals():
-    loader = DataLoader(list(range(64)), batch_size=2, num_workers=2, persistent_workers=True, worker_init_fn=init_worker)
+    loader = DataLoader(list(range(64)), batch_size=2, num_workers=2, persistent_workers=True,
+                        worker_init_fn=init_worker)
     kept.append(iter(loader))
     next(kept[0])
     if os.environ["STOP"] == "1":
