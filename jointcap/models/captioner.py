@@ -130,9 +130,10 @@ class AttentionCaptioner(nn.Module):
         h, c = self.lstm(torch.cat([word_emb, context], dim=-1), (h, c))
         return alpha, context, ((h, c, cov + alpha) if cov is not None else (h, c))
 
-    def _logits(self, word_emb: torch.Tensor, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Word logits (..., V) from the input word (..., E), the new state (..., H) and the context (..., D)."""
-        if self.out_h is None or self.out_z is None:
+    def _logits(self, word_emb: torch.Tensor, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Word logits (..., V) from the input word (..., E), the new state (..., H) and the context (..., D; only
+        the deep output reads it)."""
+        if self.out_h is None or self.out_z is None or context is None:
             return self.out(self.dropout(h))
         return self.out(self.dropout(torch.tanh(word_emb + self.out_h(h) + self.out_z(context))))
 
@@ -149,7 +150,7 @@ class AttentionCaptioner(nn.Module):
             if self.out_z is not None:  # only the deep output reads the contexts: keep none otherwise
                 ctxs.append(ctx)
         # the output layer once over all steps: one large matmul instead of T-1 small ones
-        context = torch.stack(ctxs, 1) if ctxs else words.new_zeros(())  # (B, T-1, D), unused without deep output
+        context = torch.stack(ctxs, 1) if ctxs else None  # (B, T-1, D) for the deep output
         return self._logits(words, torch.stack(hs, 1), context), torch.stack(alphas, 1)
 
     # -- inference (jointcap.models.decoding) ------------------------------------------------
