@@ -45,17 +45,22 @@ def body_colour(captions: dict[int, str], truth: list[str], reader: FactReader) 
     }
 
 
-def main(argv: list[str]) -> None:
-    runs = [Path(a) for a in argv if "=" not in a]
+def test_truth(overrides: list[str]) -> tuple[list[str], FactReader]:
+    """The test split's body colours and the data's fact reader (data=synthetic unless overridden)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[a for a in argv if "=" in a])
+        cfg = compose(config_name="config", overrides=overrides)
     dm = instantiate(cfg.data, _convert_="all")
     dm.prepare_data()
     dm.setup("test")
     reader = FactReader.from_info(dm.info)
     if reader is None:
         raise SystemExit("this data set names no parts/attributes: no body colour to read")
-    truth = list(dm.splits["test"].extra["attributes"]["body"])
+    return list(dm.splits["test"].extra["attributes"]["body"]), reader
+
+
+def main(argv: list[str]) -> None:
+    runs = [Path(a) for a in argv if "=" not in a]
+    truth, reader = test_truth([a for a in argv if "=" in a])
     for run in runs:
         with (run if run.is_file() else run / "test_predictions.csv").open() as f:
             caps = {int(r["index"]): r["caption"] for r in csv.DictReader(f)}

@@ -28,6 +28,9 @@ from jointcap.data.synthetic import PART_NAMES, dataset_info
 from jointcap.data.tokenizer import BOS_ID
 from jointcap.runtime.checkpoint import load_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colour_probe import class_template, fit_logistic, split_images, standardise  # noqa: E402
+
 
 def _at_colour_step(module, split: cache.SplitData, classes: list[dict], n: int):
     """(contexts (N, D), attention mass on the body's cells (N,)) at the step after "… and a mostly"."""
@@ -37,12 +40,8 @@ def _at_colour_step(module, split: cache.SplitData, classes: list[dict], n: int)
     contexts, mass = [], []
     for i in range(0, n, 100):
         sel = range(i, min(n, i + 100))
-        images = torch.from_numpy(np.array(split.images[sel.start : sel.stop])).permute(0, 3, 1, 2).contiguous()
-        cls = [classes[int(split.labels[j])] for j in sel]
-        prefixes = [
-            tok.sp.encode(f"this bird has {c['wing']} {c['pattern']} wings, a {c['head']} head and a mostly")
-            for c in cls
-        ]
+        images = split_images(split, sel.start, sel.stop)
+        prefixes = [tok.sp.encode(class_template(classes[int(split.labels[j])]) + " and a mostly") for j in sel]
         width = max(map(len, prefixes))
         tokens = torch.tensor([[BOS_ID, *p] + [0] * (width - len(p)) for p in prefixes])  # (B, 1 + width)
         last = torch.tensor([len(p) for p in prefixes])  # the step whose input is "mostly"'s last piece
@@ -61,22 +60,6 @@ def _at_colour_step(module, split: cache.SplitData, classes: list[dict], n: int)
     return torch.cat(contexts), np.array(mass)
 
 
-def _probe(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, k: int, lr: float, steps, batch):
-    """Logistic regression by Adam; test accuracy after each of `steps` (batch None: full batch)."""
-    g = torch.Generator().manual_seed(0)
-    w, b = torch.zeros(x.shape[1], k, requires_grad=True), torch.zeros(k, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr)
-    out = []
-    for step in range(1, max(steps) + 1):
-        idx = torch.randint(0, len(x), (batch,), generator=g) if batch else torch.arange(len(x))
-        opt.zero_grad()
-        (F.cross_entropy(x[idx] @ w + b, y[idx]) + (1e-3 * w.pow(2).sum() if batch is None else 0)).backward()
-        opt.step()
-        if step in steps:
-            out.append(float(((xt @ w + b).argmax(1) == yt).float().mean()))
-    return out
-
-
 def main(path: str, data_dir: str, n_train: int = 2000, n_test: int = 500) -> None:
     torch.set_num_threads(1)
     module = load_module(find_checkpoint(path, prefer="best")).eval()
@@ -93,16 +76,15 @@ def main(path: str, data_dir: str, n_train: int = 2000, n_test: int = 500) -> No
     k = len(colours)
     means = torch.stack([x[y == c].mean(0) for c in range(k)])
     share = (means - x.mean(0)).pow(2).sum(1) @ torch.bincount(y, minlength=k).float() / len(y) / x.var(0).sum()
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    zs, zst = (x - mu) / sd, (xt - mu) / sd
+    zs, zst = standardise(x, xt)
     print(f"{n_train} train / {n_test} test images, {k} body colours (chance {1 / k:.3f})")
     print(f"attention on the body's cells at the colour step: train {mass.mean():.3f}, test {mass_t.mean():.3f}")
     print(f"share of the context's variance the body colour explains: {float(share):.3f}")
-    full = _probe(zs, y, zst, yt, k, 0.05, (300,), None)[0]
+    full = fit_logistic(zs, y, zst, yt, k, 0.05, (300,), None)[0]
     print(f"linear probe of the context (standardised, full batch, 300 steps): {full:.3f}")
     steps = (100, 300, 1000)
     for name, (a, b) in {"raw": (x, xt), "standardised": (zs, zst)}.items():
-        accs = _probe(a, y, b, yt, k, 1e-3, steps, 16)
+        accs = fit_logistic(a, y, b, yt, k, 1e-3, steps, 16)
         print(
             f"read-out learnt like the captioner ({name}, Adam 1e-3, 16 a step), after {steps}: "
             + " / ".join(f"{v:.3f}" for v in accs)

@@ -26,6 +26,9 @@ from jointcap.data.synthetic import COLOR_NAMES, dataset_info
 from jointcap.data.tokenizer import BOS_ID, EOS_ID
 from jointcap.runtime.checkpoint import load_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colour_probe import class_template, split_images  # noqa: E402
+
 
 def _next_word_logp(module, images: torch.Tensor, prefixes: list[list[int]]) -> torch.Tensor:
     """log p(next piece | image, prefix) for each image: (B, V)."""
@@ -52,9 +55,8 @@ def main(path: str, data_dir: str, n_test: int = 500) -> None:
     hits, p_true, p_go, p_stop, n = 0, [], [], [], 0
     for i in range(0, n_test, 100):
         sel = range(i, min(n_test, i + 100))
-        images = torch.from_numpy(np.array(test.images[sel.start : sel.stop])).permute(0, 3, 1, 2).contiguous()
-        cls = [classes[int(test.labels[j])] for j in sel]
-        templates = [f"this bird has {c['wing']} {c['pattern']} wings, a {c['head']} head" for c in cls]
+        images = split_images(test, sel.start, sel.stop)
+        templates = [class_template(classes[int(test.labels[j])]) for j in sel]
         body = [tok.sp.encode(t + " and a mostly") for t in templates]
         bare = [tok.sp.encode(t) for t in templates]
         lp = _next_word_logp(module, images, body)[:, ids]  # (B, C) over the colour names

@@ -24,12 +24,15 @@ from jointcap.data.synthetic import PART_NAMES
 from jointcap.lit_module import JointCaptionModule
 from jointcap.runtime.checkpoint import load_module
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colour_probe import fit_logistic, split_images, standardise  # noqa: E402
+
 
 def _features(module: JointCaptionModule, split: cache.SplitData, n: int) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for i in range(0, n, 250):
-            images = torch.from_numpy(np.array(split.images[i : min(n, i + 250)])).permute(0, 3, 1, 2).contiguous()
+            images = split_images(split, i, min(n, i + 250))
             out.append(module.net.embed(to_model_input(module, images)).float().flatten(2))  # (B, D, h·w)
     return torch.cat(out)
 
@@ -64,17 +67,8 @@ def main(path: str, data_dir: str, n_train: int = 2000, n_test: int = 500) -> No
         "at the body's cell,": (_at(x_train, cell_train), _at(x_test, cell_test)),
     }
     for name, (a, b) in pools.items():
-        mu, sd = a.mean(0), a.std(0) + 1e-6
-        a, b = (a - mu) / sd, (b - mu) / sd
-        w = torch.zeros(a.shape[1], len(colours), requires_grad=True)
-        bias = torch.zeros(len(colours), requires_grad=True)
-        opt = torch.optim.Adam([w, bias], lr=0.05)
-        for _ in range(300):
-            opt.zero_grad()
-            loss = F.cross_entropy(a @ w + bias, y_train) + 1e-3 * w.pow(2).sum()
-            loss.backward()
-            opt.step()
-        acc = ((b @ w + bias).argmax(1) == y_test).float().mean().item()
+        a, b = standardise(a, b)
+        acc = fit_logistic(a, y_train, b, y_test, len(colours), 0.05, (300,), None)[0]
         print(
             f"{name} embedding → body colour: test accuracy {acc:.3f} (chance {1 / len(colours):.3f}, {n_test} images)"
         )

@@ -8,7 +8,7 @@ What it leaves open, and this module closes:
 * A SIGTERM sent to the whole process group (`timeout`, a scheduler) killed the DataLoader workers
   first; the main process then failed with "DataLoader worker … killed", an ordinary error that a
   Hydra sweep records as a failed job before starting the next one. Workers now ignore both signals
-  (`ignore_stop_signals`, their `worker_init_fn`) and leave stopping to the main process, and any
+  (their `worker_init_fn`, `jointcap.data.datamodule.init_worker`) and leave stopping to the main process, and any
   error raised after a stop was asked for becomes `Stopped`.
 * Outside Lightning's loops (start-up, data preparation, between jobs) a signal stops the job at
   once: nothing of it is trained yet, so nothing is lost.
@@ -123,12 +123,6 @@ def stopped_sweep_status() -> Iterator[None]:
             raise
         log.warning("stopped by signal %d (%s: %s); rerun the same command to resume", _requested, type(e).__name__, e)
         raise Stopped(_requested) from e
-
-
-def ignore_stop_signals(worker_id: int = 0, *_: Any) -> None:
-    """A DataLoader `worker_init_fn`: the worker ignores SIGTERM/SIGINT; the main process stops it."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
 
 
 def _sweep_handler(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Issue 25 on the default data: does `+experiment=synthetic_describe` say what varies inside a class, over seeds?
+# Each seed trains in its own lane (one thread), then its best checkpoint is decoded greedily and with beam 3
+# (`python -m jointcap.evaluate`), and experiments/summarize_describe.py prints the table of docs/method.md.
+#   setsid bash experiments/describe_lever.sh      # ~25 min a seed alone on a core; results in $OUT/s<seed>/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+OUT=${OUT:-multirun/describe_lever}
+SEEDS=${SEEDS:-0 1 2}
+PRESET=${PRESET:-synthetic_describe}
+export OMP_NUM_THREADS=1
+lane() {
+  local seed=$1 dir="$OUT/s$1"
+  "$PY" -m jointcap.run "seed=$seed" "+experiment=$PRESET" threads=1 skip_if_done=true "hydra.run.dir=$dir"
+  for beam in 1 3; do
+    [ -f "$dir/eval_beam$beam/report.json" ] || "$PY" -m jointcap.evaluate "ckpt_path=$dir" "beam_size=$beam" \
+      threads=1 "hydra.run.dir=$dir/eval_beam$beam"
+  done
+}
+for seed in $SEEDS; do lane "$seed" > "$OUT.s$seed.log" 2>&1 & done
+wait
+"$PY" experiments/summarize_describe.py "$OUT"
