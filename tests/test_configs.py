@@ -72,3 +72,32 @@ def test_data_root_is_spelled_in_one_place(monkeypatch: pytest.MonkeyPatch, tmp_
     assert (cfg.data.cache_root, cfg.data.source.root) == ("/elsewhere/cache", "/elsewhere")
     monkeypatch.delenv("JOINTCAP_DATA")
     assert _compose([]).data.cache_root == "~/.cache/jointcap/cache"
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a config as a dotted key → value (interpolations left as written)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def test_describe_preset_is_the_default_run_with_only_its_named_levers() -> None:
+    """+experiment=synthetic_describe (issue 25) changes exactly the options its file names; a drift in the
+    default run (or a lever set twice) would make its measurements describe something else."""
+    from jointcap.config import validate
+
+    base, describe = _compose([]), _compose(["+experiment=synthetic_describe"])
+    validate(describe)
+    changed = {k: v for k, v in _leaves(describe).items() if _leaves(base).get(k) != v}
+    assert changed == {
+        "data.captions_per_step": 5,
+        "model.embedding.skip_dim": 64,
+        "model.captioner.deep_output": True,
+        "model.captioner.input_norm": True,
+        "model.loss.scst_samples": 16,
+        "model.loss.scst_epochs": 2,
+        "trainer.max_epochs": 10,
+    }
+    assert describe.model.embedding.skip_from == "stem"  # the default source, stated in the preset
