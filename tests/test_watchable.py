@@ -55,6 +55,58 @@ def test_plain_progress_lines_only_off_a_terminal() -> None:
         LineProgress(0)
 
 
+class _Clock:
+    """A fake perf_counter that a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _eta_seconds(line: str, which: str) -> int:
+    h, m, sec = re.search(rf"{which} (\d+):(\d\d):(\d\d)", line).groups()  # type: ignore[union-attr]
+    return int(h) * 3600 + int(m) * 60 + int(sec)
+
+
+def test_progress_speed_and_eta_follow_the_current_phase() -> None:
+    """Two cross-entropy epochs at 1 s a batch (5 s of validation each), then self-critical ones at 3 s a batch:
+    the ETA in the slow phase is its own speed times what is left, not the fit's average (which promised the end
+    ~2x too early in a real run: 2:39 left, 5 min taken)."""
+    from types import SimpleNamespace
+
+    bar, clock = LineProgress(every_n_steps=2), _Clock()
+    bar._clock = clock
+    trainer = SimpleNamespace(
+        num_training_batches=10,
+        max_epochs=4,
+        current_epoch=0,
+        global_step=0,
+        check_val_every_n_epoch=1,
+        sanity_checking=False,
+        callback_metrics={},
+        is_global_zero=True,
+    )
+    bar._trainer = trainer  # type: ignore[assignment]
+    batch = {"image": torch.zeros(8, 3, 4, 4)}
+    bar.on_train_start(trainer, None)  # type: ignore[arg-type]
+    for epoch, seconds in ((0, 1.0), (1, 1.0), (2, 3.0)):
+        trainer.current_epoch = epoch
+        bar.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
+        for i in range(10 if epoch < 2 else 4):
+            clock.now += seconds
+            bar.on_train_batch_end(trainer, None, None, batch, i)  # type: ignore[arg-type]
+        if epoch < 2:
+            bar.on_validation_start(trainer, None)  # type: ignore[arg-type]
+            clock.now += 5.0
+            bar.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    line = bar.step_line(trainer, batch_idx=3)  # type: ignore[arg-type]  # epoch 3 of 4, 4 of 10 batches done at 3 s each
+    assert "epoch 3/4 · batch 4/10" in line and "2.7 img/s" in line, line  # 8 images / 3 s
+    assert _eta_seconds(line, "ETA epoch") == 6 * 3 + 5, line  # 6 batches left + the validation
+    assert _eta_seconds(line, "fit") == 6 * 3 + 5 + (10 * 3 + 5), line  # and one more such epoch
+
+
 # -- 2. debug presets, run end to end ---------------------------------------------------------------
 STEP_LINE = re.compile(
     r"epoch 1/2 · batch 2/4 · step \d+ · train/loss \d+\.\d+ · \d+\.\d img/s · ETA epoch \d:\d\d:\d\d"

@@ -5,7 +5,9 @@
   until the run ends, so a long run looked hung.
 * `LineProgress`: one plain log line every N training steps (epoch, step, loss, images/s, ETA) and
   one per epoch (its time and the epoch's metrics), through the `jointcap.progress` logger (so the
-  lines also reach the run's `run.log`).
+  lines also reach the run's `run.log`). Speed and ETA come from the current epoch's batches plus the
+  last validation's time: a self-critical epoch is ~3× as slow as a cross-entropy one, and a rate
+  averaged over the whole fit promised the end too early once the phase changed.
 * `CompactModelSummary`: Lightning's model summary as plain text, without the FLOPs column and
   "Total FLOPs: 0" (FLOPs are counted only for a model with an `example_input_array`).
 """
@@ -51,9 +53,12 @@ class LineProgress(ProgressBar):
             raise ValueError(f"every_n_steps={every_n_steps}: must be ≥ 1")
         self.every_n_steps = every_n_steps
         self._enabled = True
+        self._clock = time.perf_counter  # a test may put a fake clock here
         self._fit_start = self._epoch_start = 0.0
-        self._batches_done = 0  # training batches of this fit (this process), for the speed and the ETA
-        self._images = 0
+        self._epoch_batches = self._epoch_images = 0  # this epoch's training batches and images (this process)
+        self._epoch_val = 0.0  # seconds of validation inside this epoch (before its last batch: val_check_interval)
+        self._val_start = math.nan
+        self._last_val = 0.0  # seconds the last full validation took (0 until one ran)
 
     def disable(self) -> None:
         self._enabled = False
@@ -62,36 +67,50 @@ class LineProgress(ProgressBar):
         self._enabled = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_start = time.perf_counter()
-        self._batches_done = self._images = 0
+        self._fit_start = self._clock()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._clock()
+        self._epoch_batches = self._epoch_images = 0
+        self._epoch_val = 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_start = self._clock()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not math.isfinite(self._val_start):
+            return
+        self._last_val = self._clock() - self._val_start
+        self._epoch_val += self._last_val
+        self._val_start = math.nan
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._batches_done += 1
+        self._epoch_batches += 1
         image = batch.get("image") if isinstance(batch, dict) else getattr(batch, "image", None)
-        self._images += int(image.shape[0]) if image is not None else 0
+        self._epoch_images += int(image.shape[0]) if image is not None else 0
         if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
             log.info(self.step_line(trainer, batch_idx))
 
     def step_line(self, trainer: L.Trainer, batch_idx: int) -> str:
-        """`epoch 3/12 · batch 50/125 · step 300 · train/loss 2.345 · 41.2 img/s · ETA epoch 0:00:40, fit 0:09:58`."""
-        elapsed = max(time.perf_counter() - self._fit_start, 1e-9)
-        per_batch = elapsed / max(self._batches_done, 1)  # validation time included, amortised
+        """`epoch 3/12 · batch 50/125 · step 300 · train/loss 2.345 · 41.2 img/s · ETA epoch 0:00:40, fit 0:09:58`:
+        the speed of this epoch's batches so far; each epoch left at that speed plus the last validation's time."""
+        training = max(self._clock() - self._epoch_start - self._epoch_val, 1e-9)  # this epoch's batches only
+        per_batch = training / max(self._epoch_batches, 1)
         total = self.total_train_batches
         epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else math.nan
-        left_epoch = (total - batch_idx - 1) * per_batch if math.isfinite(total) else math.nan
-        left_fit = left_epoch + (epochs - trainer.current_epoch - 1) * total * per_batch
+        every = trainer.check_val_every_n_epoch or 1
+        val = self._last_val / every  # a validation's time per epoch, from the last one (0 before any ran)
+        left_epoch = (total - batch_idx - 1) * per_batch + val if math.isfinite(total) else math.nan
+        left_fit = left_epoch + (epochs - trainer.current_epoch - 1) * (total * per_batch + val)
         loss = trainer.callback_metrics.get("train/loss")
         parts = [
             f"epoch {trainer.current_epoch + 1}/{epochs if math.isfinite(epochs) else '?'}",
             f"batch {batch_idx + 1}/{total if math.isfinite(total) else '?'}",
             f"step {trainer.global_step}",
             f"train/loss {float(loss):.4f}" if loss is not None else "train/loss ?",
-            f"{self._images / elapsed:.1f} img/s",
+            f"{self._epoch_images / training:.1f} img/s",
             f"ETA epoch {_duration(left_epoch)}, fit {_duration(left_fit)}",
         ]
         return " · ".join(parts)
@@ -107,8 +126,8 @@ class LineProgress(ProgressBar):
             "epoch %d/%s done in %s (fit so far %s) · %s",
             trainer.current_epoch + 1,
             epochs,
-            _duration(time.perf_counter() - self._epoch_start),
-            _duration(time.perf_counter() - self._fit_start),
+            _duration(self._clock() - self._epoch_start),
+            _duration(self._clock() - self._fit_start),
             shown or "no metrics yet",
         )
 
