@@ -9,10 +9,12 @@ PY=${PY:-python}
 OUT=${OUT:-multirun/describe_lever}
 SEEDS=${SEEDS:-0 1 2}
 PRESET=${PRESET:-synthetic_describe}
+read -r -a EXTRA <<< "${EXTRA:-}"  # more overrides for every seed, e.g. EXTRA="trainer.max_epochs=5 model.loss.scst_epochs=1"
 export OMP_NUM_THREADS=1
 lane() {
   local seed=$1 dir="$OUT/s$1"
-  "$PY" -m jointcap.run "seed=$seed" "+experiment=$PRESET" threads=1 skip_if_done=true "hydra.run.dir=$dir"
+  "$PY" -m jointcap.run "seed=$seed" "+experiment=$PRESET" threads=1 skip_if_done=true "hydra.run.dir=$dir" \
+    ${EXTRA[@]+"${EXTRA[@]}"}
   for beam in 1 3; do
     [ -f "$dir/eval_beam$beam/report.json" ] || "$PY" -m jointcap.evaluate "ckpt_path=$dir" "beam_size=$beam" \
       threads=1 "hydra.run.dir=$dir/eval_beam$beam"

@@ -166,6 +166,10 @@ class OptimConfig:
     encoder_lr_mult: float = at_least(1.0, 0)
     warmup_steps: int = at_least(100, 0)
     scheduler: str = choice("cosine", SCHEDULERS)  # cosine (after a linear warm-up) | none
+    # the self-critical epochs' own rate: from scst_lr, a cosine to 0 over them (self-critical.pytorch trains SCST at
+    # ~1/10 of its cross-entropy rate); null: the run's one schedule goes on through them. The cross-entropy epochs
+    # are the same either way.
+    scst_lr: float | None = above(None, 0)
 
 
 # Upper bounds of the decode settings: a checkpoint (untrusted) carries them, and a beam of 10**6 or a

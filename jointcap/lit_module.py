@@ -407,8 +407,13 @@ class JointCaptionModule(L.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        total = int(self.trainer.estimated_stepping_batches) if self.optim_cfg.scheduler != "none" else 1
-        return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total)
+        scheduled = self.optim_cfg.scheduler != "none" or self.optim_cfg.scst_lr is not None
+        total = int(self.trainer.estimated_stepping_batches) if scheduled else 1
+        epochs = self.trainer.max_epochs or 0
+        scst = self.loss_cfg.scst_epochs if self.net.captioner is not None else 0
+        first = math.ceil(epochs - scst)  # the first self-critical epoch (self_critical.in_phase)
+        start = round(total * first / epochs) if scst > 0 and 0 <= first < epochs else None  # its first step
+        return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total, start)
 
 
 def _data_image_size(dm: Any) -> int | None:
