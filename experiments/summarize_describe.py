@@ -1,9 +1,9 @@
 """Issue 25's default-data table over seeds: what the captions say, greedy and beam 3, against the targets.
 
 Reads `<folder>/s<seed>/eval_beam{1,3}/` (report.json and predictions.csv of `python -m jointcap.evaluate`, as
-experiments/describe_lever.sh writes them) and prints, per decoding, each metric's seed mean with its Student-t
-95 % interval over the seeds, the seed values and issue 25's target (a target is met when the mean is on its
-side; the interval says how sure that is).
+experiments/describe_lever.sh writes them; predictions.csv.gz as experiments/results/describe_lever/ holds them)
+and prints, per decoding, each metric's seed mean with its Student-t 95 % interval over the seeds, the seed
+values and issue 25's target (met when the mean is on its side; the interval says how sure that is).
 
     python experiments/summarize_describe.py multirun/describe_lever [more folders…] [--markdown FILE]
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import math
 import sys
@@ -47,7 +48,8 @@ def seed_values(folder: Path, sub: str) -> dict[int, dict[str, float]]:
         if not report.is_file():
             continue
         metrics = {k.split("/")[-1]: float(v) for k, v in json.loads(report.read_text())["metrics"].items()}
-        with (d / "predictions.csv").open() as f:
+        plain, packed = d / "predictions.csv", d / "predictions.csv.gz"  # a run's, or as committed
+        with gzip.open(packed, "rt") if packed.is_file() and not plain.is_file() else plain.open() as f:
             caps = {int(r["index"]): r["caption"] for r in csv.DictReader(f)}
         metrics.update(body_colour(caps, truth, reader))
         out[int(d.parent.name[1:])] = metrics
