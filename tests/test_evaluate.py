@@ -117,6 +117,7 @@ def test_evaluate_writes_report_and_predictions(tiny_run: TinyRun, tmp_path: Pat
     out = tmp_path / "eval"
     proc = run_cli([f"ckpt_path={tiny_run.ckpt}", f"hydra.run.dir={out}"], cwd=tmp_path, module="jointcap.evaluate")
     assert "acc1" in proc.stdout and "cider_d" in proc.stdout, proc.stdout
+    assert "but have passed in a `LightningDataModule`" not in proc.stdout + proc.stderr  # known noise, filtered
     report = json.loads((out / "report.json").read_text())
     assert report["split"] == "test" and report["n_images"] == 32 and report["dataset"] == "synthetic"
     expected = {

@@ -8,6 +8,9 @@ What goes, and why:
   current torch, not in this project's code; nothing a user can act on.
 * "Precision bf16-mixed is not supported by the model summary": the summary's size estimate assumes 32 bits,
   which is what it prints; the warning adds nothing.
+* "You have overridden `on_before_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`"
+  (and `on_after_…`): the module's own hooks (caption trimming, uint8 → float on the device) are meant to run;
+  Lightning says it will use them, which is what we want, on every evaluate and test.
 * alembic's INFO lines ("Context impl SQLiteImpl", "Will assume non-transactional DDL") when an Optuna sweep
   keeps its study in a database: alembic is held at WARNING.
 """
@@ -25,6 +28,7 @@ LIGHTNING_INFO_NOISE = (
 WARNING_NOISE = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Precision bf16-mixed is not supported by the model summary",
+    r"You have overridden `on_(before|after)_batch_transfer` in `LightningModule` but have passed in a `LightningD",
 )
 # the loggers Lightning's rank_zero_info writes through (lightning_utilities' module logger is set to one of these)
 LIGHTNING_LOGGERS = (
