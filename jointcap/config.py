@@ -170,6 +170,9 @@ class OptimConfig:
     # ~1/10 of its cross-entropy rate); null: the run's one schedule goes on through them. The cross-entropy epochs
     # are the same either way.
     scst_lr: float | None = above(None, 0)
+    # the epochs over which the cosine decays to 0 (null: the run's own): e.g. 12 in a 9-epoch run keeps its 8
+    # cross-entropy epochs on the default 12-epoch run's curve while scst_lr sets the last one's rate
+    cosine_epochs: float | None = above(None, 0)
 
 
 # Upper bounds of the decode settings: a checkpoint (untrusted) carries them, and a beam of 10**6 or a

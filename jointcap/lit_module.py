@@ -413,7 +413,9 @@ class JointCaptionModule(L.LightningModule):
         scst = self.loss_cfg.scst_epochs if self.net.captioner is not None else 0
         first = math.ceil(epochs - scst)  # the first self-critical epoch (self_critical.in_phase)
         start = round(total * first / epochs) if scst > 0 and 0 <= first < epochs else None  # its first step
-        return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total, start)
+        span = self.optim_cfg.cosine_epochs
+        cosine = round(total * span / epochs) if span is not None and epochs > 0 else None  # where the cosine ends
+        return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total, start, cosine)
 
 
 def _data_image_size(dm: Any) -> int | None:

@@ -11,10 +11,12 @@ from jointcap.config import OptimConfig
 from jointcap.training.optim import optimizer_and_schedule
 
 
-def _rates(c: OptimConfig, total: int, scst_start: int | None) -> list[tuple[float, float]]:
+def _rates(
+    c: OptimConfig, total: int, scst_start: int | None, cosine_steps: int | None = None
+) -> list[tuple[float, float]]:
     """(encoder, rest) learning rate at each of `total` steps."""
     net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
-    out = optimizer_and_schedule(net, net[0], c, total, scst_start)
+    out = optimizer_and_schedule(net, net[0], c, total, scst_start, cosine_steps)
     assert isinstance(out, dict)
     opt = out["optimizer"]
     sched = out["lr_scheduler"]["scheduler"] if "lr_scheduler" in out else None  # type: ignore[typeddict-item]
@@ -49,3 +51,12 @@ def test_scst_lr_gives_the_self_critical_steps_their_own_cosine() -> None:
 def test_scst_lr_with_a_constant_schedule_is_constant_in_each_phase() -> None:
     rates = _rates(OptimConfig(lr=1e-3, scheduler="none", scst_lr=1e-4), 20, 15)
     assert {r[1] for r in rates[:15]} == {1e-3} and rates[15][1] == pytest.approx(1e-4) == rates[19][1]
+
+
+def test_cosine_steps_let_a_short_run_follow_a_longer_runs_curve() -> None:
+    """A 90-step run whose cosine spans 120 steps: its first 80 steps equal the 120-step run's (the cross-entropy
+    epochs of the default 12-epoch schedule), then its own self-critical rate."""
+    c = OptimConfig(lr=1e-3, warmup_steps=10)
+    long, short = _rates(c, 120, None), _rates(OptimConfig(lr=1e-3, warmup_steps=10, scst_lr=3e-5), 90, 80, 120)
+    assert short[:80] == long[:80] and short[80][1] == pytest.approx(3e-5)
+    assert _rates(c, 90, None, 90) == _rates(c, 90, None)  # the run's own length is the default
