@@ -411,8 +411,8 @@ class JointCaptionModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches) if scheduled else 1
         epochs = self.trainer.max_epochs or 0
         scst = self.loss_cfg.scst_epochs if self.net.captioner is not None else 0
-        first = math.ceil(epochs - scst)  # the first self-critical epoch (self_critical.in_phase)
-        start = round(total * first / epochs) if scst > 0 and 0 <= first < epochs else None  # its first step
+        first = self_critical.first_epoch(epochs, scst)
+        start = round(total * first / epochs) if first is not None and 0 <= first < epochs else None  # its first step
         span = self.optim_cfg.cosine_epochs
         cosine = round(total * span / epochs) if span is not None and epochs > 0 else None  # where the cosine ends
         return optimizer_and_schedule(self.net, self.net.encoder, self.optim_cfg, total, start, cosine)

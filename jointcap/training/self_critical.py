@@ -8,6 +8,7 @@ does not (its most probable caption is a short, often looping one on randomly or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,9 +28,15 @@ class SelfCriticalPass:
     alphas: torch.Tensor  # (B·k, T, L) the attention at each sampled word
 
 
+def first_epoch(max_epochs: int, scst_epochs: float) -> int | None:
+    """The first of the last `scst_epochs` epochs of `max_epochs` (None: no self-critical phase)."""
+    return math.ceil(max_epochs - scst_epochs) if scst_epochs > 0 else None
+
+
 def in_phase(epoch: int, max_epochs: int, scst_epochs: float) -> bool:
     """Whether `epoch` is one of the last `scst_epochs` epochs of `max_epochs` (0 = never)."""
-    return scst_epochs > 0 and epoch >= max_epochs - scst_epochs
+    first = first_epoch(max_epochs, scst_epochs)
+    return first is not None and epoch >= first
 
 
 def leave_one_out_baseline(reward: torch.Tensor) -> torch.Tensor:
