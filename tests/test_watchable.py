@@ -107,6 +107,38 @@ def test_progress_speed_and_eta_follow_the_current_phase() -> None:
     assert _eta_seconds(line, "fit") == 6 * 3 + 5 + (10 * 3 + 5), line  # and one more such epoch
 
 
+def test_progress_after_a_mid_epoch_resume_says_unknown_then_times_from_the_resume() -> None:
+    """A run resumed in the middle of an epoch gets no `on_train_epoch_start`: its first line must not time the
+    epoch from the clock's zero (a real resume printed "0.0 img/s · ETA epoch 21:00:44, fit 14 days")."""
+    from types import SimpleNamespace
+
+    bar, clock = LineProgress(every_n_steps=1), _Clock()
+    clock.now = 75_000.0  # perf_counter counts from boot, not from the fit
+    bar._clock = clock
+    trainer = SimpleNamespace(
+        num_training_batches=10,
+        max_epochs=2,
+        current_epoch=1,
+        global_step=15,
+        check_val_every_n_epoch=1,
+        sanity_checking=False,
+        callback_metrics={},
+        is_global_zero=True,
+    )
+    bar._trainer = trainer  # type: ignore[assignment]
+    batch = {"image": torch.zeros(8, 3, 4, 4)}
+    bar.on_train_start(trainer, None)  # type: ignore[arg-type]
+    clock.now += 2.0
+    bar.on_train_batch_end(trainer, None, None, batch, 5)  # type: ignore[arg-type]  # the first batch after the resume
+    first = bar.step_line(trainer, batch_idx=5)  # type: ignore[arg-type]
+    assert "? img/s" in first and "ETA epoch ?, fit ?" in first, first
+    clock.now += 2.0
+    bar.on_train_batch_end(trainer, None, None, batch, 6)  # type: ignore[arg-type]
+    line = bar.step_line(trainer, batch_idx=6)  # type: ignore[arg-type]
+    assert "4.0 img/s" in line, line  # 8 images in the 2 s timed since the resume
+    assert _eta_seconds(line, "ETA epoch") == 3 * 2, line  # 3 batches left at 2 s, no validation yet
+
+
 # -- 2. debug presets, run end to end ---------------------------------------------------------------
 STEP_LINE = re.compile(
     r"epoch 1/2 · batch 2/4 · step \d+ · train/loss \d+\.\d+ · \d+\.\d img/s · ETA epoch \d:\d\d:\d\d"

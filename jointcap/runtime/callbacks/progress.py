@@ -7,7 +7,9 @@
   one per epoch (its time and the epoch's metrics), through the `jointcap.progress` logger (so the
   lines also reach the run's `run.log`). Speed and ETA come from the current epoch's batches plus the
   last validation's time: a self-critical epoch is ~3× as slow as a cross-entropy one, and a rate
-  averaged over the whole fit promised the end too early once the phase changed.
+  averaged over the whole fit promised the end too early once the phase changed. A run resumed in the middle
+  of an epoch gets no `on_train_epoch_start`: its clock starts at the first batch it sees, and until a
+  second batch is timed the speed and ETA read "?" (they read 0.0 img/s and "14 days" before).
 * `CompactModelSummary`: Lightning's model summary as plain text, without the FLOPs column and
   "Total FLOPs: 0" (FLOPs are counted only for a model with an `example_input_array`).
 """
@@ -54,7 +56,8 @@ class LineProgress(ProgressBar):
         self.every_n_steps = every_n_steps
         self._enabled = True
         self._clock = time.perf_counter  # a test may put a fake clock here
-        self._fit_start = self._epoch_start = 0.0
+        self._fit_start = 0.0
+        self._epoch_start = math.nan  # NaN: this epoch's clock not started (a mid-epoch resume skips the hook)
         self._epoch_batches = self._epoch_images = 0  # this epoch's training batches and images (this process)
         self._epoch_val = 0.0  # seconds of validation inside this epoch (before its last batch: val_check_interval)
         self._val_start = math.nan
@@ -87,17 +90,26 @@ class LineProgress(ProgressBar):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if not math.isfinite(self._epoch_start):  # resumed mid-epoch: time from here; this batch's start is unknown
+            self._epoch_start = self._clock()
+            self._epoch_batches = self._epoch_images = 0
+            self._epoch_val = 0.0
+        else:
+            self._count(batch)
+        if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
+            log.info(self.step_line(trainer, batch_idx))
+
+    def _count(self, batch: Any) -> None:
+        """Add one timed training batch and its images to this epoch's speed."""
         self._epoch_batches += 1
         image = batch.get("image") if isinstance(batch, dict) else getattr(batch, "image", None)
         self._epoch_images += int(image.shape[0]) if image is not None else 0
-        if self._enabled and trainer.is_global_zero and (batch_idx + 1) % self.every_n_steps == 0:
-            log.info(self.step_line(trainer, batch_idx))
 
     def step_line(self, trainer: L.Trainer, batch_idx: int) -> str:
         """`epoch 3/12 · batch 50/125 · step 300 · train/loss 2.345 · 41.2 img/s · ETA epoch 0:00:40, fit 0:09:58`:
         the speed of this epoch's batches so far; each epoch left at that speed plus the last validation's time."""
         training = max(self._clock() - self._epoch_start - self._epoch_val, 1e-9)  # this epoch's batches only
-        per_batch = training / max(self._epoch_batches, 1)
+        per_batch = training / self._epoch_batches if self._epoch_batches else math.nan  # NaN: no batch timed yet
         total = self.total_train_batches
         epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else math.nan
         every = trainer.check_val_every_n_epoch or 1
@@ -110,13 +122,14 @@ class LineProgress(ProgressBar):
             f"batch {batch_idx + 1}/{total if math.isfinite(total) else '?'}",
             f"step {trainer.global_step}",
             f"train/loss {float(loss):.4f}" if loss is not None else "train/loss ?",
-            f"{self._epoch_images / training:.1f} img/s",
+            f"{self._epoch_images / training:.1f} img/s" if self._epoch_batches else "? img/s",
             f"ETA epoch {_duration(left_epoch)}, fit {_duration(left_fit)}",
         ]
         return " · ".join(parts)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # validation runs before this hook, so the epoch's val/* metrics are in callback_metrics already
+        started, self._epoch_start = self._epoch_start, math.nan  # the next epoch's clock starts afresh
         if not (self._enabled and trainer.is_global_zero):
             return
         metrics = trainer.callback_metrics
@@ -126,7 +139,7 @@ class LineProgress(ProgressBar):
             "epoch %d/%s done in %s (fit so far %s) · %s",
             trainer.current_epoch + 1,
             epochs,
-            _duration(self._clock() - self._epoch_start),
+            _duration(self._clock() - started),
             _duration(self._clock() - self._fit_start),
             shown or "no metrics yet",
         )
