@@ -70,18 +70,16 @@ def _eta_seconds(line: str, which: str) -> int:
     return int(h) * 3600 + int(m) * 60 + int(sec)
 
 
-def test_progress_speed_and_eta_follow_the_current_phase() -> None:
-    """Two cross-entropy epochs at 1 s a batch (5 s of validation each), then self-critical ones at 3 s a batch:
-    the ETA in the slow phase is its own speed times what is left, not the fit's average (which promised the end
-    ~2x too early in a real run: 2:39 left, 5 min taken)."""
+def _timed_bar(every_n_steps: int, max_epochs: int, current_epoch: int = 0) -> tuple[LineProgress, _Clock, Any]:
+    """A LineProgress on a fake clock and a stand-in trainer of 10 training batches an epoch, already started."""
     from types import SimpleNamespace
 
-    bar, clock = LineProgress(every_n_steps=2), _Clock()
+    bar, clock = LineProgress(every_n_steps=every_n_steps), _Clock()
     bar._clock = clock
     trainer = SimpleNamespace(
         num_training_batches=10,
-        max_epochs=4,
-        current_epoch=0,
+        max_epochs=max_epochs,
+        current_epoch=current_epoch,
         global_step=0,
         check_val_every_n_epoch=1,
         sanity_checking=False,
@@ -89,8 +87,16 @@ def test_progress_speed_and_eta_follow_the_current_phase() -> None:
         is_global_zero=True,
     )
     bar._trainer = trainer  # type: ignore[assignment]
-    batch = {"image": torch.zeros(8, 3, 4, 4)}
     bar.on_train_start(trainer, None)  # type: ignore[arg-type]
+    return bar, clock, trainer
+
+
+def test_progress_speed_and_eta_follow_the_current_phase() -> None:
+    """Two cross-entropy epochs at 1 s a batch (5 s of validation each), then self-critical ones at 3 s a batch:
+    the ETA in the slow phase is its own speed times what is left, not the fit's average (which promised the end
+    ~2x too early in a real run: 2:39 left, 5 min taken)."""
+    bar, clock, trainer = _timed_bar(every_n_steps=2, max_epochs=4)
+    batch = {"image": torch.zeros(8, 3, 4, 4)}
     for epoch, seconds in ((0, 1.0), (1, 1.0), (2, 3.0)):
         trainer.current_epoch = epoch
         bar.on_train_epoch_start(trainer, None)  # type: ignore[arg-type]
@@ -110,24 +116,9 @@ def test_progress_speed_and_eta_follow_the_current_phase() -> None:
 def test_progress_after_a_mid_epoch_resume_says_unknown_then_times_from_the_resume() -> None:
     """A run resumed in the middle of an epoch gets no `on_train_epoch_start`: its first line must not time the
     epoch from the clock's zero (a real resume printed "0.0 img/s · ETA epoch 21:00:44, fit 14 days")."""
-    from types import SimpleNamespace
-
-    bar, clock = LineProgress(every_n_steps=1), _Clock()
+    bar, clock, trainer = _timed_bar(every_n_steps=1, max_epochs=2, current_epoch=1)
     clock.now = 75_000.0  # perf_counter counts from boot, not from the fit
-    bar._clock = clock
-    trainer = SimpleNamespace(
-        num_training_batches=10,
-        max_epochs=2,
-        current_epoch=1,
-        global_step=15,
-        check_val_every_n_epoch=1,
-        sanity_checking=False,
-        callback_metrics={},
-        is_global_zero=True,
-    )
-    bar._trainer = trainer  # type: ignore[assignment]
     batch = {"image": torch.zeros(8, 3, 4, 4)}
-    bar.on_train_start(trainer, None)  # type: ignore[arg-type]
     clock.now += 2.0
     bar.on_train_batch_end(trainer, None, None, batch, 5)  # type: ignore[arg-type]  # the first batch after the resume
     first = bar.step_line(trainer, batch_idx=5)  # type: ignore[arg-type]
