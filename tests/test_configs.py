@@ -99,6 +99,7 @@ def test_describe_preset_is_the_default_run_with_only_its_named_levers() -> None
         "model.loss.scst_samples": 16,
         "model.loss.scst_epochs": 1,
         "model.optim.scst_lr": 3e-5,
+        "model.optim.cosine_epochs": 12,
         "trainer.max_epochs": 9,
     }
     assert describe.model.embedding.skip_from == "stem"  # the default source, stated in the preset
