@@ -10,11 +10,15 @@ OUT=${OUT:-multirun/describe_lever}
 SEEDS=${SEEDS:-0 1 2}
 PRESET=${PRESET:-synthetic_describe}
 read -r -a EXTRA <<< "${EXTRA:-}"  # more overrides for every seed, e.g. EXTRA="trainer.max_epochs=5 model.loss.scst_epochs=1"
+# FROM: start each seed from a checkpoint, `{seed}` replaced by the seed, e.g. the cross-entropy end of another run:
+#   FROM=multirun/describe_lever3/s{seed}/ce_end_epoch8.ckpt EXTRA="model.loss.scst_xe_weight=0.5" OUT=… bash …
+FROM=${FROM:-}
 export OMP_NUM_THREADS=1
 lane() {
-  local seed=$1 dir="$OUT/s$1"
+  local seed=$1 dir="$OUT/s$1" from=()
+  [ -z "$FROM" ] || from=("ckpt_path=${FROM//\{seed\}/$seed}")
   "$PY" -m jointcap.run "seed=$seed" "+experiment=$PRESET" threads=1 skip_if_done=true "hydra.run.dir=$dir" \
-    ${EXTRA[@]+"${EXTRA[@]}"}
+    ${from[@]+"${from[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
   for beam in 1 3; do
     [ -f "$dir/eval_beam$beam/report.json" ] || "$PY" -m jointcap.evaluate "ckpt_path=$dir" "beam_size=$beam" \
       threads=1 "hydra.run.dir=$dir/eval_beam$beam"

@@ -157,6 +157,11 @@ class LossConfig:
     # the CAM loss in the self-critical epochs too (Q from the sampled captions' attention); false: cross-entropy
     # epochs only, as the paper trains (it has no SCST)
     scst_cam: bool = True
+    # a mixed objective in the self-critical epochs (Paulus et al. 2018): the policy loss plus this weight times the
+    # teacher-forced cross-entropy of the batch's reference captions (0 = the policy loss alone). The CIDEr-D reward
+    # favours the references' consensus (the class phrase) over what half of them say (the body colour); the
+    # cross-entropy keeps the latter's words likely.
+    scst_xe_weight: float = at_least(0.0, 0)
 
 
 @dataclass

@@ -246,6 +246,12 @@ class JointCaptionModule(L.LightningModule):
         assert cap is not None  # self_critical_now() is False without a captioner
         sc = self_critical.train_pass(cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len)
         terms: dict[str, torch.Tensor] = {"cap": sc.loss, "reward": sc.reward}
+        if (
+            self.loss_cfg.scst_xe_weight > 0
+        ):  # the mixed objective: the references' cross-entropy beside the policy loss
+            tokens = _captions(batch["tokens"])  # (B·k', T)
+            word_logits, _ = cap(out.emb.repeat_interleave(tokens.shape[0] // out.emb.shape[0], 0), tokens)
+            terms["xe"] = losses.caption_loss(word_logits, tokens[:, 1:], PAD_ID, self.loss_cfg.label_smoothing)
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)
             if self.loss_cfg.scst_cam:
@@ -258,9 +264,8 @@ class JointCaptionModule(L.LightningModule):
         """All loss terms of one teacher-forced pass (or a self-critical one late in training), and the pass."""
         if self.self_critical_now():
             return self._self_critical(batch)
-        tokens, labels = _trim(batch["tokens"]), batch["label"]
-        k = int(tokens.shape[1]) if tokens.dim() == 3 else 1  # captions per image (data.captions_per_step)
-        tokens = tokens.flatten(0, 1) if tokens.dim() == 3 else tokens  # (B·k, T), image-major
+        tokens, labels = _captions(batch["tokens"]), batch["label"]  # (B·k, T), image-major
+        k = tokens.shape[0] // labels.shape[0]  # captions per image (data.captions_per_step)
         out = self.net(batch["image"], tokens if self.has_captioner else None)
         terms: dict[str, torch.Tensor] = {}
         if out.class_logits is not None:
@@ -292,6 +297,8 @@ class JointCaptionModule(L.LightningModule):
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.loss_cfg
         total = terms.get("cls", 0.0) + c.caption_weight * terms.get("cap", 0.0)
+        if "xe" in terms:
+            total = total + c.caption_weight * c.scst_xe_weight * terms["xe"]
         if "dis" in terms:
             total = total + self.cam_weight_now() * terms["dis"]
         if "ds" in terms:
@@ -435,3 +442,9 @@ def _trim(tokens: torch.Tensor) -> torch.Tensor:
         return tokens
     longest = int((tokens != PAD_ID).sum(-1).max())
     return tokens[..., : max(2, longest)]  # (B, T) or (B, k, T)
+
+
+def _captions(tokens: torch.Tensor) -> torch.Tensor:
+    """A batch's reference captions (B, T) or (B, k, T) → (B·k, T), image-major and trimmed (`_trim`)."""
+    tokens = _trim(tokens)
+    return tokens.flatten(0, 1) if tokens.dim() == 3 else tokens

@@ -92,3 +92,22 @@ def test_scst_cam_false_keeps_the_cam_loss_to_the_cross_entropy_epochs(tmp_path:
         rows = [r for r in csv.DictReader(f) if r.get("train/cls")]
     logged = {e: {k for r in rows if r["epoch"] == e for k in ("train/dis", "train/reward") if r.get(k)} for e in "01"}
     assert logged == {"0": {"train/dis"}, "1": {"train/reward"}}
+
+
+def test_scst_xe_weight_adds_the_references_cross_entropy_to_the_self_critical_loss(tmp_path: Path) -> None:
+    """model.loss.scst_xe_weight=w (the mixed objective): a self-critical step's loss is cls + cap + w·xe + λ·dis,
+    where xe is the teacher-forced cross-entropy of the batch's references (2 a step here); the cross-entropy epoch
+    has no xe term (its cap term is that cross-entropy already)."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, "trainer.max_epochs=2", "model.loss.scst_epochs=1", "model.loss.scst_xe_weight=0.5"]
+    args += ["data.captions_per_step=2", "callbacks.media.every_n_epochs=0", "trainer.log_every_n_steps=1"]
+    run_cli([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/cls") and r.get("train/loss")]
+    assert rows and {r["epoch"] for r in rows if r.get("train/xe")} == {"1"}, "xe logged outside the SCST epoch"
+    for r in (r for r in rows if r.get("train/xe")):
+        xe = float(r["train/xe"])
+        assert 0.1 < xe < 10.0, xe  # a cross-entropy over the vocabulary, not a placeholder
+        parts = float(r["train/cls"]) + float(r["train/cap"]) + 0.5 * xe
+        parts += float(r["train/cam_weight"]) * float(r.get("train/dis") or 0.0)
+        assert float(r["train/loss"]) == pytest.approx(parts, rel=1e-4, abs=1e-4), r
