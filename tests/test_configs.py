@@ -97,9 +97,9 @@ def test_describe_preset_is_the_default_run_with_only_its_named_levers() -> None
         "model.captioner.deep_output": True,
         "model.captioner.input_norm": True,
         "model.loss.scst_samples": 16,
-        "model.loss.scst_epochs": 1,
+        "model.loss.scst_epochs": 2,
         "model.optim.scst_lr": 3e-5,
         "model.optim.cosine_epochs": 12,
-        "trainer.max_epochs": 9,
+        "trainer.max_epochs": 10,
     }
     assert describe.model.embedding.skip_from == "stem"  # the default source, stated in the preset
