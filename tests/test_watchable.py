@@ -107,7 +107,7 @@ def test_progress_speed_and_eta_follow_the_current_phase() -> None:
             bar.on_validation_start(trainer, None)  # type: ignore[arg-type]
             clock.now += 5.0
             bar.on_validation_end(trainer, None)  # type: ignore[arg-type]
-    line = bar.step_line(trainer, batch_idx=3)  # type: ignore[arg-type]  # epoch 3 of 4, 4 of 10 batches done at 3 s each
+    line = bar.step_line(trainer, batch_idx=3)  # epoch 3 of 4, 4 of 10 batches done at 3 s each
     assert "epoch 3/4 · batch 4/10" in line and "2.7 img/s" in line, line  # 8 images / 3 s
     assert _eta_seconds(line, "ETA epoch") == 6 * 3 + 5, line  # 6 batches left + the validation
     assert _eta_seconds(line, "fit") == 6 * 3 + 5 + (10 * 3 + 5), line  # and one more such epoch
@@ -121,11 +121,11 @@ def test_progress_after_a_mid_epoch_resume_says_unknown_then_times_from_the_resu
     batch = {"image": torch.zeros(8, 3, 4, 4)}
     clock.now += 2.0
     bar.on_train_batch_end(trainer, None, None, batch, 5)  # type: ignore[arg-type]  # the first batch after the resume
-    first = bar.step_line(trainer, batch_idx=5)  # type: ignore[arg-type]
+    first = bar.step_line(trainer, batch_idx=5)
     assert "? img/s" in first and "ETA epoch ?, fit ?" in first, first
     clock.now += 2.0
     bar.on_train_batch_end(trainer, None, None, batch, 6)  # type: ignore[arg-type]
-    line = bar.step_line(trainer, batch_idx=6)  # type: ignore[arg-type]
+    line = bar.step_line(trainer, batch_idx=6)
     assert "4.0 img/s" in line, line  # 8 images in the 2 s timed since the resume
     assert _eta_seconds(line, "ETA epoch") == 3 * 2, line  # 3 batches left at 2 s, no validation yet
 
