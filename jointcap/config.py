@@ -408,6 +408,7 @@ class EvaluateOptions:
     data_from_run: bool = True
     beam_size: int | None = between(None, 1, MAX_BEAM)
     no_repeat_ngram: int | None = at_least(None, 0)
+    length_penalty: float | None = unbounded(None)
     metrics: EvaluateMetricsOptions = field(default_factory=EvaluateMetricsOptions)
     report: EvaluateReportOptions = field(default_factory=EvaluateReportOptions)
     seed: int = between(0, 0, MAX_SEED)

@@ -245,6 +245,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.get("no_repeat_ngram") is not None:  # ≥ 0 (0 = off): checked with the other options above
         n = int(cfg.no_repeat_ngram)
         module.decode_cfg = dataclasses.replace(module.decode_cfg, no_repeat_ngram=n)
+    if cfg.get("length_penalty") is not None:  # beam search's ranking: log p ÷ length^p (p > 0 favours longer)
+        lp = float(cfg.length_penalty)
+        module.decode_cfg = dataclasses.replace(module.decode_cfg, length_penalty=lp)
     dm = instantiate(data_config(cfg, ckpt), _convert_="all")
     dm.prepare_data()
     dm.setup(cfg.split)
@@ -273,6 +276,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "task": module.hparams["task"],
         "beam_size": beam,
         "no_repeat_ngram": module.decode_cfg.no_repeat_ngram,
+        "length_penalty": module.decode_cfg.length_penalty,
         "metrics": metrics,
         "per_class_accuracy": [c["accuracy"] for c in per_class],
         "settings": saved_settings(ckpt, module.hparams),

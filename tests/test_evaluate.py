@@ -178,6 +178,29 @@ def test_evaluate_no_repeat_ngram_overrides_the_decoding(tiny_run: TinyRun, tmp_
     assert bad.returncode != 0 and "no_repeat_ngram=-1: must be ≥ 0" in bad.stderr  # (run_cli shows tracebacks)
 
 
+def test_evaluate_length_penalty_overrides_beam_search_ranking(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """`length_penalty=p` re-ranks a checkpoint's beams by log p ÷ length^p: the report records it, a larger p never
+    picks shorter captions on the whole, and a value that is not a number is refused by name."""
+
+    def decode(p: float) -> tuple[dict, list[str]]:
+        out = tmp_path / f"lp{p}"
+        args = [f"ckpt_path={tiny_run.ckpt}", f"hydra.run.dir={out}", "beam_size=3", f"length_penalty={p}"]
+        run_cli([*args, "report.gallery=0"], cwd=tmp_path, module="jointcap.evaluate")
+        with open(out / "predictions.csv") as f:
+            return json.loads((out / "report.json").read_text()), [r["caption"] for r in csv.DictReader(f)]
+
+    (plain, short), (long_report, long) = decode(0.0), decode(3.0)
+    assert plain["length_penalty"] == 0.0 and long_report["length_penalty"] == 3.0
+    assert sum(len(c.split()) for c in long) >= sum(len(c.split()) for c in short)
+    bad = run_cli(
+        [f"ckpt_path={tiny_run.ckpt}", f"hydra.run.dir={tmp_path / 'bad'}", "length_penalty=long"],
+        cwd=tmp_path,
+        module="jointcap.evaluate",
+        check=False,
+    )
+    assert bad.returncode != 0 and "length_penalty" in bad.stderr
+
+
 def test_evaluate_refuses_data_the_model_was_not_trained_on() -> None:
     """Another class count or tokenizer is a clear error, not a crash deep in the model."""
     module, tok = _module()
