@@ -246,11 +246,10 @@ class JointCaptionModule(L.LightningModule):
         assert cap is not None  # self_critical_now() is False without a captioner
         sc = self_critical.train_pass(cap, out.emb, batch["index"], self._reward, k, self.decode_cfg.max_len)
         terms: dict[str, torch.Tensor] = {"cap": sc.loss, "reward": sc.reward}
-        if (
-            self.loss_cfg.scst_xe_weight > 0
-        ):  # the mixed objective: the references' cross-entropy beside the policy loss
+        # the mixed objective (scst_xe_weight > 0): the references' cross-entropy beside the policy loss
+        if self.loss_cfg.scst_xe_weight > 0:
             tokens = _captions(batch["tokens"])  # (B·k', T)
-            word_logits, _ = cap(out.emb.repeat_interleave(tokens.shape[0] // out.emb.shape[0], 0), tokens)
+            word_logits, _ = self.net.teacher_force(out.emb, tokens)
             terms["xe"] = losses.caption_loss(word_logits, tokens[:, 1:], PAD_ID, self.loss_cfg.label_smoothing)
         if out.class_logits is not None:
             terms["cls"] = F.cross_entropy(out.class_logits.float(), labels)

@@ -74,11 +74,18 @@ class JointModel(nn.Module):
         logits = self.classifier(emb) if self.classifier is not None else None
         word_logits = alphas = None
         if self.captioner is not None and tokens is not None:
-            k = tokens.shape[0] // emb.shape[0]  # captions per image (image-major), 1 unless data.captions_per_step
-            if k * emb.shape[0] != tokens.shape[0]:
-                raise ValueError(f"{tokens.shape[0]} captions for {emb.shape[0]} images: not a whole number each")
-            word_logits, alphas = self.captioner(emb.repeat_interleave(k, 0) if k > 1 else emb, tokens)
+            word_logits, alphas = self.teacher_force(emb, tokens)
         return JointOutput(emb, logits, word_logits, alphas)
+
+    def teacher_force(self, emb: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The captioner teacher-forced on tokens (B·k, T), image-major: k captions of each image on its one
+        embedding emb (B, D + S, h, w) → word logits (B·k, T-1, V) and attention (B·k, T-1, h·w)."""
+        if self.captioner is None:
+            raise RuntimeError("the classifier-only model has no captioner")
+        k = tokens.shape[0] // emb.shape[0]  # captions per image (image-major), 1 unless data.captions_per_step
+        if k * emb.shape[0] != tokens.shape[0]:
+            raise ValueError(f"{tokens.shape[0]} captions for {emb.shape[0]} images: not a whole number each")
+        return self.captioner(emb.repeat_interleave(k, 0) if k > 1 else emb, tokens)
 
     def cam(self, emb: torch.Tensor, classes: torch.Tensor, weights_grad: bool = True) -> torch.Tensor:
         """CAM (B, h, w) of `classes`; needs the classifier head (`weights_grad`: see CAMClassifier.cam)."""
