@@ -7,8 +7,9 @@
 #   tier 3 (exploratory): λ = 1 on the shortcut split, grad_to=classifier, 1 − cosine (SEEDS_SMALL seeds)
 # Within a tier the seed is outermost, so a study cut short has whole seeds; job k of the list goes to lane
 # k mod LANES. Every job has a fixed folder ($OUT/<arm>/seed<NN>) and skip_if_done=true: rerun the same command
-# and finished jobs are skipped, a killed one resumes from its last.ckpt (ckpt_path=auto). A lock on $OUT
-# stops a second copy from running the same jobs.
+# and finished jobs are skipped, a killed one resumes from its last.ckpt (ckpt_path=auto). A job already archived
+# in $RESULTS/runs (a fresh clone has no $OUT) is skipped too. A lock on $OUT stops a second copy from running
+# the same jobs.
 #   experiments/run_study.sh                        # the study: 2 lanes on this 2-core CPU, then the summary
 #   PLAN=1 experiments/run_study.sh                 # the job list per lane and the time estimate; runs nothing
 #   JOINT_MIN=15 PLAN=1 experiments/run_study.sh    # the estimate at measured per-job minutes
@@ -95,6 +96,9 @@ lane() {  # lane K: the jobs K, K + LANES, … of the list, one after another
   local k=$1 i=0 tier name seed
   while read -r tier name seed; do
     if ((i++ % LANES == k)); then
+      if [[ -f "$RESULTS/runs/$name/seed$(printf %02d "$seed")/results.json" ]]; then
+        echo "== lane $k: tier $tier $name seed $seed is archived in $RESULTS/runs — skipped"; continue
+      fi
       echo "== lane $k: tier $tier $name seed $seed — $(date -u +%H:%M:%S)"
       mapfile -t cmd < <(command_of "$name" "$seed")
       "$PY" "${cmd[@]}" || echo "!! lane $k: $name seed $seed failed (rc $?); rerun the script to retry it"

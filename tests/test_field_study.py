@@ -87,6 +87,17 @@ def test_the_positive_control_runs_first_and_plan_runs_nothing(tmp_path: Path) -
     assert len(calls) == 2 * 2 + 2 and not any(a.startswith("threads=") for c in calls for a in c)
 
 
+def test_a_job_archived_in_the_results_is_not_run_again(tmp_path: Path) -> None:
+    """A fresh clone has the archive (RESULTS/runs) but not the run folders: its archived jobs stay done."""
+    archived = tmp_path / "res" / "runs" / "oracle" / "seed02"
+    archived.mkdir(parents=True)
+    (archived / "results.json").write_text("{}")
+    calls = _run_script(tmp_path, SEEDS="2", SEEDS_SMALL="1", TIERS="1", SUMMARY="0")
+    folders = {str(_value(c, "hydra.run.dir")) for c in calls}
+    assert len(calls) == 2 * 2 + 2 - 1 and str(tmp_path / "out" / "oracle" / "seed02") not in folders
+    assert str(tmp_path / "out" / "oracle" / "seed01") in folders
+
+
 def test_a_second_copy_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     import fcntl
