@@ -162,6 +162,9 @@ class LossConfig:
     # favours the references' consensus (the class phrase) over what half of them say (the body colour); the
     # cross-entropy keeps the latter's words likely.
     scst_xe_weight: float = at_least(0.0, 0)
+    # a repetition-aware reward in the self-critical epochs: CIDEr-D minus this weight per trigram that repeats an
+    # earlier one of the same caption (0 = CIDEr-D alone; CIDEr-D's clipped counts barely punish a loop)
+    scst_repeat_penalty: float = at_least(0.0, 0)
 
 
 @dataclass

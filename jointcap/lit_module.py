@@ -16,7 +16,6 @@ from torch import nn
 from jointcap import losses
 from jointcap.config import DecodeConfig, LossConfig, MetricsConfig, OptimConfig, from_dict, to_dict
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from jointcap.metrics.cider_reward import CiderReward
 from jointcap.metrics.evaluation import EvalMetrics
 from jointcap.models.joint import JointModel
 from jointcap.training import oracle, part_attention, self_critical
@@ -76,7 +75,8 @@ class JointCaptionModule(L.LightningModule):
         self.info: dict = {}
         self._refs: list[list[str]] = []
         self._split_extra: dict = {}  # the evaluated split's extra fields (true facts per image)
-        self._reward: CiderReward | None = None  # self-critical training's CIDEr-D reward (training references)
+        # self-critical training's reward: CIDEr-D against the training references (minus the repetition penalty)
+        self._reward: self_critical.Reward | None = None
         self.image_size: int | None = None  # the training images' side, stored in checkpoints for predict
         if num_classes is not None and vocab_size is not None:
             self._build(num_classes, vocab_size)
@@ -240,7 +240,8 @@ class JointCaptionModule(L.LightningModule):
         gradient, the classifier's cross-entropy and (`scst_cam`) the CAM loss with Q from the samples."""
         k, labels = int(self.loss_cfg.scst_samples), batch["label"]
         if self._reward is None:
-            self._reward = CiderReward(self.datamodule.datasets["train"].tokens, PAD_ID, BOS_ID, EOS_ID)
+            train_tokens = self.datamodule.datasets["train"].tokens
+            self._reward = self_critical.reward(train_tokens, self.loss_cfg.scst_repeat_penalty)
         out = self.net(batch["image"], None)
         cap = self.net.captioner
         assert cap is not None  # self_critical_now() is False without a captioner

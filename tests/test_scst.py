@@ -117,3 +117,22 @@ def test_self_critical_steps_raise_the_reward() -> None:
         sc.loss.backward()
         opt.step()
     assert np.mean(rewards[:5]) < 0.3 and np.mean(rewards[-5:]) > 0.8, rewards
+
+
+def test_repeated_trigrams_are_counted_per_repeat() -> None:
+    assert self_critical.repeated_ngrams([5, 6, 7, 8, 9]) == 0
+    assert self_critical.repeated_ngrams([5, 6, 7, 9, 5, 6, 7]) == 1  # "a yellow head , a yellow head"
+    assert self_critical.repeated_ngrams([5, 5, 5, 5, 5]) == 2  # a loop on one word: 3 trigrams, 2 repeats
+    assert self_critical.repeated_ngrams([5, 6, 5, 6], n=2) == 1
+
+
+def test_the_repetition_penalty_lowers_a_looping_caption_by_its_weight_per_repeat() -> None:
+    """model.loss.scst_repeat_penalty=w: CIDEr-D minus w per repeated trigram; 0 leaves CIDEr-D itself."""
+    rng = np.random.default_rng(1)
+    refs = _random_ids(rng, 4, 5, 12)
+    hyps = np.array([[5, 6, 7, 9, 5, 6, 7, EOS, PAD], [5, 6, 7, 8, 9, 10, 11, EOS, PAD]])
+    cider = self_critical.reward(refs)
+    assert isinstance(cider, CiderReward)
+    penalised = self_critical.reward(refs, repeat_penalty=0.5)
+    plain, with_penalty = cider(hyps, [0, 1]), penalised(hyps, [0, 1])
+    assert with_penalty[0] == pytest.approx(plain[0] - 0.5) and with_penalty[1] == pytest.approx(plain[1])

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from jointcap.metrics.cider_reward import CiderReward
 from jointcap.models.captioner import AttentionCaptioner
+
+Reward = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # captions (M, T), training images (M,) → rewards (M,)
 
 
 @dataclass
@@ -39,6 +43,40 @@ def in_phase(epoch: int, max_epochs: int, scst_epochs: float) -> bool:
     return first is not None and epoch >= first
 
 
+def repeated_ngrams(words: Sequence[int], n: int = 3) -> int:
+    """How many of the caption's n-grams repeat an earlier n-gram of the same caption (0: it never loops)."""
+    seen: set[tuple[int, ...]] = set()
+    repeats = 0
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats
+
+
+class RepetitionPenalised:
+    """A caption reward minus `weight` × the caption's repeated trigrams (a repetition-aware reward).
+
+    CIDEr-D clips each n-gram's count at the references', so "a yellow head, a yellow head" loses little against
+    the references that name the head once; the penalty makes every loop cost the same fixed amount.
+    """
+
+    def __init__(self, base: CiderReward, weight: float, n: int = 3) -> None:
+        self.base, self.weight, self.n = base, weight, n
+
+    def __call__(self, hyps: np.ndarray, images: Sequence[int]) -> np.ndarray:
+        """Rewards (M,) of captions hyps (M, T) for training images (M,)."""
+        repeats = np.array([repeated_ngrams(self.base.words(h), self.n) for h in hyps], dtype=np.float64)
+        return self.base(hyps, images) - self.weight * repeats
+
+
+def reward(train_tokens: np.ndarray, repeat_penalty: float = 0.0) -> Reward:
+    """The self-critical reward: CIDEr-D against the training references `train_tokens` (N, C, T), minus
+    `repeat_penalty` per repeated trigram when it is > 0 (`model.loss.scst_repeat_penalty`)."""
+    cider = CiderReward(train_tokens, PAD_ID, BOS_ID, EOS_ID)
+    return RepetitionPenalised(cider, repeat_penalty) if repeat_penalty > 0 else cider
+
+
 def leave_one_out_baseline(reward: torch.Tensor) -> torch.Tensor:
     """(B, k) rewards → each sample's baseline: the mean reward of its image's other samples."""
     k = reward.shape[1]
@@ -59,7 +97,7 @@ def train_pass(
     cap: AttentionCaptioner,
     emb: torch.Tensor,
     indices: torch.Tensor,
-    reward_of: Callable[[np.ndarray, Sequence[int]], np.ndarray],
+    reward_of: Reward,
     k: int,
     max_len: int,
 ) -> SelfCriticalPass:
