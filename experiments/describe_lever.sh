@@ -24,7 +24,7 @@ fi
 export OMP_NUM_THREADS=1
 lane() {
   local seed=$1 dir="$OUT/s$1" from=()
-  [ -z "$FROM" ] || from=("ckpt_path=${FROM//\{seed\}/$seed}")
+  [ -z "$FROM" ] || from=("ckpt_path='${FROM//\{seed\}/$seed}'")  # quoted: Lightning's names hold '=
   "$PY" -m jointcap.run "seed=$seed" "+experiment=$PRESET" threads=1 skip_if_done=true "hydra.run.dir=$dir" \
     ${from[@]+"${from[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
   for beam in 1 3; do
