@@ -14,7 +14,7 @@ between breaks the run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["FactReader", "fact_scores", "image_fact_scores", "degeneracy", "repeats_ngram", "part_repeat_share"]
@@ -120,10 +120,15 @@ def image_fact_scores(said: set[str], truth: Sequence[str], class_truth: Sequenc
     }
 
 
+def repeated_ngrams(words: Sequence[Hashable], n: int = 3) -> int:
+    """How many of the caption's n-grams repeat an earlier one of the same caption (words or token ids)."""
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
 def repeats_ngram(words: Sequence[str], n: int) -> bool:
     """Whether some n-gram occurs twice in the caption ("a red head and a red head" repeats "a red head")."""
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return len(set(grams)) < len(grams)
+    return repeated_ngrams(words, n) > 0
 
 
 def part_repeat_share(captions: Sequence[Sequence[str]], reader: FactReader) -> float:

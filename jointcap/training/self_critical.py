@@ -17,6 +17,7 @@ import torch
 
 from jointcap.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from jointcap.metrics.cider_reward import CiderReward
+from jointcap.metrics.correctness import repeated_ngrams
 from jointcap.models.captioner import AttentionCaptioner
 
 Reward = Callable[[np.ndarray, Sequence[int]], np.ndarray]  # captions (M, T), training images (M,) → rewards (M,)
@@ -41,17 +42,6 @@ def in_phase(epoch: int, max_epochs: int, scst_epochs: float) -> bool:
     """Whether `epoch` is one of the last `scst_epochs` epochs of `max_epochs` (0 = never)."""
     first = first_epoch(max_epochs, scst_epochs)
     return first is not None and epoch >= first
-
-
-def repeated_ngrams(words: Sequence[int], n: int = 3) -> int:
-    """How many of the caption's n-grams repeat an earlier n-gram of the same caption (0: it never loops)."""
-    seen: set[tuple[int, ...]] = set()
-    repeats = 0
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i : i + n])
-        repeats += gram in seen
-        seen.add(gram)
-    return repeats
 
 
 class RepetitionPenalised:
