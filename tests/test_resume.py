@@ -103,23 +103,33 @@ def test_resume_path_and_config_guard(tmp_path: Path) -> None:
 
 
 class _RecordingStepCheckpoint(StepCheckpoint):
-    steps: list[int]
+    saves: list[tuple[int, int]]  # (global step, validations run so far) at each save
+    validations = 0
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.validations += 1
+        super().on_validation_end(trainer, pl_module)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        self.steps.append(trainer.global_step)
+        self.saves.append((trainer.global_step, self.validations))
         super()._save_checkpoint(trainer, filepath)
 
 
-@pytest.mark.parametrize("val_batches,expected", [(2, [2, 4, 8, 10]), (0, [2, 4, 6, 8, 10, 12])])
-def test_step_checkpoint_skips_the_step_before_a_validation(
-    tmp_path: Path, val_batches: int, expected: list[int]
+@pytest.mark.parametrize(
+    "val_batches,expected",
+    [(2, [(2, 0), (4, 0), (6, 1), (8, 1), (10, 1), (12, 2)]), (0, [(2, 0), (4, 0), (6, 0), (8, 0), (10, 0), (12, 0)])],
+)
+def test_step_checkpoint_skips_the_step_before_a_validation_and_saves_after_it(
+    tmp_path: Path, val_batches: int, expected: list[tuple[int, int]]
 ) -> None:
-    """A checkpoint taken just before a validation would make Lightning resume past that validation."""
+    """A checkpoint taken just before a validation would make Lightning resume past that validation; the epoch's
+    end (steps 6 and 12) is saved after it instead, even where no best-metric checkpoint is (Lightning 2.6 saves
+    `last` there only beside a top-k one)."""
     import lightning as L
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     cb = _RecordingStepCheckpoint(dirpath=tmp_path, monitor=None, save_top_k=0, save_last=True, every_n_train_steps=2)
-    cb.steps = []
+    cb.saves = []
     trainer = L.Trainer(
         max_epochs=2,
         limit_train_batches=6,
@@ -132,7 +142,8 @@ def test_step_checkpoint_skips_the_step_before_a_validation(
         accelerator="cpu",
     )
     trainer.fit(BoringModel())
-    assert cb.steps == expected
+    assert cb.saves == expected
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 12
 
 
 def test_sigterm_during_validation_saves_nothing(tmp_path: Path) -> None:

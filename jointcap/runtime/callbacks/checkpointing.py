@@ -3,7 +3,8 @@
 * `PreemptionCheckpoint` saves `last.ckpt` when SIGTERM stops a fit (Lightning turns SIGTERM
   into a `SIGTERMException` at the end of the current batch; on SLURM its SLURMEnvironment also
   saves an `hpc_ckpt_*.ckpt` and requeues on SIGUSR1).
-* `StepCheckpoint` saves `last.ckpt` every N steps, except right before a validation.
+* `StepCheckpoint` saves `last.ckpt` every N steps, except right before a validation, and after each
+  epoch's validation.
 * `RandomStateCheckpoint` carries the global RNG states (dropout uses them) in every
   checkpoint and puts them back when training restarts; Lightning itself does not.
 """
@@ -47,11 +48,12 @@ class PreemptionCheckpoint(Callback):
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that saves every N training steps, except at a step that validation follows.
+    """ModelCheckpoint that saves every N training steps, except at a step that validation follows, and at the end
+    of every epoch (after its validation).
 
-    A checkpoint taken there (before the validation) makes Lightning resume *after* that
-    validation without running it, so the resumed run would miss its metrics and checkpoint
-    choice; the epoch-end checkpoint (after the validation) covers that step instead.
+    A checkpoint taken before the validation makes Lightning resume *after* that validation without
+    running it, so the resumed run would miss its metrics and checkpoint choice; the epoch-end
+    checkpoint (after the validation) covers that step instead.
     """
 
     def on_train_batch_end(
@@ -59,6 +61,21 @@ class StepCheckpoint(ModelCheckpoint):
     ) -> None:
         if not validation_follows(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    # Lightning (2.6) saves `last` after a validation only where a top-k checkpoint was saved at that step, so
+    # the run's best-metric callback leaves last.ckpt mid-epoch whenever the metric did not improve. This one
+    # saves it there whatever the metric did: the step skipped above is always covered.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    def _save_last_now(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def validation_follows(trainer: L.Trainer) -> bool:
